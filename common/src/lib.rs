@@ -1,0 +1,12 @@
+//! The shared library of the pitrkit tools: settings, storage backends, the repository
+//! format, WAL knowledge, the object envelope, errors and the runner that owns exit codes.
+
+pub mod error;
+pub mod object;
+pub mod repo;
+pub mod runner;
+pub mod settings;
+pub mod storage;
+pub mod wal;
+
+pub use error::{Error, Result};

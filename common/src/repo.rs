@@ -1,0 +1,224 @@
+//! The repository: its root document, and where each kind of object lives.
+//!
+//! Layout (docs/FORMAT.md is the specification):
+//! - `pitrkit.json`: the root document, written once by the first push of a WAL segment;
+//! - `wal/<timeline>/<WAL file name>.zst`: one enveloped object per archived WAL file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::{ObjectKey, PutMode, PutOutcome, Store};
+use crate::wal::{SegmentHeader, WalFileName};
+
+/// The repository format this pitrkit reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const ROOT_KEY: &str = "pitrkit.json";
+
+/// `pitrkit.json`: which cluster the repository belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoRoot {
+    pub format_version: u32,
+    /// PostgreSQL's database system identifier, as a decimal string: it does not fit the
+    /// integers many JSON readers use.
+    #[serde(with = "u64_string")]
+    pub system_identifier: u64,
+    pub wal_segment_size: u32,
+    pub pg_major: u32,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub created_by: String,
+}
+
+mod u64_string {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// A repository behind some store.
+pub struct Repository {
+    store: Box<dyn Store>,
+}
+
+impl Repository {
+    pub fn new(store: Box<dyn Store>) -> Self {
+        Repository { store }
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Where an archived WAL file lives: grouped by timeline so that a timeline's files list
+    /// with one prefix query.
+    pub fn wal_key(name: &WalFileName) -> ObjectKey {
+        // Both parts are fixed-alphabet hex names, always a valid key.
+        ObjectKey::new(format!("wal/{}/{name}.zst", name.timeline()))
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    fn root_key() -> ObjectKey {
+        ObjectKey::new(ROOT_KEY).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The root document, or `None` for a repository nothing has been pushed to yet.
+    pub fn read_root(&self) -> Result<Option<RepoRoot>> {
+        let Some(bytes) = self.store.get(&Self::root_key())? else {
+            return Ok(None);
+        };
+        let root: RepoRoot = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Conflict(format!(
+                "{}/{ROOT_KEY} is not a pitrkit repository root this version understands: {e}",
+                self.location()
+            ))
+        })?;
+        if root.format_version != FORMAT_VERSION {
+            return Err(Error::Conflict(format!(
+                "repository {} has format version {}; this pitrkit reads version {FORMAT_VERSION}",
+                self.location(),
+                root.format_version
+            )));
+        }
+        Ok(Some(root))
+    }
+
+    /// Records which cluster the repository belongs to. When two writers race, the first
+    /// root wins and both get it back, so the loser's cluster check still runs against it.
+    pub fn init_root(&self, header: &SegmentHeader) -> Result<RepoRoot> {
+        let root = RepoRoot {
+            format_version: FORMAT_VERSION,
+            system_identifier: header.system_identifier,
+            wal_segment_size: header.segment_size,
+            pg_major: header.pg_major,
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            created_by: concat!("pitrkit ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        let mut json = serde_json::to_vec_pretty(&root).map_err(|e| Error::Usage(e.to_string()))?;
+        json.push(b'\n');
+        match self
+            .store
+            .put(&Self::root_key(), &json, PutMode::CreateNew)?
+        {
+            PutOutcome::Stored => Ok(root),
+            PutOutcome::AlreadyExists => self.read_root()?.ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "{}/{ROOT_KEY} exists but cannot be read back",
+                    self.location()
+                ))
+            }),
+        }
+    }
+
+    /// Checks that a segment header belongs to the cluster this repository archives,
+    /// recording the cluster on first use.
+    pub fn check_cluster(
+        &self,
+        root: Option<RepoRoot>,
+        display: &str,
+        h: &SegmentHeader,
+    ) -> Result<RepoRoot> {
+        let root = match root {
+            Some(r) => r,
+            None => self.init_root(h)?,
+        };
+        if root.system_identifier != h.system_identifier {
+            return Err(Error::Conflict(format!(
+                "{display} belongs to database system {} but repository {} archives system {}: \
+                 are two clusters pointed at one repository?",
+                h.system_identifier,
+                self.location(),
+                root.system_identifier
+            )));
+        }
+        if root.wal_segment_size != h.segment_size {
+            return Err(Error::Conflict(format!(
+                "{display} has {}-byte segments but repository {} holds {}-byte segments",
+                h.segment_size,
+                self.location(),
+                root.wal_segment_size
+            )));
+        }
+        Ok(root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStore;
+    use crate::wal::{Lsn, TimelineId};
+
+    fn header(sysid: u64) -> SegmentHeader {
+        SegmentHeader {
+            pg_major: 15,
+            system_identifier: sysid,
+            segment_size: 16 << 20,
+            block_size: 8192,
+            timeline: TimelineId(1),
+            page_address: Lsn(0),
+        }
+    }
+
+    #[test]
+    fn first_segment_records_the_cluster_and_others_are_refused() {
+        let repo = Repository::new(Box::new(MemoryStore::default()));
+        assert_eq!(repo.read_root().unwrap(), None);
+        let root = repo.check_cluster(None, "a", &header(7)).unwrap();
+        assert_eq!(root.system_identifier, 7);
+        let again = repo.read_root().unwrap().unwrap();
+        assert_eq!(again, root);
+        repo.check_cluster(Some(again.clone()), "b", &header(7))
+            .unwrap();
+        let e = repo
+            .check_cluster(Some(again), "c", &header(8))
+            .unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_CONFLICT);
+        assert!(
+            e.to_string().contains("database system 8") && e.to_string().contains("system 7"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn root_json_keeps_sysid_exact() {
+        let repo = Repository::new(Box::new(MemoryStore::default()));
+        repo.init_root(&header(7712125352005778860)).unwrap();
+        let raw = repo
+            .store()
+            .get(&ObjectKey::new("pitrkit.json").unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8(raw)
+                .unwrap()
+                .contains("\"7712125352005778860\"")
+        );
+        assert_eq!(
+            repo.read_root().unwrap().unwrap().system_identifier,
+            7712125352005778860
+        );
+    }
+
+    #[test]
+    fn wal_keys_group_by_timeline() {
+        let n: WalFileName = "00000002.history".parse().unwrap();
+        assert_eq!(
+            Repository::wal_key(&n).as_str(),
+            "wal/00000002/00000002.history.zst"
+        );
+        let n: WalFileName = "0000000300000000000000A1".parse().unwrap();
+        assert_eq!(
+            Repository::wal_key(&n).as_str(),
+            "wal/00000003/0000000300000000000000A1.zst"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The one place that turns a tool's result into messages and an exit status.
+//!
+//! Tools return `Result<()>`; only this module prints errors and calls `exit`, so every
+//! exit status comes from the table in `error.rs`.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::error::{EXIT_NOT_FOUND, EXIT_OK, Error, RESTORE_COMMAND_OFFSET, Result};
+
+static TOOL: OnceLock<&'static str> = OnceLock::new();
+
+/// How a tool's failures map to exit statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The table as it is.
+    Standard,
+    /// Called as PostgreSQL's `restore_command`: see [`RESTORE_COMMAND_OFFSET`].
+    RestoreCommand,
+}
+
+/// Prints a diagnostic line on stderr as `tool: message`.
+pub fn note(message: impl std::fmt::Display) {
+    eprintln!("{}: {message}", TOOL.get().copied().unwrap_or("pitrkit"));
+}
+
+/// Parses the command line, runs the tool and exits with the documented status.
+pub fn main<C: clap::Parser>(
+    tool: &'static str,
+    role: Role,
+    run: impl FnOnce(C) -> Result<()>,
+) -> ! {
+    let _ = TOOL.set(tool);
+    let result = match C::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: not errors.
+            let _ = e.print();
+            std::process::exit(EXIT_OK);
+        }
+        Err(e) => Err(usage_error(&e)),
+    };
+    std::process::exit(exit_code(role, result, Path::new("standby.signal")))
+}
+
+/// One line out of clap's multi-line error, as the style asks of every message.
+fn usage_error(e: &clap::Error) -> Error {
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("bad command line")
+        .trim_start_matches("error: ")
+        .to_string();
+    Error::Usage(format!("{first} (see --help)"))
+}
+
+/// Prints the outcome and picks the exit status. `standby_signal` is checked relative to the
+/// working directory, which PostgreSQL sets to the data directory.
+fn exit_code(role: Role, result: Result<()>, standby_signal: &Path) -> i32 {
+    let err = match result {
+        Ok(()) => return EXIT_OK,
+        // Whoever reads our stdout went away (`wal-fetch NAME - | head`): not a failure.
+        Err(Error::LocalIo { source, .. }) if source.kind() == ErrorKind::BrokenPipe => {
+            return EXIT_OK;
+        }
+        Err(e) => e,
+    };
+    note(&err);
+    match role {
+        Role::Standard => err.code(),
+        Role::RestoreCommand if err.code() == EXIT_NOT_FOUND => EXIT_NOT_FOUND,
+        Role::RestoreCommand if standby_signal.exists() => {
+            // A standby must keep polling the archive through an outage rather than stop;
+            // exit 1 makes PostgreSQL try streaming and then this command again.
+            note(format!(
+                "ERROR (exit {} on a recovery, reported as 1 because standby.signal is present so the standby retries)",
+                err.code() + RESTORE_COMMAND_OFFSET
+            ));
+            EXIT_NOT_FOUND
+        }
+        Role::RestoreCommand => err.code() + RESTORE_COMMAND_OFFSET,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_command_statuses() {
+        let d = tempfile::tempdir().unwrap();
+        let signal = d.path().join("standby.signal");
+        let nf = || Err(Error::NotFound { key: "k".into() });
+        let down = || Err(Error::Unavailable("x".into()));
+        assert_eq!(exit_code(Role::RestoreCommand, Ok(()), &signal), 0);
+        assert_eq!(exit_code(Role::RestoreCommand, nf(), &signal), 1);
+        assert_eq!(exit_code(Role::RestoreCommand, down(), &signal), 133);
+        assert_eq!(
+            exit_code(Role::RestoreCommand, Err(Error::Usage("x".into())), &signal),
+            130
+        );
+        assert_eq!(exit_code(Role::Standard, down(), &signal), 5);
+        std::fs::write(&signal, "").unwrap();
+        assert_eq!(exit_code(Role::RestoreCommand, down(), &signal), 1);
+        assert_eq!(exit_code(Role::RestoreCommand, nf(), &signal), 1);
+    }
+}

@@ -1,0 +1,414 @@
+//! What pitrkit knows about PostgreSQL's write-ahead log: file names, LSNs, timelines, and
+//! the long page header that opens every segment.
+//!
+//! References: `src/include/access/xlog_internal.h` (file names, `XLogLongPageHeaderData`,
+//! `XLOG_PAGE_MAGIC`) and `src/backend/access/transam/xlogreader.c`
+//! (`XLogReaderValidatePageHeader`) of PostgreSQL 13–17.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// A PostgreSQL timeline id (`TimeLineID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimelineId(pub u32);
+
+impl fmt::Display for TimelineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08X}", self.0)
+    }
+}
+
+/// A WAL location (`XLogRecPtr`), written as PostgreSQL writes it: `0/16B3748`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Lsn(pub u64);
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl FromStr for Lsn {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::Usage(format!("invalid LSN '{s}': expected the form 0/16B3748"));
+        let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
+        let ok =
+            |p: &str| !p.is_empty() && p.len() <= 8 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok(hi) || !ok(lo) {
+            return Err(bad());
+        }
+        let hi = u64::from_str_radix(hi, 16).map_err(|_| bad())?;
+        let lo = u64::from_str_radix(lo, 16).map_err(|_| bad())?;
+        Ok(Lsn(hi << 32 | lo))
+    }
+}
+
+/// The name of a file PostgreSQL hands to `archive_command`, or asks of `restore_command`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WalFileName {
+    /// `000000010000000000000003`: a complete segment.
+    Segment { tli: TimelineId, log: u32, seg: u32 },
+    /// `000000010000000000000003.partial`: the last, incomplete segment of a timeline that a
+    /// promotion ended.
+    Partial { tli: TimelineId, log: u32, seg: u32 },
+    /// `000000010000000000000003.00000028.backup`: a backup history file.
+    Backup {
+        tli: TimelineId,
+        log: u32,
+        seg: u32,
+        offset: u32,
+    },
+    /// `00000002.history`: the timeline history file written at a promotion.
+    History { tli: TimelineId },
+}
+
+fn hex8(s: &str) -> Option<u32> {
+    (s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)))
+    .then(|| u32::from_str_radix(s, 16).ok())
+    .flatten()
+}
+
+fn hex24(s: &str) -> Option<(TimelineId, u32, u32)> {
+    if s.len() != 24 {
+        return None;
+    }
+    Some((
+        TimelineId(hex8(&s[0..8])?),
+        hex8(&s[8..16])?,
+        hex8(&s[16..24])?,
+    ))
+}
+
+impl FromStr for WalFileName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let parsed = match s.split('.').collect::<Vec<_>>().as_slice() {
+            [base] => hex24(base).map(|(tli, log, seg)| WalFileName::Segment { tli, log, seg }),
+            [base, "partial"] => {
+                hex24(base).map(|(tli, log, seg)| WalFileName::Partial { tli, log, seg })
+            }
+            [base, "history"] => hex8(base).map(|t| WalFileName::History { tli: TimelineId(t) }),
+            [base, off, "backup"] => hex24(base).and_then(|(tli, log, seg)| {
+                Some(WalFileName::Backup {
+                    tli,
+                    log,
+                    seg,
+                    offset: hex8(off)?,
+                })
+            }),
+            _ => None,
+        };
+        parsed.filter(|n| n.timeline().0 != 0).ok_or_else(|| {
+            Error::invalid_input(
+                s,
+                "not a WAL file name (expected a segment like 000000010000000000000003, \
+                 or a .history, .backup or .partial file)",
+            )
+        })
+    }
+}
+
+impl fmt::Display for WalFileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalFileName::Segment { tli, log, seg } => write!(f, "{tli}{log:08X}{seg:08X}"),
+            WalFileName::Partial { tli, log, seg } => write!(f, "{tli}{log:08X}{seg:08X}.partial"),
+            WalFileName::Backup {
+                tli,
+                log,
+                seg,
+                offset,
+            } => {
+                write!(f, "{tli}{log:08X}{seg:08X}.{offset:08X}.backup")
+            }
+            WalFileName::History { tli } => write!(f, "{tli}.history"),
+        }
+    }
+}
+
+impl WalFileName {
+    pub fn timeline(&self) -> TimelineId {
+        match *self {
+            WalFileName::Segment { tli, .. }
+            | WalFileName::Partial { tli, .. }
+            | WalFileName::Backup { tli, .. }
+            | WalFileName::History { tli } => tli,
+        }
+    }
+
+    /// Whether the file carries WAL pages (and so a long page header to validate).
+    pub fn has_wal_pages(&self) -> bool {
+        matches!(
+            self,
+            WalFileName::Segment { .. } | WalFileName::Partial { .. }
+        )
+    }
+
+    /// The segment this name belongs to, as `(log, seg)`, for every kind but `.history`.
+    pub fn log_seg(&self) -> Option<(u32, u32)> {
+        match *self {
+            WalFileName::Segment { log, seg, .. }
+            | WalFileName::Partial { log, seg, .. }
+            | WalFileName::Backup { log, seg, .. } => Some((log, seg)),
+            WalFileName::History { .. } => None,
+        }
+    }
+
+    /// The name of segment number `segno` on `tli` for the given segment size
+    /// (`XLogFileName` in xlog_internal.h).
+    pub fn segment(tli: TimelineId, segno: u64, seg_size: u32) -> Self {
+        let per_id = segments_per_xlog_id(seg_size);
+        WalFileName::Segment {
+            tli,
+            log: (segno / per_id) as u32,
+            seg: (segno % per_id) as u32,
+        }
+    }
+
+    /// The segment number (`XLogSegNo`) of a segment, partial or backup file.
+    pub fn segno(&self, seg_size: u32) -> Option<u64> {
+        self.log_seg()
+            .map(|(log, seg)| log as u64 * segments_per_xlog_id(seg_size) + seg as u64)
+    }
+}
+
+/// `XLogSegmentsPerXLogId`: how many segments one "log" number (4 GiB of WAL) holds.
+pub fn segments_per_xlog_id(seg_size: u32) -> u64 {
+    0x1_0000_0000u64 / seg_size as u64
+}
+
+/// `XLOG_PAGE_MAGIC` of each supported major version.
+const PAGE_MAGICS: [(u16, u32); 5] = [
+    (0xD106, 13),
+    (0xD10D, 14),
+    (0xD110, 15),
+    (0xD113, 16),
+    (0xD116, 17),
+];
+/// `XLP_LONG_HEADER` in `xlp_info`: this page opens a segment.
+const XLP_LONG_HEADER: u16 = 0x0002;
+/// `SizeOfXLogLongPHD`: the long page header's size, with alignment padding.
+pub const LONG_PAGE_HEADER_SIZE: usize = 40;
+
+/// What the long page header of a segment says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub pg_major: u32,
+    pub system_identifier: u64,
+    pub segment_size: u32,
+    pub block_size: u32,
+    pub timeline: TimelineId,
+    pub page_address: Lsn,
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Reads the long page header at the start of `data` (which needs only its first 40 bytes).
+pub fn read_long_header(display: &str, data: &[u8]) -> Result<SegmentHeader> {
+    if data.len() < LONG_PAGE_HEADER_SIZE {
+        return Err(Error::invalid_input(
+            display,
+            format!(
+                "truncated: {} bytes, shorter than a WAL page header",
+                data.len()
+            ),
+        ));
+    }
+    let magic = le_u16(data, 0);
+    let pg_major = PAGE_MAGICS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            Error::invalid_input(
+                display,
+                format!("not a WAL segment of PostgreSQL 13-17 (page magic 0x{magic:04X})"),
+            )
+        })?;
+    if le_u16(data, 2) & XLP_LONG_HEADER == 0 {
+        return Err(Error::invalid_input(
+            display,
+            "first page lacks the long header a segment starts with",
+        ));
+    }
+    let segment_size = le_u32(data, 32);
+    let block_size = le_u32(data, 36);
+    if !segment_size.is_power_of_two() || !(1 << 20..=1 << 30).contains(&segment_size) {
+        return Err(Error::invalid_input(
+            display,
+            format!("implausible segment size {segment_size} in header"),
+        ));
+    }
+    if !block_size.is_power_of_two() || !(1024..=32768).contains(&block_size) {
+        return Err(Error::invalid_input(
+            display,
+            format!("implausible block size {block_size} in header"),
+        ));
+    }
+    Ok(SegmentHeader {
+        pg_major,
+        system_identifier: le_u64(data, 24),
+        segment_size,
+        block_size,
+        timeline: TimelineId(le_u32(data, 4)),
+        page_address: Lsn(le_u64(data, 8)),
+    })
+}
+
+/// Checks that `data` is a real segment (or `.partial`) called `name`: header magic, segment
+/// size and file length, page address consistent with the name, and a timeline no newer than
+/// the name's. The first segment of a new timeline legitimately starts with pages of the
+/// timeline it branched from (it is a copy up to the switch point), hence "no newer" rather
+/// than "equal".
+pub fn validate_segment(display: &str, name: &WalFileName, data: &[u8]) -> Result<SegmentHeader> {
+    let h = read_long_header(display, data)?;
+    let complete = matches!(name, WalFileName::Segment { .. });
+    if complete && data.len() != h.segment_size as usize {
+        return Err(Error::invalid_input(
+            display,
+            format!(
+                "truncated: {} bytes where the header says segments are {} bytes",
+                data.len(),
+                h.segment_size
+            ),
+        ));
+    }
+    if data.len() > h.segment_size as usize {
+        return Err(Error::invalid_input(
+            display,
+            format!(
+                "{} bytes, longer than a {}-byte segment",
+                data.len(),
+                h.segment_size
+            ),
+        ));
+    }
+    let (_, seg) = name.log_seg().unwrap_or_default();
+    if seg as u64 >= segments_per_xlog_id(h.segment_size) {
+        return Err(Error::invalid_input(
+            display,
+            format!(
+                "name is not a valid segment for {}-byte segments",
+                h.segment_size
+            ),
+        ));
+    }
+    let expected = Lsn(name.segno(h.segment_size).unwrap_or_default() * h.segment_size as u64);
+    if h.page_address != expected {
+        return Err(Error::invalid_input(
+            display,
+            format!(
+                "header is for the segment at {} but the name {} is the segment at {}",
+                h.page_address, name, expected
+            ),
+        ));
+    }
+    if h.timeline > name.timeline() || h.timeline.0 == 0 {
+        return Err(Error::invalid_input(
+            display,
+            format!(
+                "header is on timeline {} but the name says timeline {}",
+                h.timeline.0,
+                name.timeline().0
+            ),
+        ));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal but valid-looking 16 MiB segment header for `name` (tests only).
+    pub fn fake_segment(name: &str, sysid: u64, len: usize) -> Vec<u8> {
+        let n: WalFileName = name.parse().unwrap();
+        let seg_size = 16u32 << 20;
+        let mut d = vec![0u8; len];
+        d[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        d[2..4].copy_from_slice(&XLP_LONG_HEADER.to_le_bytes());
+        d[4..8].copy_from_slice(&n.timeline().0.to_le_bytes());
+        let lsn = n.segno(seg_size).unwrap() * seg_size as u64;
+        d[8..16].copy_from_slice(&lsn.to_le_bytes());
+        d[24..32].copy_from_slice(&sysid.to_le_bytes());
+        d[32..36].copy_from_slice(&seg_size.to_le_bytes());
+        d[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        d
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in [
+            "000000010000000000000003",
+            "0000000A00000001000000FF.partial",
+            "000000010000000000000003.00000028.backup",
+            "00000002.history",
+        ] {
+            assert_eq!(s.parse::<WalFileName>().unwrap().to_string(), s);
+        }
+        for bad in [
+            "00000001000000000000003",
+            "0000000100000000000000g3",
+            "x.history",
+            "000000000000000000000003",
+            "00000001000000000000000a",
+            "000000010000000000000003.ready",
+        ] {
+            assert!(bad.parse::<WalFileName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_numbers() {
+        let n: WalFileName = "000000010000000100000002".parse().unwrap();
+        assert_eq!(n.segno(16 << 20), Some(256 + 2));
+        assert_eq!(WalFileName::segment(TimelineId(1), 258, 16 << 20), n);
+    }
+
+    #[test]
+    fn lsn_round_trip() {
+        let l: Lsn = "0/16B3748".parse().unwrap();
+        assert_eq!(l.0, 0x16B3748);
+        assert_eq!(l.to_string(), "0/16B3748");
+        assert_eq!("1A/0".parse::<Lsn>().unwrap().to_string(), "1A/0");
+        assert!("16B3748".parse::<Lsn>().is_err());
+        assert!("0/".parse::<Lsn>().is_err());
+    }
+
+    #[test]
+    fn validates_header_against_name() {
+        let name: WalFileName = "000000020000000000000005".parse().unwrap();
+        let seg = fake_segment("000000020000000000000005", 42, 16 << 20);
+        let h = validate_segment("f", &name, &seg).unwrap();
+        assert_eq!((h.system_identifier, h.pg_major), (42, 15));
+        // An older timeline in the header is how a new timeline's first segment looks.
+        let older = fake_segment("000000010000000000000005", 42, 16 << 20);
+        validate_segment("f", &name, &older).unwrap();
+        let other: WalFileName = "000000020000000000000006".parse().unwrap();
+        let e = validate_segment("f", &other, &seg).unwrap_err().to_string();
+        assert!(e.contains("0/5000000") && e.contains("0/6000000"), "{e}");
+        let e = validate_segment("f", &name, &seg[..1 << 20])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+        let e = validate_segment("f", &name, &[0u8; 100])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a WAL segment"), "{e}");
+    }
+}

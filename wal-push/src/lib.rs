@@ -1,0 +1,199 @@
+//! `wal-push`: archive one WAL file into a pitrkit repository, as PostgreSQL's
+//! `archive_command = 'wal-push %p'`.
+//!
+//! PostgreSQL deletes or recycles a WAL file as soon as this exits 0, so 0 means exactly
+//! one thing: the file is durably in the repository (stored now, or found there already
+//! with the same sha256). Anything doubtful exits non-zero and PostgreSQL retries later.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use pitrkit::error::{Error, Result};
+use pitrkit::object::{Compressor, ENVELOPE_LEN, Envelope};
+use pitrkit::repo::Repository;
+use pitrkit::runner::note;
+use pitrkit::settings::{RepoArgs, Settings};
+use pitrkit::storage::{PutMode, PutOutcome};
+use pitrkit::wal::{self, WalFileName};
+use serde::Serialize;
+
+/// zstd level used unless configured: level 1 compresses WAL to within a few percent of
+/// level 3 at nearly twice the speed (see BENCHMARKS.md), and archiving speed is what keeps
+/// pg_wal from filling up.
+pub const DEFAULT_COMPRESS_LEVEL: i32 = 1;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wal-push",
+    version,
+    about = "Archive one WAL file into a pitrkit repository",
+    after_help = "Use as: archive_command = 'wal-push --config /etc/pitrkit.toml %p'\n\
+                  Prints one JSON line (name, bytes, stored_bytes, sha256, seconds) on success."
+)]
+pub struct Cli {
+    /// The WAL file to archive (%p), or - to read it from stdin (needs --name)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Name to archive the file under (default: the file name of PATH)
+    #[arg(long, value_name = "WALNAME")]
+    pub name: Option<String>,
+    /// zstd compression level, 1-19; 0 stores the file uncompressed [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compress_level: Option<i32>,
+    /// Threads for compression [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+/// The JSON line printed on stdout.
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    pub name: String,
+    pub bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
+    pub seconds: f64,
+    /// `stored`, or `already-archived` when identical content was there already.
+    pub status: &'static str,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let started = Instant::now();
+    let settings = Settings::from_args(&cli.repo)?;
+    let (name, display) = file_name(&cli)?;
+    let data = read_input(&cli.path)?;
+    // Validate before anything touches the repository.
+    let header = if name.has_wal_pages() {
+        Some(wal::validate_segment(&display, &name, &data)?)
+    } else {
+        None
+    };
+    let level = cli
+        .compress_level
+        .or(settings.compress_level)
+        .unwrap_or(DEFAULT_COMPRESS_LEVEL);
+    let workers = cli
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    let compressor = Compressor {
+        level,
+        workers: if workers > 1 { workers } else { 0 },
+    };
+
+    let repo = Repository::new(settings.open_store()?);
+    let key = Repository::wal_key(&name);
+    // Compress and hash while the repository answers whether the file is there already:
+    // on a remote store the round trips cost as much as the compression.
+    let (sealed, probe) = std::thread::scope(|s| {
+        let sealing = s.spawn(|| compressor.seal(&data));
+        let probe = (|| -> Result<_> {
+            repo.store().create()?;
+            let root = repo.read_root()?;
+            let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
+            Ok((root, existing))
+        })();
+        (sealing.join(), probe)
+    });
+    let (stored, envelope) =
+        sealed.map_err(|_| Error::Usage("compression thread panicked".into()))??;
+    let (root, existing) = probe?;
+    if let Some(h) = &header {
+        repo.check_cluster(root, &display, h)?;
+    }
+
+    let status = match existing {
+        Some(prefix) => {
+            same_content(&key.to_string(), &display, &prefix, &envelope)?;
+            "already-archived"
+        }
+        None => match repo.store().put(&key, &stored, PutMode::CreateNew)? {
+            PutOutcome::Stored => "stored",
+            PutOutcome::AlreadyExists => {
+                // Another wal-push won the race; what matters is whether it stored the same.
+                let prefix = repo
+                    .store()
+                    .get_prefix(&key, ENVELOPE_LEN)?
+                    .unwrap_or_default();
+                same_content(&key.to_string(), &display, &prefix, &envelope)?;
+                "already-archived"
+            }
+        },
+    };
+    if settings.verbose || status != "stored" {
+        note(format!("{name}: {status} in {} as {key}", repo.location()));
+    }
+    let report = PushReport {
+        name: name.to_string(),
+        bytes: envelope.plain_len,
+        stored_bytes: stored.len() as u64,
+        sha256: envelope.sha256.to_string(),
+        seconds: (started.elapsed().as_secs_f64() * 1e4).round() / 1e4,
+        status,
+    };
+    let line = serde_json::to_string(&report).map_err(|e| Error::Usage(e.to_string()))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// The WAL file name to archive under, and how to name the input in messages.
+fn file_name(cli: &Cli) -> Result<(WalFileName, String)> {
+    let from_stdin = cli.path.as_os_str() == "-";
+    let raw = match (&cli.name, from_stdin) {
+        (Some(n), _) => n.clone(),
+        (None, true) => {
+            return Err(Error::Usage(
+                "reading from stdin (-) needs --name WALNAME".into(),
+            ));
+        }
+        (None, false) => cli
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::invalid_input(cli.path.display(), "has no usable file name"))?
+            .to_string(),
+    };
+    let display = if from_stdin {
+        format!("{raw} (stdin)")
+    } else {
+        cli.path.display().to_string()
+    };
+    let name = raw.parse::<WalFileName>().map_err(|_| {
+        Error::invalid_input(
+            &display,
+            format!("'{raw}' is not a WAL file name (a segment like 000000010000000000000003, or .history/.backup/.partial)"),
+        )
+    })?;
+    Ok((name, display))
+}
+
+/// Reads the whole file: segments are at most 1 GiB and usually 16 MiB, and checking the
+/// header, hashing and compressing all want the bytes at once.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::local_io("stdin", e))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| Error::local_io(path, e))
+}
+
+/// Idempotency: the same content under the same name is success; anything else is refused
+/// and never overwritten.
+fn same_content(key: &str, display: &str, stored_prefix: &[u8], ours: &Envelope) -> Result<()> {
+    let theirs = Envelope::decode(key, stored_prefix)?;
+    if theirs.sha256 == ours.sha256 && theirs.plain_len == ours.plain_len {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "{display}: {key} already exists with different content (stored sha256 {} length {}, \
+         this file sha256 {} length {}); refusing to overwrite archived WAL",
+        theirs.sha256, theirs.plain_len, ours.sha256, ours.plain_len
+    )))
+}

@@ -15,7 +15,8 @@ pub const EXIT_NOT_FOUND: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// The input file was refused: not WAL, truncated, or its header contradicts its name.
 pub const EXIT_INVALID_INPUT: i32 = 3;
-/// The input conflicts with the repository: another cluster, or other content under the name.
+/// Wrong repository: another cluster's, not a pitrkit repository, or other content already
+/// stored under the name.
 pub const EXIT_CONFLICT: i32 = 4;
 /// The store could not be reached or kept failing after the bounded retries.
 pub const EXIT_UNAVAILABLE: i32 = 5;

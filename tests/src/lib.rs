@@ -1,1 +1,478 @@
-//! x
+//! Harness for the integration tests: real PostgreSQL clusters started as an unprivileged
+//! user on their own loopback port, a real S3 server (s3s-fs) per test, and the pitrkit
+//! binaries copied where that user can run them. Failures print the command, its stdout and
+//! stderr, and the server log.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// PostgreSQL's server binaries (`PITRKIT_PG_BIN` overrides).
+pub fn pg_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var("PITRKIT_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let p = Path::new(&dir).join(tool);
+    assert!(p.exists(), "{} is missing: install postgresql-15 (apt-get install -y postgresql-15) or set PITRKIT_PG_BIN", p.display());
+    p
+}
+
+/// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace.
+pub fn pitrkit_bin_dir() -> PathBuf {
+    let dir = std::env::var("PITRKIT_BIN_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+    });
+    assert!(
+        dir.join("wal-push").exists() && dir.join("wal-fetch").exists(),
+        "pitrkit binaries not found in {}: run `cargo build --workspace --bins` first",
+        dir.display()
+    );
+    dir
+}
+
+fn is_root() -> bool {
+    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// A command run as the cluster's OS user (`postgres` when the tests run as root, since
+/// PostgreSQL refuses to run as root), with a clean environment.
+pub fn as_pg(program: &Path) -> Command {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin").env("LC_ALL", "C.UTF-8").env("TZ", "UTC");
+    c
+}
+
+/// A finished command with everything needed to explain a failure.
+pub struct Output {
+    pub cmd: String,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_bytes: Vec<u8>,
+}
+
+impl Output {
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit status\n{self}");
+        self
+    }
+    pub fn assert_ok(&self) -> &Self {
+        self.assert_code(0)
+    }
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "$ {}\nexit {}\n--- stdout\n{}\n--- stderr\n{}", self.cmd, self.code, self.stdout, self.stderr)
+    }
+}
+
+pub fn run(mut c: Command) -> Output {
+    run_with_stdin(&mut c, None)
+}
+
+pub fn run_with_stdin(c: &mut Command, stdin: Option<&[u8]>) -> Output {
+    let cmd = format!("{c:?}");
+    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    if let Some(data) = stdin {
+        use std::io::Write;
+        let mut sin = child.stdin.take().expect("stdin");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = sin.write_all(&data);
+        });
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    Output {
+        cmd,
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout_bytes: out.stdout,
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A fresh directory per test, owned by the cluster's OS user, holding a copy of the
+/// pitrkit binaries that user can execute.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix(&format!("pitrkit-{name}-")).tempdir_in("/tmp").expect("tempdir");
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).expect("bin dir");
+        for tool in ["wal-push", "wal-fetch"] {
+            fs::copy(pitrkit_bin_dir().join(tool), bin.join(tool)).expect("copy binary");
+        }
+        let sb = Sandbox { dir };
+        sb.chown_to_pg(sb.path());
+        // The temp dir is created 0700; the cluster user and the test user both work inside.
+        let _ = Command::new("chmod").arg("0755").arg(sb.path()).status();
+        sb
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn bin(&self, tool: &str) -> PathBuf {
+        self.path().join("bin").join(tool)
+    }
+
+    /// Hands a path to the cluster's OS user (a no-op when not running as root).
+    pub fn chown_to_pg(&self, p: &Path) {
+        if is_root() {
+            let st = Command::new("chown").args(["-R", "postgres:"]).arg(p).status().expect("chown");
+            assert!(st.success(), "chown {}", p.display());
+        }
+    }
+
+    /// A pitrkit tool run as the test user, with a clean environment.
+    pub fn tool(&self, tool: &str) -> Command {
+        let mut c = Command::new(self.bin(tool));
+        c.env_clear().env("PATH", "/usr/bin:/bin").current_dir(self.path());
+        c
+    }
+}
+
+/// One s3s-fs server on a free loopback port with its own data directory.
+pub struct S3Server {
+    pub port: u16,
+    pub data: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub const S3_KEY: &str = "pitrkit-test-key";
+pub const S3_SECRET: &str = "pitrkit-test-secret";
+
+pub fn s3s_fs_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PITRKIT_S3S_FS") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for cand in [format!("{home}/.cargo/bin/s3s-fs"), "/usr/local/bin/s3s-fs".into()] {
+        if Path::new(&cand).exists() {
+            return PathBuf::from(cand);
+        }
+    }
+    panic!("s3s-fs not found: install it with `cargo install s3s-fs@0.14.1 --features binary` (see .ci/run) or set PITRKIT_S3S_FS");
+}
+
+impl S3Server {
+    pub fn start(sb: &Sandbox) -> Self {
+        let data = sb.path().join("s3data");
+        fs::create_dir_all(&data).expect("s3 data dir");
+        let log = sb.path().join("s3s-fs.log");
+        let mut s = S3Server { port: free_port(), data, child: None, log };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let logf = fs::File::create(&self.log).expect("s3 log");
+        let child = Command::new(s3s_fs_bin())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(&self.data)
+            .stdout(logf.try_clone().expect("log"))
+            .stderr(logf)
+            .spawn()
+            .expect("start s3s-fs");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("s3s-fs to listen", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// s3s-fs keeps each bucket as a directory under its data directory.
+    pub fn create_bucket(&self, name: &str) {
+        fs::create_dir_all(self.data.join(name)).expect("bucket dir");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Which backend a repository test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fs,
+    S3,
+}
+
+/// A repository on one backend, with a view of the stored files for tests to inspect or
+/// damage "at rest".
+pub struct TestRepo {
+    pub backend: Backend,
+    pub url: String,
+    /// Where the objects are on disk (the repository directory, or the bucket prefix
+    /// inside the s3s-fs data directory).
+    pub files: PathBuf,
+    /// A config file with the repository and, for S3, endpoint and credentials.
+    pub config: PathBuf,
+    pub s3: Option<S3Server>,
+}
+
+impl TestRepo {
+    pub fn new(sb: &Sandbox, backend: Backend) -> Self {
+        let config = sb.path().join("pitrkit.toml");
+        match backend {
+            Backend::Fs => {
+                let files = sb.path().join("repo");
+                let url = files.display().to_string();
+                fs::write(&config, format!("repo = '{url}'\n")).expect("config");
+                TestRepo { backend, url, files, config, s3: None }
+            }
+            Backend::S3 => {
+                let s3 = S3Server::start(sb);
+                s3.create_bucket("pitr-test");
+                let url = "s3://pitr-test/cluster-a".to_string();
+                fs::write(
+                    &config,
+                    format!(
+                        "repo = '{url}'\ns3_endpoint = '{}'\ns3_region = 'us-east-1'\n\
+                         s3_access_key_id = '{S3_KEY}'\ns3_secret_access_key = '{S3_SECRET}'\n\
+                         retries = 3\nretry_time = '3s'\ntimeout = '3s'\n",
+                        s3.endpoint()
+                    ),
+                )
+                .expect("config");
+                let files = s3.data.join("pitr-test/cluster-a");
+                TestRepo { backend, url, files, config, s3: Some(s3) }
+            }
+        }
+    }
+
+    /// The repository arguments for a tool: everything through the config file.
+    pub fn args(&self) -> Vec<String> {
+        vec!["--config".into(), self.config.display().to_string()]
+    }
+
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.files.join(key)
+    }
+
+    /// Every stored file under the repository, with its sha256: compared before and after
+    /// a refused operation to prove nothing changed.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        walk(&self.files, &self.files, &mut out);
+        out.sort();
+        out
+    }
+
+    pub fn log(&self) -> String {
+        self.s3.as_ref().map(S3Server::log).unwrap_or_default()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            let rel = p.strip_prefix(root).unwrap_or(&p).display().to_string();
+            out.push((rel, sha256_hex(&fs::read(&p).unwrap_or_default())));
+        }
+    }
+}
+
+/// A PostgreSQL cluster in the sandbox, on its own loopback port.
+pub struct Pg {
+    pub data: PathBuf,
+    pub port: u16,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+    started: bool,
+}
+
+impl Pg {
+    /// `initdb` into `<sandbox>/<name>`.
+    pub fn init(sb: &Sandbox, name: &str) -> Self {
+        let data = sb.path().join(name);
+        let mut c = as_pg(&pg_bin("initdb"));
+        c.args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--data-checksums", "-D"]).arg(&data);
+        run(c).assert_ok();
+        let pg = Self::at(sb, name);
+        pg.configure("");
+        pg
+    }
+
+    /// A data directory made some other way (a base backup), not yet configured.
+    pub fn at(sb: &Sandbox, name: &str) -> Self {
+        let data = sb.path().join(name);
+        let sock = sb.path().join(format!("sock-{name}"));
+        fs::create_dir_all(&sock).expect("socket dir");
+        sb.chown_to_pg(&sock);
+        Pg { log: sb.path().join(format!("{name}.log")), data, port: free_port(), sock, started: false }
+    }
+
+    /// Appends settings, always (re)setting the port and socket so a copy gets its own.
+    pub fn configure(&self, extra: &str) {
+        let conf = format!(
+            "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             fsync = off\nshared_buffers = 32MB\nmax_wal_senders = 4\nwal_level = replica\n{extra}\n",
+            self.port,
+            self.sock.display()
+        );
+        let path = self.data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&path).expect("postgresql.conf");
+        text.push_str(&conf);
+        fs::write(&path, text).expect("postgresql.conf");
+    }
+
+    pub fn start(&mut self) {
+        let mut c = as_pg(&pg_bin("pg_ctl"));
+        c.args(["-w", "-t", "120", "-l"]).arg(&self.log).arg("-D").arg(&self.data).arg("start");
+        let out = run(c);
+        assert_eq!(out.code, 0, "pg_ctl start failed\n{out}\n--- server log\n{}", self.log_text());
+        self.started = true;
+    }
+
+    /// Starts a cluster that is recovering: pg_ctl returns before recovery has finished.
+    pub fn start_recovery(&mut self) {
+        let mut c = as_pg(&pg_bin("pg_ctl"));
+        c.args(["-W", "-l"]).arg(&self.log).arg("-D").arg(&self.data).arg("start");
+        run(c).assert_ok();
+        self.started = true;
+    }
+
+    pub fn stop(&mut self) {
+        if self.started {
+            let mut c = as_pg(&pg_bin("pg_ctl"));
+            c.args(["-w", "-t", "60", "-m", "fast", "-D"]).arg(&self.data).arg("stop");
+            let _ = run(c);
+            self.started = false;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn psql_cmd(&self) -> Command {
+        let mut c = as_pg(&pg_bin("psql"));
+        c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.sock)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"]);
+        c
+    }
+
+    /// Runs SQL and returns its unaligned, tuples-only output, trimmed.
+    pub fn sql(&self, sql: &str) -> String {
+        let mut c = self.psql_cmd();
+        c.args(["-c", sql]);
+        let out = run(c);
+        assert_eq!(out.code, 0, "SQL failed: {sql}\n{out}\n--- server log\n{}", self.log_text());
+        out.stdout.trim().to_string()
+    }
+
+    /// Runs SQL, returning None on error (the server may still be starting).
+    pub fn try_sql(&self, sql: &str) -> Option<String> {
+        let mut c = self.psql_cmd();
+        c.args(["-c", sql]);
+        let out = run(c);
+        (out.code == 0).then(|| out.stdout.trim().to_string())
+    }
+
+    /// Runs a PostgreSQL client program (pgbench, pg_basebackup…) against this cluster.
+    pub fn client(&self, tool: &str, args: &[&str]) -> Output {
+        let mut c = as_pg(&pg_bin(tool));
+        c.arg("-h").arg(&self.sock).args(["-p", &self.port.to_string(), "-U", "postgres"]).args(args);
+        run(c)
+    }
+
+    /// Switches to a new WAL segment and waits until the archiver has archived the old one.
+    pub fn switch_and_wait_archived(&self) -> String {
+        let seg = self.sql("select pg_walfile_name(pg_current_wal_lsn())");
+        self.sql("select pg_switch_wal()");
+        self.wait_archived(&seg);
+        seg
+    }
+
+    /// Waits until recovery has ended and the cluster accepts writes, showing the server
+    /// log if it does not.
+    pub fn wait_promoted(&self, timeout: Duration) {
+        let start = Instant::now();
+        while self.try_sql("select pg_is_in_recovery()").as_deref() != Some("f") {
+            let running = self.data.join("postmaster.pid").exists();
+            assert!(running || start.elapsed() < Duration::from_secs(5), "the server stopped\n--- server log\n{}", self.log_text());
+            assert!(start.elapsed() < timeout, "recovery did not end within {timeout:?}\n--- server log\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn wait_archived(&self, segment: &str) {
+        wait_for(&format!("{segment} to be archived"), Duration::from_secs(120), || {
+            let last = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            !last.is_empty() && last.as_str() >= segment
+        });
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if self.started {
+            let mut c = as_pg(&pg_bin("pg_ctl"));
+            c.args(["-w", "-m", "immediate", "-D"]).arg(&self.data).arg("stop");
+            let _ = run(c);
+        }
+    }
+}

@@ -44,9 +44,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let name: WalFileName = cli.name.parse()?;
     let repo = Repository::new(settings.open_store()?);
     let key = Repository::wal_key(&name);
-    let stored = repo.store().get(&key)?.ok_or_else(|| Error::NotFound {
-        key: format!("{name} ({key} in {})", repo.location()),
-    })?;
+    let Some(stored) = repo.store().get(&key)? else {
+        return Err(not_found(&repo, &name, &key.to_string()));
+    };
     let (plain, _) = object::open(key.as_str(), &stored)?;
     if name.has_wal_pages() {
         // The checksum proves the bytes are what was pushed; this proves they were pushed
@@ -64,6 +64,20 @@ pub fn run(cli: Cli) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Exit 1 tells PostgreSQL the archive has ended, so it must be true: a wrong bucket,
+/// prefix or directory also answers "no such object" for everything. Only a repository
+/// whose root document is there can say a file is missing.
+fn not_found(repo: &Repository, name: &WalFileName, key: &str) -> Error {
+    match repo.read_root() {
+        Ok(Some(_)) => Error::NotFound { key: format!("{name} ({key} in {})", repo.location()) },
+        Ok(None) => Error::Conflict(format!(
+            "{} is not a pitrkit repository (no pitrkit.json): wrong bucket, prefix or directory?",
+            repo.location()
+        )),
+        Err(e) => e,
+    }
 }
 
 fn write_dest(dest: &Path, data: &[u8]) -> Result<()> {

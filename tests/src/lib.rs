@@ -14,17 +14,22 @@ use sha2::{Digest, Sha256};
 
 /// PostgreSQL's server binaries (`PITRKIT_PG_BIN` overrides).
 pub fn pg_bin(tool: &str) -> PathBuf {
-    let dir = std::env::var("PITRKIT_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let dir =
+        std::env::var("PITRKIT_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
     let p = Path::new(&dir).join(tool);
-    assert!(p.exists(), "{} is missing: install postgresql-15 (apt-get install -y postgresql-15) or set PITRKIT_PG_BIN", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: install postgresql-15 (apt-get install -y postgresql-15) or set PITRKIT_PG_BIN",
+        p.display()
+    );
     p
 }
 
 /// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace.
 pub fn pitrkit_bin_dir() -> PathBuf {
-    let dir = std::env::var("PITRKIT_BIN_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
-    });
+    let dir = std::env::var("PITRKIT_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
     assert!(
         dir.join("wal-push").exists() && dir.join("wal-fetch").exists(),
         "pitrkit binaries not found in {}: run `cargo build --workspace --bins` first",
@@ -34,7 +39,9 @@ pub fn pitrkit_bin_dir() -> PathBuf {
 }
 
 fn is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// A command run as the cluster's OS user (`postgres` when the tests run as root, since
@@ -47,7 +54,10 @@ pub fn as_pg(program: &Path) -> Command {
     } else {
         Command::new(program)
     };
-    c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin").env("LC_ALL", "C.UTF-8").env("TZ", "UTC");
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("LC_ALL", "C.UTF-8")
+        .env("TZ", "UTC");
     c
 }
 
@@ -69,14 +79,21 @@ impl Output {
         self.assert_code(0)
     }
     pub fn stderr_has(&self, needle: &str) -> &Self {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{self}");
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{self}"
+        );
         self
     }
 }
 
 impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "$ {}\nexit {}\n--- stdout\n{}\n--- stderr\n{}", self.cmd, self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "$ {}\nexit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.cmd, self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -86,9 +103,15 @@ pub fn run(mut c: Command) -> Output {
 
 pub fn run_with_stdin(c: &mut Command, stdin: Option<&[u8]>) -> Output {
     let cmd = format!("{c:?}");
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    c.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
     if let Some(data) = stdin {
         use std::io::Write;
         let mut sin = child.stdin.take().expect("stdin");
@@ -97,7 +120,9 @@ pub fn run_with_stdin(c: &mut Command, stdin: Option<&[u8]>) -> Output {
             let _ = sin.write_all(&data);
         });
     }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     Output {
         cmd,
         code: out.status.code().unwrap_or(-1),
@@ -108,17 +133,26 @@ pub fn run_with_stdin(c: &mut Command, stdin: Option<&[u8]>) -> Output {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -131,7 +165,10 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix(&format!("pitrkit-{name}-")).tempdir_in("/tmp").expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pitrkit-{name}-"))
+            .tempdir_in("/tmp")
+            .expect("tempdir");
         let bin = dir.path().join("bin");
         fs::create_dir(&bin).expect("bin dir");
         for tool in ["wal-push", "wal-fetch"] {
@@ -155,7 +192,11 @@ impl Sandbox {
     /// Hands a path to the cluster's OS user (a no-op when not running as root).
     pub fn chown_to_pg(&self, p: &Path) {
         if is_root() {
-            let st = Command::new("chown").args(["-R", "postgres:"]).arg(p).status().expect("chown");
+            let st = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(p)
+                .status()
+                .expect("chown");
             assert!(st.success(), "chown {}", p.display());
         }
     }
@@ -163,7 +204,9 @@ impl Sandbox {
     /// A pitrkit tool run as the test user, with a clean environment.
     pub fn tool(&self, tool: &str) -> Command {
         let mut c = Command::new(self.bin(tool));
-        c.env_clear().env("PATH", "/usr/bin:/bin").current_dir(self.path());
+        c.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(self.path());
         c
     }
 }
@@ -184,12 +227,17 @@ pub fn s3s_fs_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    for cand in [format!("{home}/.cargo/bin/s3s-fs"), "/usr/local/bin/s3s-fs".into()] {
+    for cand in [
+        format!("{home}/.cargo/bin/s3s-fs"),
+        "/usr/local/bin/s3s-fs".into(),
+    ] {
         if Path::new(&cand).exists() {
             return PathBuf::from(cand);
         }
     }
-    panic!("s3s-fs not found: install it with `cargo install s3s-fs@0.14.1 --features binary` (see .ci/run) or set PITRKIT_S3S_FS");
+    panic!(
+        "s3s-fs not found: install it with `cargo install s3s-fs@0.14.1 --features binary` (see .ci/run) or set PITRKIT_S3S_FS"
+    );
 }
 
 impl S3Server {
@@ -197,7 +245,12 @@ impl S3Server {
         let data = sb.path().join("s3data");
         fs::create_dir_all(&data).expect("s3 data dir");
         let log = sb.path().join("s3s-fs.log");
-        let mut s = S3Server { port: free_port(), data, child: None, log };
+        let mut s = S3Server {
+            port: free_port(),
+            data,
+            child: None,
+            log,
+        };
         s.spawn();
         s
     }
@@ -205,7 +258,16 @@ impl S3Server {
     fn spawn(&mut self) {
         let logf = fs::File::create(&self.log).expect("s3 log");
         let child = Command::new(s3s_fs_bin())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                S3_KEY,
+                "--secret-key",
+                S3_SECRET,
+            ])
             .arg(&self.data)
             .stdout(logf.try_clone().expect("log"))
             .stderr(logf)
@@ -213,7 +275,9 @@ impl S3Server {
             .expect("start s3s-fs");
         self.child = Some(child);
         let port = self.port;
-        wait_for("s3s-fs to listen", Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_for("s3s-fs to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     pub fn endpoint(&self) -> String {
@@ -276,7 +340,13 @@ impl TestRepo {
                 let files = sb.path().join("repo");
                 let url = files.display().to_string();
                 fs::write(&config, format!("repo = '{url}'\n")).expect("config");
-                TestRepo { backend, url, files, config, s3: None }
+                TestRepo {
+                    backend,
+                    url,
+                    files,
+                    config,
+                    s3: None,
+                }
             }
             Backend::S3 => {
                 let s3 = S3Server::start(sb);
@@ -293,7 +363,13 @@ impl TestRepo {
                 )
                 .expect("config");
                 let files = s3.data.join("pitr-test/cluster-a");
-                TestRepo { backend, url, files, config, s3: Some(s3) }
+                TestRepo {
+                    backend,
+                    url,
+                    files,
+                    config,
+                    s3: Some(s3),
+                }
             }
         }
     }
@@ -322,7 +398,9 @@ impl TestRepo {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -348,7 +426,18 @@ impl Pg {
     pub fn init(sb: &Sandbox, name: &str) -> Self {
         let data = sb.path().join(name);
         let mut c = as_pg(&pg_bin("initdb"));
-        c.args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--data-checksums", "-D"]).arg(&data);
+        c.args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--data-checksums",
+            "-D",
+        ])
+        .arg(&data);
         run(c).assert_ok();
         let pg = Self::at(sb, name);
         pg.configure("");
@@ -361,7 +450,13 @@ impl Pg {
         let sock = sb.path().join(format!("sock-{name}"));
         fs::create_dir_all(&sock).expect("socket dir");
         sb.chown_to_pg(&sock);
-        Pg { log: sb.path().join(format!("{name}.log")), data, port: free_port(), sock, started: false }
+        Pg {
+            log: sb.path().join(format!("{name}.log")),
+            data,
+            port: free_port(),
+            sock,
+            started: false,
+        }
     }
 
     /// Appends settings, always (re)setting the port and socket so a copy gets its own.
@@ -380,16 +475,29 @@ impl Pg {
 
     pub fn start(&mut self) {
         let mut c = as_pg(&pg_bin("pg_ctl"));
-        c.args(["-w", "-t", "120", "-l"]).arg(&self.log).arg("-D").arg(&self.data).arg("start");
+        c.args(["-w", "-t", "120", "-l"])
+            .arg(&self.log)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("start");
         let out = run(c);
-        assert_eq!(out.code, 0, "pg_ctl start failed\n{out}\n--- server log\n{}", self.log_text());
+        assert_eq!(
+            out.code,
+            0,
+            "pg_ctl start failed\n{out}\n--- server log\n{}",
+            self.log_text()
+        );
         self.started = true;
     }
 
     /// Starts a cluster that is recovering: pg_ctl returns before recovery has finished.
     pub fn start_recovery(&mut self) {
         let mut c = as_pg(&pg_bin("pg_ctl"));
-        c.args(["-W", "-l"]).arg(&self.log).arg("-D").arg(&self.data).arg("start");
+        c.args(["-W", "-l"])
+            .arg(&self.log)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("start");
         run(c).assert_ok();
         self.started = true;
     }
@@ -397,7 +505,9 @@ impl Pg {
     pub fn stop(&mut self) {
         if self.started {
             let mut c = as_pg(&pg_bin("pg_ctl"));
-            c.args(["-w", "-t", "60", "-m", "fast", "-D"]).arg(&self.data).arg("stop");
+            c.args(["-w", "-t", "60", "-m", "fast", "-D"])
+                .arg(&self.data)
+                .arg("stop");
             let _ = run(c);
             self.started = false;
         }
@@ -411,7 +521,14 @@ impl Pg {
         let mut c = as_pg(&pg_bin("psql"));
         c.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.sock)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"]);
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ]);
         c
     }
 
@@ -420,7 +537,12 @@ impl Pg {
         let mut c = self.psql_cmd();
         c.args(["-c", sql]);
         let out = run(c);
-        assert_eq!(out.code, 0, "SQL failed: {sql}\n{out}\n--- server log\n{}", self.log_text());
+        assert_eq!(
+            out.code,
+            0,
+            "SQL failed: {sql}\n{out}\n--- server log\n{}",
+            self.log_text()
+        );
         out.stdout.trim().to_string()
     }
 
@@ -435,7 +557,10 @@ impl Pg {
     /// Runs a PostgreSQL client program (pgbench, pg_basebackup…) against this cluster.
     pub fn client(&self, tool: &str, args: &[&str]) -> Output {
         let mut c = as_pg(&pg_bin(tool));
-        c.arg("-h").arg(&self.sock).args(["-p", &self.port.to_string(), "-U", "postgres"]).args(args);
+        c.arg("-h")
+            .arg(&self.sock)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"])
+            .args(args);
         run(c)
     }
 
@@ -453,17 +578,29 @@ impl Pg {
         let start = Instant::now();
         while self.try_sql("select pg_is_in_recovery()").as_deref() != Some("f") {
             let running = self.data.join("postmaster.pid").exists();
-            assert!(running || start.elapsed() < Duration::from_secs(5), "the server stopped\n--- server log\n{}", self.log_text());
-            assert!(start.elapsed() < timeout, "recovery did not end within {timeout:?}\n--- server log\n{}", self.log_text());
+            assert!(
+                running || start.elapsed() < Duration::from_secs(5),
+                "the server stopped\n--- server log\n{}",
+                self.log_text()
+            );
+            assert!(
+                start.elapsed() < timeout,
+                "recovery did not end within {timeout:?}\n--- server log\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     pub fn wait_archived(&self, segment: &str) {
-        wait_for(&format!("{segment} to be archived"), Duration::from_secs(120), || {
-            let last = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-            !last.is_empty() && last.as_str() >= segment
-        });
+        wait_for(
+            &format!("{segment} to be archived"),
+            Duration::from_secs(120),
+            || {
+                let last = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+                !last.is_empty() && last.as_str() >= segment
+            },
+        );
     }
 }
 
@@ -471,7 +608,9 @@ impl Drop for Pg {
     fn drop(&mut self) {
         if self.started {
             let mut c = as_pg(&pg_bin("pg_ctl"));
-            c.args(["-w", "-m", "immediate", "-D"]).arg(&self.data).arg("stop");
+            c.args(["-w", "-m", "immediate", "-D"])
+                .arg(&self.data)
+                .arg("stop");
             let _ = run(c);
         }
     }

@@ -71,7 +71,9 @@ pub fn run(cli: Cli) -> Result<()> {
 /// whose root document is there can say a file is missing.
 fn not_found(repo: &Repository, name: &WalFileName, key: &str) -> Error {
     match repo.read_root() {
-        Ok(Some(_)) => Error::NotFound { key: format!("{name} ({key} in {})", repo.location()) },
+        Ok(Some(_)) => Error::NotFound {
+            key: format!("{name} ({key} in {})", repo.location()),
+        },
         Ok(None) => Error::Conflict(format!(
             "{} is not a pitrkit repository (no pitrkit.json): wrong bucket, prefix or directory?",
             repo.location()

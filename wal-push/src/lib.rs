@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use clap::Parser;
 use pitrkit::error::{Error, Result};
-use pitrkit::object::{Compressor, ENVELOPE_LEN, Envelope};
+use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope};
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::storage::{PutMode, PutOutcome};
+use pitrkit::storage::{ObjectKey, PutMode, PutOutcome};
 use pitrkit::wal::{self, WalFileName};
 use serde::Serialize;
 
@@ -57,7 +57,8 @@ pub struct PushReport {
     pub stored_bytes: u64,
     pub sha256: String,
     pub seconds: f64,
-    /// `stored`, or `already-archived` when identical content was there already.
+    /// `stored`; `already-archived` when identical content was there already; `repaired`
+    /// when the stored copy was damaged and has been rewritten from this file.
     pub status: &'static str,
 }
 
@@ -106,10 +107,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     let status = match existing {
-        Some(prefix) => {
-            same_content(&key.to_string(), &display, &prefix, &envelope)?;
-            "already-archived"
-        }
+        Some(prefix) => verify_existing(&repo, &key, &display, &prefix, &envelope, &stored)?,
         None => match repo.store().put(&key, &stored, PutMode::CreateNew)? {
             PutOutcome::Stored => "stored",
             PutOutcome::AlreadyExists => {
@@ -118,8 +116,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .store()
                     .get_prefix(&key, ENVELOPE_LEN)?
                     .unwrap_or_default();
-                same_content(&key.to_string(), &display, &prefix, &envelope)?;
-                "already-archived"
+                verify_existing(&repo, &key, &display, &prefix, &envelope, &stored)?
             }
         },
     };
@@ -184,16 +181,42 @@ fn read_input(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::local_io(path, e))
 }
 
-/// Idempotency: the same content under the same name is success; anything else is refused
+/// Idempotency: the same content under the same name is success, other content is refused
 /// and never overwritten.
-fn same_content(key: &str, display: &str, stored_prefix: &[u8], ours: &Envelope) -> Result<()> {
-    let theirs = Envelope::decode(key, stored_prefix)?;
-    if theirs.sha256 == ours.sha256 && theirs.plain_len == ours.plain_len {
-        return Ok(());
+///
+/// "The same" is proven on the whole stored object, not just its envelope: PostgreSQL
+/// removes its own copy once this returns 0, so a damaged archived copy must be found now.
+/// When the envelope records exactly this file's sha256 and length but the body no longer
+/// matches, rewriting it with this file is a repair that replaces nothing of value.
+fn verify_existing(
+    repo: &Repository,
+    key: &ObjectKey,
+    display: &str,
+    stored_prefix: &[u8],
+    ours: &Envelope,
+    sealed: &[u8],
+) -> Result<&'static str> {
+    let theirs = Envelope::decode(key.as_str(), stored_prefix)?;
+    if theirs.sha256 != ours.sha256 || theirs.plain_len != ours.plain_len {
+        return Err(conflict(key.as_str(), display, &theirs, ours));
     }
-    Err(Error::Conflict(format!(
+    let whole = repo.store().get(key)?.unwrap_or_default();
+    match object::open(key.as_str(), &whole) {
+        Ok(_) => Ok("already-archived"),
+        Err(e) => {
+            note(format!(
+                "{e}; rewriting it from {display}, which has the recorded sha256"
+            ));
+            repo.store().put(key, sealed, PutMode::Overwrite)?;
+            Ok("repaired")
+        }
+    }
+}
+
+fn conflict(key: &str, display: &str, theirs: &Envelope, ours: &Envelope) -> Error {
+    Error::Conflict(format!(
         "{display}: {key} already exists with different content (stored sha256 {} length {}, \
          this file sha256 {} length {}); refusing to overwrite archived WAL",
         theirs.sha256, theirs.plain_len, ours.sha256, ours.plain_len
-    )))
+    ))
 }

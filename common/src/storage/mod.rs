@@ -103,7 +103,7 @@ mod tests {
 
     /// The contract every backend must meet, run against the in-memory and filesystem
     /// backends here and against a real S3 server in the integration tests.
-    pub fn store_contract(s: &dyn Store) {
+    fn store_contract(s: &dyn Store) {
         let k = ObjectKey::new("wal/00000001/a").unwrap();
         assert_eq!(s.get(&k).unwrap(), None);
         assert_eq!(
@@ -187,6 +187,3 @@ mod tests {
         out
     }
 }
-
-#[cfg(test)]
-pub use tests::store_contract;

@@ -75,6 +75,16 @@ struct Reply {
     etag: Option<String>,
 }
 
+/// One logical request: what it is for (for messages), and what to send.
+struct Call<'a> {
+    what: &'a str,
+    key: &'a str,
+    method: Method,
+    headers: &'a [(&'a str, String)],
+    body: &'a [u8],
+    limit: u64,
+}
+
 enum Method {
     Get,
     Put,
@@ -175,16 +185,15 @@ impl S3Store {
 
     /// Sends a request, signing it afresh for each attempt, and retries what a retry can fix.
     /// Returns the first reply that is not transient; the caller interprets its status.
-    fn request(
-        &self,
-        what: &str,
-        key: &str,
-        method: Method,
-        sign: &dyn Fn() -> Url,
-        headers: &[(&str, String)],
-        body: &[u8],
-        limit: u64,
-    ) -> Result<Reply> {
+    fn request(&self, call: Call<'_>, sign: &dyn Fn() -> Url) -> Result<Reply> {
+        let Call {
+            what,
+            key,
+            method,
+            headers,
+            body,
+            limit,
+        } = call;
         let policy = self.cfg.retry;
         let start = Instant::now();
         let mut attempt = 0u32;
@@ -249,7 +258,17 @@ impl S3Store {
             }
             a.sign(SIGNATURE_TTL)
         };
-        self.request("upload", key, Method::Put, &sign, &headers, data, 1 << 20)
+        self.request(
+            Call {
+                what: "upload",
+                key,
+                method: Method::Put,
+                headers: &headers,
+                body: data,
+                limit: 1 << 20,
+            },
+            &sign,
+        )
     }
 
     fn put_multipart(&self, full: &str, key: &str, data: &[u8], mode: PutMode) -> Result<Reply> {
@@ -262,13 +281,15 @@ impl S3Store {
             a.sign(SIGNATURE_TTL)
         };
         let r = self.request(
-            "start multipart upload of",
-            key,
-            Method::Post,
+            Call {
+                what: "start multipart upload of",
+                key,
+                method: Method::Post,
+                headers: &headers,
+                body: &[],
+                limit: 1 << 20,
+            },
             &sign,
-            &headers,
-            &[],
-            1 << 20,
         )?;
         if r.status / 100 != 2 {
             return Err(self.refusal("start multipart upload of", key, &r));
@@ -287,13 +308,15 @@ impl S3Store {
                     .sign(SIGNATURE_TTL)
             };
             let _ = self.request(
-                "abort multipart upload of",
-                key,
-                Method::Delete,
+                Call {
+                    what: "abort multipart upload of",
+                    key,
+                    method: Method::Delete,
+                    headers: &[],
+                    body: &[],
+                    limit: 1 << 20,
+                },
                 &sign,
-                &[],
-                &[],
-                1 << 20,
             );
         }
         result
@@ -321,13 +344,15 @@ impl S3Store {
                     .sign(SIGNATURE_TTL)
             };
             let r = self.request(
-                "upload part of",
-                key,
-                Method::Put,
+                Call {
+                    what: "upload part of",
+                    key,
+                    method: Method::Put,
+                    headers: &[],
+                    body: part,
+                    limit: 1 << 20,
+                },
                 &sign,
-                &[],
-                part,
-                1 << 20,
             )?;
             if r.status / 100 != 2 {
                 return Err(self.refusal("upload part of", key, &r));
@@ -362,13 +387,15 @@ impl S3Store {
             a.sign(SIGNATURE_TTL)
         };
         let r = self.request(
-            "complete multipart upload of",
-            key,
-            Method::Post,
+            Call {
+                what: "complete multipart upload of",
+                key,
+                method: Method::Post,
+                headers: &headers,
+                body: body.as_bytes(),
+                limit: 1 << 20,
+            },
             &sign,
-            &headers,
-            body.as_bytes(),
-            1 << 20,
         )?;
         // CompleteMultipartUpload can fail with HTTP 200 and an <Error> body.
         if r.status == 200 && String::from_utf8_lossy(&r.body).contains("<Error>") {
@@ -398,13 +425,15 @@ impl Store for S3Store {
                 .sign(SIGNATURE_TTL)
         };
         let r = self.request(
-            "download",
-            key.as_str(),
-            Method::Get,
+            Call {
+                what: "download",
+                key: key.as_str(),
+                method: Method::Get,
+                headers: &[],
+                body: &[],
+                limit: 8 << 30,
+            },
             &sign,
-            &[],
-            &[],
-            8 << 30,
         )?;
         match r.status {
             200 => Ok(Some(r.body)),
@@ -426,13 +455,15 @@ impl Store for S3Store {
                 .sign(SIGNATURE_TTL)
         };
         let r = self.request(
-            "read",
-            key.as_str(),
-            Method::Get,
+            Call {
+                what: "read",
+                key: key.as_str(),
+                method: Method::Get,
+                headers: &headers,
+                body: &[],
+                limit: len as u64 + 4096,
+            },
             &sign,
-            &headers,
-            &[],
-            len as u64 + 4096,
         )?;
         match r.status {
             206 => Ok(Some(r.body)),
@@ -484,7 +515,17 @@ impl Store for S3Store {
                 }
                 a.sign(SIGNATURE_TTL)
             };
-            let r = self.request("list", prefix, Method::Get, &sign, &[], &[], 64 << 20)?;
+            let r = self.request(
+                Call {
+                    what: "list",
+                    key: prefix,
+                    method: Method::Get,
+                    headers: &[],
+                    body: &[],
+                    limit: 64 << 20,
+                },
+                &sign,
+            )?;
             if r.status != 200 {
                 return Err(self.refusal("list", prefix, &r));
             }
@@ -519,13 +560,15 @@ impl Store for S3Store {
                 .sign(SIGNATURE_TTL)
         };
         let r = self.request(
-            "delete",
-            key.as_str(),
-            Method::Delete,
+            Call {
+                what: "delete",
+                key: key.as_str(),
+                method: Method::Delete,
+                headers: &[],
+                body: &[],
+                limit: 1 << 20,
+            },
             &sign,
-            &[],
-            &[],
-            1 << 20,
         )?;
         match r.status {
             200..=299 | 404 => Ok(()),

@@ -1,0 +1,424 @@
+//! One test per row of the exit-status table in README.md, each on both backends, and each
+//! refusal checked to leave the repository exactly as it was.
+
+#![allow(clippy::unwrap_used)] // tests: a panic with its message is the failure report
+
+use std::fs;
+use std::path::PathBuf;
+
+use pitrkit_tests::{Backend, Output, Pg, Sandbox, TestRepo, run, run_with_stdin};
+
+const BACKENDS: [Backend; 2] = [Backend::Fs, Backend::S3];
+
+/// A repository holding the first segments of a real cluster, and that cluster's pg_wal.
+struct Fixture {
+    sb: Sandbox,
+    repo: TestRepo,
+    pg_wal: PathBuf,
+    /// Archived segments, oldest first.
+    segments: Vec<String>,
+}
+
+fn fixture(name: &str, backend: Backend) -> Fixture {
+    let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
+    let repo = TestRepo::new(&sb, backend);
+    let mut pg = Pg::init(&sb, "pg");
+    pg.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config {} %p'\n",
+        sb.bin("wal-push").display(),
+        repo.config.display()
+    ));
+    pg.start();
+    pg.sql("create table t as select generate_series(1, 20000) i");
+    let a = pg.switch_and_wait_archived();
+    pg.sql("insert into t select generate_series(1, 20000)");
+    let b = pg.switch_and_wait_archived();
+    // Keep copies: the shutdown checkpoint removes archived segments from pg_wal.
+    let pg_wal = sb.path().join("wal-copy");
+    fs::create_dir_all(&pg_wal).expect("wal-copy");
+    for seg in [&a, &b] {
+        fs::copy(pg.data.join("pg_wal").join(seg), pg_wal.join(seg)).expect("copy segment");
+    }
+    pg.stop();
+    Fixture {
+        sb,
+        repo,
+        pg_wal,
+        segments: vec![a, b],
+    }
+}
+
+impl Fixture {
+    fn push(&self, args: &[&str]) -> Output {
+        let mut c = self.sb.tool("wal-push");
+        c.args(self.repo.args()).args(args);
+        run(c)
+    }
+    fn fetch(&self, args: &[&str]) -> Output {
+        let mut c = self.sb.tool("wal-fetch");
+        c.args(self.repo.args()).args(args);
+        run(c)
+    }
+    fn segment_path(&self, i: usize) -> String {
+        self.pg_wal.join(&self.segments[i]).display().to_string()
+    }
+    /// A file with the given name and content in a scratch directory.
+    fn scratch(&self, name: &str, data: &[u8]) -> String {
+        let d = self.sb.path().join("scratch");
+        fs::create_dir_all(&d).expect("scratch");
+        let p = d.join(name);
+        fs::write(&p, data).expect("scratch file");
+        p.display().to_string()
+    }
+    fn dest(&self) -> PathBuf {
+        self.sb.path().join("restored")
+    }
+    fn key(&self, i: usize) -> String {
+        format!("wal/00000001/{}.zst", self.segments[i])
+    }
+}
+
+#[test]
+fn status_0_push_and_fetch_through_pipes() {
+    for b in BACKENDS {
+        let f = fixture("ok", b);
+        let seg = fs::read(f.segment_path(1)).expect("segment");
+        // Pushing again what PostgreSQL already archived is success, and uploads nothing.
+        let before = f.repo.snapshot();
+        let out = f.push(&[&f.segment_path(0)]);
+        out.assert_ok();
+        let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON line");
+        assert_eq!(report["status"], "already-archived", "{out}");
+        assert_eq!(report["bytes"], 16 << 20);
+        assert_eq!(f.repo.snapshot(), before);
+        // A .history file goes in as it is, from stdin.
+        let history = b"1\t0/3000000\tno recovery target specified\n";
+        let mut c = f.sb.tool("wal-push");
+        c.args(f.repo.args())
+            .args(["--name", "00000002.history", "-"]);
+        let out = run_with_stdin(&mut c, Some(history));
+        out.assert_ok();
+        let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON line");
+        assert_eq!(report["sha256"], pitrkit_tests::sha256_hex(history));
+        let out = f.fetch(&["00000002.history", "-"]);
+        out.assert_ok();
+        assert_eq!(out.stdout_bytes, history);
+        // A segment streams to stdout byte for byte.
+        let out = f.fetch(&[&f.segments[1], "-"]);
+        out.assert_ok();
+        assert!(out.stdout_bytes == seg);
+    }
+}
+
+#[test]
+fn status_1_not_in_the_archive() {
+    for b in BACKENDS {
+        let f = fixture("notfound", b);
+        let dest = f.dest();
+        for name in ["000000010000000000000099", "00000002.history"] {
+            f.fetch(&[name, dest.to_str().unwrap()])
+                .assert_code(1)
+                .stderr_has("not found in the repository");
+            assert!(!dest.exists());
+        }
+    }
+}
+
+#[test]
+fn status_2_usage() {
+    for b in BACKENDS {
+        let f = fixture("usage", b);
+        let before = f.repo.snapshot();
+        f.push(&["--frobnicate", &f.segment_path(0)])
+            .assert_code(2)
+            .stderr_has("--frobnicate");
+        f.fetch(&["--frobnicate", "x", "y"])
+            .assert_code(130)
+            .stderr_has("--frobnicate");
+        f.push(&["-"]).assert_code(2).stderr_has("--name");
+        f.push(&["--compress-level", "99", &f.segment_path(0)])
+            .assert_code(2);
+        for url in ["ftp://host/x", "s3://Bad_Bucket/x", "file://relative"] {
+            let mut c = f.sb.tool("wal-push");
+            c.args(["--repo", url, &f.segment_path(0)]);
+            run(c).assert_code(2).stderr_has("bad repository URL");
+            let mut c = f.sb.tool("wal-fetch");
+            c.args(["--repo", url, &f.segments[0], "-"]);
+            run(c).assert_code(130).stderr_has("bad repository URL");
+        }
+        let bad_config = f.scratch("bad.toml", b"repo = '/x'\nretires = 3\n");
+        let mut c = f.sb.tool("wal-push");
+        c.args(["--config", &bad_config, &f.segment_path(0)]);
+        run(c).assert_code(2).stderr_has("retires");
+        let mut c = f.sb.tool("wal-push");
+        c.arg(f.segment_path(0));
+        run(c).assert_code(2).stderr_has("no repository given");
+        assert_eq!(f.repo.snapshot(), before);
+    }
+}
+
+#[test]
+fn status_3_not_a_valid_wal_file() {
+    for b in BACKENDS {
+        let f = fixture("invalid", b);
+        let before = f.repo.snapshot();
+        let seg = fs::read(f.segment_path(1)).expect("segment");
+        let next = format!(
+            "{}{:08X}",
+            &f.segments[1][..16],
+            u32::from_str_radix(&f.segments[1][16..], 16).unwrap() + 1
+        );
+        // A file whose name is no WAL name.
+        f.push(&[&f.scratch("notes.txt", b"hello")])
+            .assert_code(3)
+            .stderr_has("not a WAL file name");
+        // Something that is not WAL under a WAL name.
+        f.push(&[&f.scratch(&next, &vec![b'x'; 16 << 20])])
+            .assert_code(3)
+            .stderr_has("not a WAL segment");
+        // A truncated segment.
+        f.push(&[&f.scratch(&next, &seg[..1 << 20])])
+            .assert_code(3)
+            .stderr_has("truncated");
+        // A real segment under the name of the next one.
+        f.push(&[&f.scratch(&next, &seg)])
+            .assert_code(3)
+            .stderr_has("header is for the segment at");
+        assert_eq!(
+            f.repo.snapshot(),
+            before,
+            "a refused push changed the repository"
+        );
+    }
+}
+
+#[test]
+fn status_4_wrong_repository_or_conflicting_content() {
+    for b in BACKENDS {
+        let f = fixture("conflict", b);
+        let before = f.repo.snapshot();
+        // A segment of another cluster (a fresh initdb) under a name already archived.
+        let other = Pg::init(&f.sb, "other");
+        let foreign = other.data.join("pg_wal/000000010000000000000001");
+        f.push(&[foreign.to_str().unwrap()])
+            .assert_code(4)
+            .stderr_has("belongs to database system");
+        // The same name with different content: refused, both checksums named.
+        let mut seg = fs::read(f.segment_path(0)).expect("segment");
+        seg[100_000] ^= 0xFF;
+        let changed = f.scratch(&f.segments[0], &seg);
+        let out = f.push(&[&changed]);
+        out.assert_code(4)
+            .stderr_has("already exists with different content");
+        let stored_sum = pitrkit_tests::sha256_hex(&fs::read(f.segment_path(0)).expect("segment"));
+        out.stderr_has(&stored_sum)
+            .stderr_has(&pitrkit_tests::sha256_hex(&seg));
+        assert_eq!(
+            f.repo.snapshot(),
+            before,
+            "a refused push changed the repository"
+        );
+        // wal-fetch against a location that is not this repository (wrong prefix or
+        // directory) must not answer "not found": that would end recovery early.
+        let wrong = match b {
+            Backend::Fs => {
+                let d = f.sb.path().join("empty-repo");
+                fs::create_dir_all(&d).expect("dir");
+                d.display().to_string()
+            }
+            Backend::S3 => "s3://pitr-test/wrong-prefix".to_string(),
+        };
+        let mut c = f.sb.tool("wal-fetch");
+        c.args(f.repo.args())
+            .args(["--repo", &wrong, &f.segments[0], "-"]);
+        run(c)
+            .assert_code(132)
+            .stderr_has("is not a pitrkit repository");
+    }
+}
+
+#[test]
+fn status_5_store_unavailable_and_standby_keeps_polling() {
+    for b in BACKENDS {
+        let mut f = fixture("unavailable", b);
+        let dest = f.dest();
+        match b {
+            Backend::S3 => f.repo.s3.as_mut().expect("s3").stop(),
+            Backend::Fs => {
+                fs::rename(&f.repo.files, f.sb.path().join("unmounted")).expect("rename")
+            }
+        }
+        let started = std::time::Instant::now();
+        f.fetch(&[&f.segments[0], dest.to_str().unwrap()])
+            .assert_code(133)
+            .stderr_has("repository unreachable");
+        assert!(!dest.exists());
+        // The bounded retries of the test config (3 attempts, 3 s) end well before a minute.
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+        if b == Backend::S3 {
+            let next = f.scratch(
+                &f.segments[1],
+                &fs::read(f.segment_path(1)).expect("segment"),
+            );
+            f.push(&[&next])
+                .assert_code(5)
+                .stderr_has("repository unreachable");
+        }
+        // A standby (standby.signal in the working directory) gets 1 so it keeps polling.
+        fs::write(f.sb.path().join("standby.signal"), "").expect("standby.signal");
+        f.fetch(&[&f.segments[0], dest.to_str().unwrap()])
+            .assert_code(1)
+            .stderr_has("standby.signal");
+        assert!(!dest.exists());
+        match b {
+            Backend::S3 => f.repo.s3.as_mut().expect("s3").restart(),
+            Backend::Fs => {
+                fs::rename(f.sb.path().join("unmounted"), &f.repo.files).expect("rename")
+            }
+        }
+        f.fetch(&[&f.segments[0], dest.to_str().unwrap()])
+            .assert_ok();
+    }
+}
+
+#[test]
+fn status_6_store_refuses_access() {
+    let f = fixture("denied", Backend::S3);
+    let before = f.repo.snapshot();
+    let endpoint = f.repo.s3.as_ref().expect("s3").endpoint();
+    let with_env = |tool: &str, repo: &str, secret: &str, args: &[&str]| {
+        let mut c = f.sb.tool(tool);
+        c.env("AWS_ACCESS_KEY_ID", pitrkit_tests::S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .args(["--repo", repo, "--retries", "2"])
+            .args(args);
+        run(c)
+    };
+    let seg = f.segment_path(1);
+    with_env(
+        "wal-push",
+        "s3://pitr-test/cluster-a",
+        "wrong-secret",
+        &[&seg],
+    )
+    .assert_code(6)
+    .stderr_has("SignatureDoesNotMatch");
+    with_env(
+        "wal-fetch",
+        "s3://pitr-test/cluster-a",
+        "wrong-secret",
+        &[&f.segments[0], "-"],
+    )
+    .assert_code(134)
+    .stderr_has("refused access");
+    // s3s-fs answers NoSuchKey (not NoSuchBucket) for a missing bucket, and creates buckets
+    // on PUT; the root-document check still keeps restore_command from reading "missing".
+    with_env(
+        "wal-fetch",
+        "s3://no-such-bucket/x",
+        pitrkit_tests::S3_SECRET,
+        &[&f.segments[0], "-"],
+    )
+    .assert_code(132)
+    .stderr_has("not a pitrkit repository");
+    // Flags beat the environment: the right secret from the environment still works.
+    with_env(
+        "wal-fetch",
+        "s3://pitr-test/cluster-a",
+        pitrkit_tests::S3_SECRET,
+        &[&f.segments[0], "-"],
+    )
+    .assert_ok();
+    assert_eq!(f.repo.snapshot(), before);
+}
+
+#[test]
+fn status_7_corrupt_object() {
+    for b in BACKENDS {
+        let f = fixture("corrupt", b);
+        let dest = f.dest();
+        let obj = f.repo.object_path(&f.key(0));
+        let mut stored = fs::read(&obj).expect("object");
+        let at = stored.len() / 2;
+        stored[at] ^= 0x01;
+        fs::write(&obj, &stored).expect("flip a byte");
+        f.fetch(&[&f.segments[0], dest.to_str().unwrap()])
+            .assert_code(135)
+            .stderr_has("corrupt object");
+        assert!(!dest.exists(), "a corrupt object reached the destination");
+        // A truncated object, too.
+        let obj = f.repo.object_path(&f.key(1));
+        let stored = fs::read(&obj).expect("object");
+        fs::write(&obj, &stored[..stored.len() - 10]).expect("truncate");
+        f.fetch(&[&f.segments[1], dest.to_str().unwrap()])
+            .assert_code(135)
+            .stderr_has("corrupt object");
+        assert!(!dest.exists());
+        // PostgreSQL re-pushing the original repairs a copy whose envelope still records
+        // exactly that content...
+        let out = f.push(&[&f.segment_path(1)]);
+        out.assert_ok().stderr_has("rewriting it");
+        assert!(out.stdout.contains("\"status\":\"repaired\""), "{out}");
+        assert_eq!(fs::read(&obj).expect("object"), stored);
+        f.fetch(&[&f.segments[1], dest.to_str().unwrap()])
+            .assert_ok();
+        // ...but an object whose envelope is unreadable is never overwritten.
+        let obj = f.repo.object_path(&f.key(0));
+        let mut damaged = fs::read(&obj).expect("object");
+        damaged[10] ^= 0xFF;
+        fs::write(&obj, &damaged).expect("damage envelope");
+        f.push(&[&f.segment_path(0)])
+            .assert_code(7)
+            .stderr_has("envelope");
+        assert_eq!(fs::read(&obj).expect("object"), damaged);
+    }
+}
+
+#[test]
+fn status_8_local_files() {
+    for b in BACKENDS {
+        let f = fixture("localio", b);
+        let missing = f.pg_wal.join("000000010000000000000077");
+        f.push(&[missing.to_str().unwrap()])
+            .assert_code(8)
+            .stderr_has("000000010000000000000077");
+        let nowhere = f.sb.path().join("no/such/dir/x");
+        f.fetch(&[&f.segments[0], nowhere.to_str().unwrap()])
+            .assert_code(136)
+            .stderr_has("no/such/dir");
+    }
+}
+
+#[test]
+fn large_objects_go_up_in_parts() {
+    let f = fixture("multipart", Backend::S3);
+    let cfg = fs::read_to_string(&f.repo.config).expect("config");
+    fs::write(
+        &f.repo.config,
+        format!("{cfg}s3_multipart_threshold = 5242880\ns3_part_size = 5242880\n"),
+    )
+    .expect("config");
+    let seg = fs::read(f.segment_path(1)).expect("segment");
+    // Uncompressed, the object is 16 MiB: four parts.
+    let next = format!(
+        "{}{:08X}",
+        &f.segments[1][..16],
+        u32::from_str_radix(&f.segments[1][16..], 16).unwrap() + 1
+    );
+    let mut partial = seg.clone();
+    partial.truncate(12 << 20);
+    let name = format!("{}.partial", f.segments[1]);
+    let path = f.scratch(&name, &partial);
+    let out = f.push(&["--compress-level", "0", &path]);
+    out.assert_ok();
+    let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert!(
+        report["stored_bytes"].as_u64().unwrap_or(0) > 12 << 20,
+        "{out}"
+    );
+    let out = f.fetch(&[&name, "-"]);
+    out.assert_ok();
+    assert!(out.stdout_bytes == partial, "multipart object differs");
+    let _ = next;
+}

@@ -167,7 +167,8 @@ activity() {
 }
 sync   # flush setup writes (pgbench load, apt) so the first variant does not pay for them
 BIN_STAMP=$(stat -c %Y "$PITRKIT_BIN/wal-push" "$PITRKIT_BIN/wal-fetch" | tr '\n' ' ')
-fact "activity before" "$(activity)"
+activity > "$RESULTS/activity-before.txt"   # not $(...): BUSY must reach this shell
+fact "activity before" "$(cat "$RESULTS/activity-before.txt")"
 [ "$BUSY" -lt 20 ] || say "WARNING: the machine is $BUSY% busy before the runs; numbers will be noisy"
 
 FAILED=()
@@ -244,7 +245,8 @@ if has pgbr-posix-zst && [ -f "$PGBR_CONF" ]; then
   rss "pgbackrest archive-get NAME DEST (posix)"                runuser -u "$PGUSER_OS" -- $TV $PB archive-get "$FIRST_SEG" "$RSSD/pgbr-fetched"
 fi
 rm -rf "$RSSD"
-fact "activity after" "$(activity)"
+activity > "$RESULTS/activity-after.txt"   # not $(...): BUSY must reach this shell
+fact "activity after" "$(cat "$RESULTS/activity-after.txt")"
 if [ "$(stat -c %Y "$PITRKIT_BIN/wal-push" "$PITRKIT_BIN/wal-fetch" | tr '\n' ' ')" != "$BIN_STAMP" ]; then
   say "the pitrkit binaries changed during the run"; FAILED+=("binaries-rebuilt-during-run")
 fi

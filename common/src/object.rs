@@ -7,6 +7,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::io::{Read, Write};
 
 use crate::error::{Error, Result};
 
@@ -131,55 +132,173 @@ pub struct Compressor {
     pub workers: u32,
 }
 
+/// Bytes read or decompressed per step when streaming: big enough that syscalls don't
+/// matter, small enough to stay in cache and to never fault in a segment-sized buffer.
+const STREAM_CHUNK: usize = 1 << 20;
+
 impl Compressor {
-    /// Wraps `plain` into a stored object. The sha256 is computed on a second thread while
-    /// zstd compresses, so hashing costs no wall time on a machine with a spare core.
-    pub fn seal(&self, plain: &[u8]) -> Result<(Vec<u8>, Envelope)> {
-        let (sha256, payload) = std::thread::scope(|s| {
-            let hasher = s.spawn(|| Sha256Sum::of(plain));
-            let payload = self.compress(plain);
-            (hasher.join(), payload)
-        });
-        let sha256 = sha256.map_err(|_| Error::Usage("hashing thread panicked".into()))?;
-        let (compression, payload) = payload?;
+    /// Seals everything `input` yields, streaming: this thread reads and hashes while zstd's
+    /// worker threads compress, so reading, hashing and compressing overlap and no
+    /// segment-sized input buffer is ever allocated. `size_hint` only sizes the output.
+    pub fn seal_reader(
+        &self,
+        input: &mut dyn Read,
+        size_hint: u64,
+    ) -> std::io::Result<(Vec<u8>, Envelope)> {
+        let mut out = Vec::with_capacity(ENVELOPE_LEN + (size_hint as usize / 6).max(4096));
+        out.resize(ENVELOPE_LEN, 0);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        let mut total = 0u64;
+        let mut pump = |sink: &mut dyn Write| -> std::io::Result<()> {
+            loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                sink.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+        };
+        let compression = if self.level == 0 {
+            pump(&mut out)?;
+            Compression::None
+        } else {
+            let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
+            enc.include_checksum(true)?;
+            if self.workers > 0 {
+                enc.multithread(self.workers)?;
+                // Small jobs so both cores get work on a 16 MiB segment.
+                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(2 << 20))?;
+            }
+            pump(&mut enc)?;
+            out = enc.finish()?;
+            Compression::Zstd
+        };
         let env = Envelope {
             compression,
-            plain_len: plain.len() as u64,
-            sha256,
+            plain_len: total,
+            sha256: Sha256Sum(hasher.finalize().into()),
         };
-        let mut out = Vec::with_capacity(ENVELOPE_LEN + payload.len());
-        out.extend_from_slice(&env.encode());
-        out.extend_from_slice(&payload);
+        out[..ENVELOPE_LEN].copy_from_slice(&env.encode());
         Ok((out, env))
-    }
-
-    fn compress(&self, plain: &[u8]) -> Result<(Compression, Vec<u8>)> {
-        if self.level == 0 {
-            return Ok((Compression::None, plain.to_vec()));
-        }
-        let zerr = |e: std::io::Error| Error::Usage(format!("zstd compression failed: {e}"));
-        let mut c = zstd::bulk::Compressor::new(self.level).map_err(zerr)?;
-        use zstd::zstd_safe::CParameter;
-        c.set_parameter(CParameter::ChecksumFlag(true))
-            .map_err(zerr)?;
-        if self.workers > 0 {
-            c.set_parameter(CParameter::NbWorkers(self.workers))
-                .map_err(zerr)?;
-            // Small jobs so both cores get work on a 16 MiB segment (the default job size
-            // at level 3 would give only two jobs, the second idle while the hash runs).
-            c.set_parameter(CParameter::JobSize(2 << 20))
-                .map_err(zerr)?;
-        }
-        let bound = zstd::zstd_safe::compress_bound(plain.len());
-        let mut out = Vec::with_capacity(bound);
-        c.compress_to_buffer(plain, &mut out).map_err(zerr)?;
-        Ok((Compression::Zstd, out))
     }
 }
 
 /// Recovers and verifies the plain content of a stored object: the length and sha256 must
 /// match the envelope before any byte is handed to the caller.
 pub fn open(key: &str, stored: &[u8]) -> Result<(Vec<u8>, Envelope)> {
+    let (plain, env) = decompress(key, stored)?;
+    verify(key, &env, Sha256Sum::of(&plain))?;
+    Ok((plain, env))
+}
+
+/// Streams the verified content of a stored object into `sink`, which must be undoable
+/// (a temporary file): the caller may only publish what it wrote once this returns `Ok`.
+///
+/// Decompression runs on this thread in 1 MiB steps; hashing and writing run on a second
+/// thread, so a restore costs about the larger of the two rather than their sum, and never
+/// allocates a segment-sized buffer.
+pub fn open_to(key: &str, stored: &[u8], sink: &mut (dyn Write + Send)) -> Result<Envelope> {
+    let env = Envelope::decode(key, stored)?;
+    let payload = &stored[ENVELOPE_LEN..];
+    let corrupt =
+        |e: std::io::Error| Error::corrupt(key, format!("zstd payload does not decompress: {e}"));
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = empty_tx.send(vec![0u8; STREAM_CHUNK]);
+    }
+    let (written, produced) = std::thread::scope(|s| {
+        let writer = s.spawn(move || -> std::io::Result<(Sha256Sum, u64)> {
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            for (buf, n) in full_rx {
+                hasher.update(&buf[..n]);
+                sink.write_all(&buf[..n])?;
+                total += n as u64;
+                let _ = empty_tx.send(buf);
+            }
+            Ok((Sha256Sum(hasher.finalize().into()), total))
+        });
+        let produced = (|| -> Result<()> {
+            let mut reader: Box<dyn Read> = match env.compression {
+                Compression::None => Box::new(payload),
+                Compression::Zstd => {
+                    Box::new(zstd::stream::read::Decoder::with_buffer(payload).map_err(corrupt)?)
+                }
+            };
+            let mut limit = env.plain_len + 1;
+            loop {
+                // A writer that failed stops taking buffers: stop producing too.
+                let Ok(mut buf) = empty_rx.recv() else {
+                    return Ok(());
+                };
+                let mut n = 0;
+                while n < buf.len() {
+                    match reader.read(&mut buf[n..]).map_err(corrupt)? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                limit = limit.saturating_sub(n as u64);
+                if n == 0 || full_tx.send((buf, n)).is_err() || limit == 0 {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(full_tx);
+        (writer.join(), produced)
+    });
+    produced?;
+    let (sum, total) = written
+        .map_err(|_| Error::corrupt(key, "writer thread panicked"))?
+        .map_err(|e| Error::LocalIo {
+            path: "destination".into(),
+            source: e,
+        })?;
+    if total != env.plain_len {
+        return Err(Error::corrupt(
+            key,
+            format!(
+                "{total} bytes after decompression, the envelope says {}",
+                env.plain_len
+            ),
+        ));
+    }
+    verify(key, &env, sum)?;
+    Ok(env)
+}
+
+/// The envelope and the first `len` bytes of the content (fewer if it is shorter),
+/// unverified: for checks that must not wait for the whole object.
+pub fn read_head(key: &str, stored: &[u8], len: usize) -> Result<(Envelope, Vec<u8>)> {
+    let env = Envelope::decode(key, stored)?;
+    let payload = &stored[ENVELOPE_LEN..];
+    let mut head = Vec::with_capacity(len);
+    let read = match env.compression {
+        Compression::None => payload.take(len as u64).read_to_end(&mut head),
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(payload)
+            .and_then(|d| d.take(len as u64).read_to_end(&mut head)),
+    };
+    read.map_err(|e| Error::corrupt(key, format!("zstd payload does not decompress: {e}")))?;
+    Ok((env, head))
+}
+
+fn verify(key: &str, env: &Envelope, got: Sha256Sum) -> Result<()> {
+    if got != env.sha256 {
+        return Err(Error::corrupt(
+            key,
+            format!("sha256 {got} does not match the recorded {}", env.sha256),
+        ));
+    }
+    Ok(())
+}
+
+fn decompress(key: &str, stored: &[u8]) -> Result<(Vec<u8>, Envelope)> {
     let env = Envelope::decode(key, stored)?;
     let payload = &stored[ENVELOPE_LEN..];
     let plain = match env.compression {
@@ -230,7 +349,7 @@ mod tests {
                 workers: 0,
             },
         ] {
-            let (stored, env) = c.seal(&plain).unwrap();
+            let (stored, env) = c.seal_reader(&mut &plain[..], 0).unwrap();
             assert_eq!(env.plain_len, plain.len() as u64);
             assert_eq!(env.sha256, Sha256Sum::of(&plain));
             let (back, env2) = open("k", &stored).unwrap();
@@ -244,13 +363,45 @@ mod tests {
     }
 
     #[test]
+    fn streaming_open_agrees_with_bulk_open() {
+        let plain: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 253) as u8 ^ (i >> 12) as u8)
+            .collect();
+        for c in [
+            Compressor {
+                level: 3,
+                workers: 2,
+            },
+            Compressor {
+                level: 0,
+                workers: 0,
+            },
+        ] {
+            let (stored, env) = c.seal_reader(&mut &plain[..], plain.len() as u64).unwrap();
+            assert_eq!(env.sha256, Sha256Sum::of(&plain));
+            assert_eq!(open("k", &stored).unwrap().0, plain);
+            let mut out = Vec::new();
+            assert_eq!(open_to("k", &stored, &mut out).unwrap(), env);
+            assert_eq!(out, plain);
+            let mut bad = stored.clone();
+            let at = bad.len() - 100;
+            bad[at] ^= 4;
+            let mut out = Vec::new();
+            assert_eq!(
+                open_to("k", &bad, &mut out).unwrap_err().code(),
+                crate::error::EXIT_CORRUPT
+            );
+        }
+    }
+
+    #[test]
     fn any_flipped_byte_is_detected() {
         let plain = vec![7u8; 100_000];
         let (stored, _) = Compressor {
             level: 3,
             workers: 0,
         }
-        .seal(&plain)
+        .seal_reader(&mut &plain[..], 0)
         .unwrap();
         for at in [0, 20, 40, ENVELOPE_LEN + 3, stored.len() - 1] {
             let mut bad = stored.clone();

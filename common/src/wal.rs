@@ -276,25 +276,34 @@ pub fn read_long_header(display: &str, data: &[u8]) -> Result<SegmentHeader> {
 /// timeline it branched from (it is a copy up to the switch point), hence "no newer" rather
 /// than "equal".
 pub fn validate_segment(display: &str, name: &WalFileName, data: &[u8]) -> Result<SegmentHeader> {
-    let h = read_long_header(display, data)?;
+    validate_segment_start(display, name, data, data.len() as u64)
+}
+
+/// [`validate_segment`] from the file's first bytes (at least the long header) and its
+/// length, for callers that stream the rest.
+pub fn validate_segment_start(
+    display: &str,
+    name: &WalFileName,
+    head: &[u8],
+    len: u64,
+) -> Result<SegmentHeader> {
+    let h = read_long_header(display, head)?;
     let complete = matches!(name, WalFileName::Segment { .. });
-    if complete && data.len() != h.segment_size as usize {
+    if complete && len != h.segment_size as u64 {
         return Err(Error::invalid_input(
             display,
             format!(
                 "truncated: {} bytes where the header says segments are {} bytes",
-                data.len(),
-                h.segment_size
+                len, h.segment_size
             ),
         ));
     }
-    if data.len() > h.segment_size as usize {
+    if len > h.segment_size as u64 {
         return Err(Error::invalid_input(
             display,
             format!(
                 "{} bytes, longer than a {}-byte segment",
-                data.len(),
-                h.segment_size
+                len, h.segment_size
             ),
         ));
     }

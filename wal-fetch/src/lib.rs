@@ -5,7 +5,7 @@
 //! against the object's envelope: a temporary file beside it is fsynced and renamed.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
@@ -14,7 +14,7 @@ use pitrkit::object;
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::storage::fs::{sync_dir, write_temp_beside};
+use pitrkit::storage::fs::TempFile;
 use pitrkit::wal::{self, WalFileName};
 
 #[derive(Parser, Debug)]
@@ -47,18 +47,37 @@ pub fn run(cli: Cli) -> Result<()> {
     let Some(stored) = repo.store().get(&key)? else {
         return Err(not_found(&repo, &name, &key.to_string()));
     };
-    let (plain, _) = object::open(key.as_str(), &stored)?;
     if name.has_wal_pages() {
-        // The checksum proves the bytes are what was pushed; this proves they were pushed
-        // under the right name.
-        wal::validate_segment(key.as_str(), &name, &plain)
+        // The checksum (verified below, before anything is published) proves the bytes are
+        // what was pushed; the header proves they were pushed under the right name.
+        let (env, head) = object::read_head(key.as_str(), &stored, wal::LONG_PAGE_HEADER_SIZE)?;
+        wal::validate_segment_start(key.as_str(), &name, &head, env.plain_len)
             .map_err(|e| Error::corrupt(&key, format!("content does not match its name: {e}")))?;
     }
-    write_dest(&cli.dest, &plain)?;
+    let bytes = if cli.dest.as_os_str() == "-" {
+        // Nothing unverified may reach a pipe: verify first, then write.
+        let (plain, _) = object::open(key.as_str(), &stored)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&plain)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::local_io("stdout", e))?;
+        plain.len() as u64
+    } else {
+        // Stream into a temporary file beside DEST; it is renamed into place only once
+        // the length and sha256 are verified, and removed otherwise.
+        let dest = &cli.dest;
+        let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;
+        let env = object::open_to(key.as_str(), &stored, &mut tmp).map_err(|e| match e {
+            Error::LocalIo { source, .. } => Error::local_io(dest, source),
+            other => other,
+        })?;
+        tmp.persist(dest).map_err(|e| Error::local_io(dest, e))?;
+        env.plain_len
+    };
     if settings.verbose {
         note(format!(
             "{name}: restored {} bytes from {} in {:.3} s",
-            plain.len(),
+            bytes,
             repo.location(),
             started.elapsed().as_secs_f64()
         ));
@@ -80,24 +99,4 @@ fn not_found(repo: &Repository, name: &WalFileName, key: &str) -> Error {
         )),
         Err(e) => e,
     }
-}
-
-fn write_dest(dest: &Path, data: &[u8]) -> Result<()> {
-    if dest.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        return out
-            .write_all(data)
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::local_io("stdout", e));
-    }
-    let tmp = write_temp_beside(dest, data).map_err(|e| Error::local_io(dest, e))?;
-    if let Err(e) = std::fs::rename(&tmp, dest) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::local_io(dest, e));
-    }
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    sync_dir(dir).map_err(|e| Error::local_io(dir, e))
 }

@@ -107,38 +107,107 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Writes `data` to a fresh temporary file beside `target` and fsyncs it. The caller moves
-/// it into place; on error the temporary file is already gone.
-pub fn write_temp_beside(target: &Path, data: &[u8]) -> io::Result<PathBuf> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let base = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("object");
-    for _ in 0..16 {
-        let tmp = dir.join(format!(
-            ".{base}.{}.{:08x}.tmp",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        let mut f = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+/// A temporary file beside its final name, removed when dropped unless
+/// [`TempFile::persist`]ed: whatever fails between writing and publishing, nothing is left
+/// under a name anyone reads, and the temporary name starts with `.` so no listing shows it.
+pub struct TempFile {
+    path: Option<PathBuf>,
+    file: File,
+}
+
+impl TempFile {
+    pub fn create_beside(target: &Path) -> io::Result<Self> {
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        for _ in 0..16 {
+            let tmp = dir.join(format!(
+                ".{base}.{}.{:08x}.tmp",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path: Some(tmp),
+                        file,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free temporary file name",
+        ))
+    }
+
+    fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// fsyncs the content, renames the file to `target`, and fsyncs the directory so the
+    /// new name survives a crash.
+    pub fn persist(mut self, target: &Path) -> io::Result<()> {
+        self.file.sync_all()?;
+        let tmp = self.path.take().unwrap_or_default();
+        if let Err(e) = fs::rename(&tmp, target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(
+            target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+    }
+
+    /// fsyncs the content and publishes it under `target` only if that name is free
+    /// (link(2) fails on an existing name: an atomic create-only publish).
+    fn persist_new(self, target: &Path) -> io::Result<bool> {
+        self.file.sync_all()?;
+        let created = match fs::hard_link(self.path(), target) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(e),
         };
-        let written = f.write_all(data).and_then(|()| f.sync_all());
-        return match written {
-            Ok(()) => Ok(tmp),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        };
+        if created {
+            sync_dir(
+                target
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new(".")),
+            )?;
+        }
+        Ok(created)
     }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free temporary file name",
-    ))
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 impl Store for FsStore {
@@ -173,32 +242,19 @@ impl Store for FsStore {
         let target = self.path(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&dir)?;
-        let tmp = write_temp_beside(&target, data).map_err(|e| self.unavailable(&dir, e))?;
-        let moved = match mode {
-            PutMode::Overwrite => fs::rename(&tmp, &target).map(|()| PutOutcome::Stored),
-            // link(2) fails if the name exists: an atomic create-only publish.
-            PutMode::CreateNew => {
-                let r = match fs::hard_link(&tmp, &target) {
-                    Ok(()) => Ok(PutOutcome::Stored),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        Ok(PutOutcome::AlreadyExists)
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = fs::remove_file(&tmp);
-                r
-            }
-        };
-        match moved {
-            Ok(outcome) => {
-                sync_dir(&dir).map_err(|e| self.unavailable(&dir, e))?;
-                Ok(outcome)
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(self.unavailable(&target, e))
-            }
+        let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
+        tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
+        match mode {
+            PutMode::Overwrite => tmp.persist(&target).map(|()| PutOutcome::Stored),
+            PutMode::CreateNew => tmp.persist_new(&target).map(|new| {
+                if new {
+                    PutOutcome::Stored
+                } else {
+                    PutOutcome::AlreadyExists
+                }
+            }),
         }
+        .map_err(|e| self.unavailable(&target, e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

@@ -27,6 +27,10 @@ pub const EXIT_CORRUPT: i32 = 7;
 /// A local file could not be read or written.
 pub const EXIT_LOCAL_IO: i32 = 8;
 
+/// PostgreSQL could not be reached or refused what a tool asked of it (bb-push's backup
+/// functions, pitr-check's queries).
+pub const EXIT_DATABASE: i32 = 9;
+
 /// `restore_command` adds this to every failure except "not found": PostgreSQL treats an
 /// exit status of 1..=125 as "no more WAL in the archive" and would end recovery early and
 /// promote at the wrong point, while a status above 125 makes the startup process stop.
@@ -59,6 +63,9 @@ pub enum Error {
 
     #[error("{}: {source}", path.display())]
     LocalIo { path: PathBuf, source: io::Error },
+
+    #[error("PostgreSQL: {0}")]
+    Database(String),
 }
 
 impl Error {
@@ -73,6 +80,7 @@ impl Error {
             Error::Denied(_) => EXIT_DENIED,
             Error::Corrupt { .. } => EXIT_CORRUPT,
             Error::LocalIo { .. } => EXIT_LOCAL_IO,
+            Error::Database(_) => EXIT_DATABASE,
         }
     }
 
@@ -120,11 +128,12 @@ mod tests {
             Error::Denied(String::new()),
             Error::corrupt("x", ""),
             Error::local_io("x", io::Error::other("x")),
+            Error::Database(String::new()),
         ];
         let mut codes: Vec<i32> = all.iter().map(Error::code).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
         for c in codes.iter().filter(|c| **c != EXIT_NOT_FOUND) {
             let r = c + RESTORE_COMMAND_OFFSET;
             assert!(r > 125 && r != 143 && r < 256, "{r}");

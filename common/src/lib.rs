@@ -1,12 +1,16 @@
 //! The shared library of the pitrkit tools: settings, storage backends, the repository
 //! format, WAL knowledge, the object envelope, errors and the runner that owns exit codes.
 
+pub mod chunk;
 pub mod error;
+pub mod manifest;
 pub mod object;
+pub mod parallel;
 pub mod repo;
 pub mod runner;
 pub mod settings;
 pub mod storage;
+pub mod target;
 pub mod wal;
 
 pub use error::{Error, Result};

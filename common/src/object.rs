@@ -5,7 +5,8 @@
 //! `zstd -d < object > file` recovers the content without pitrkit, which matters on the day
 //! the tool itself is what is broken. The layout is specified in docs/FORMAT.md.
 
-use sha2::{Digest, Sha256};
+pub use sha2::Digest;
+use sha2::Sha256;
 use std::fmt;
 use std::io::{Read, Write};
 
@@ -39,6 +40,17 @@ pub struct Sha256Sum(pub [u8; 32]);
 impl Sha256Sum {
     pub fn of(data: &[u8]) -> Self {
         Sha256Sum(Sha256::digest(data).into())
+    }
+}
+
+impl Sha256Sum {
+    /// An incremental hasher, for content that arrives in pieces.
+    pub fn hasher() -> Sha256 {
+        Sha256::new()
+    }
+
+    pub fn finish(h: Sha256) -> Self {
+        Sha256Sum(h.finalize().into())
     }
 }
 
@@ -137,6 +149,32 @@ pub struct Compressor {
 const STREAM_CHUNK: usize = 1 << 20;
 
 impl Compressor {
+    /// Seals `plain` whose sha256 the caller already computed (to name a chunk), on this
+    /// thread: callers that seal many small objects parallelise across objects instead.
+    pub fn seal_known(&self, plain: &[u8], sha256: Sha256Sum) -> Result<Vec<u8>> {
+        let (compression, payload) = if self.level == 0 {
+            (Compression::None, std::borrow::Cow::Borrowed(plain))
+        } else {
+            let mut c = zstd::bulk::Compressor::new(self.level)
+                .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
+            c.include_checksum(true)
+                .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
+            let payload = c
+                .compress(plain)
+                .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
+            (Compression::Zstd, std::borrow::Cow::Owned(payload))
+        };
+        let env = Envelope {
+            compression,
+            plain_len: plain.len() as u64,
+            sha256,
+        };
+        let mut out = Vec::with_capacity(ENVELOPE_LEN + payload.len());
+        out.extend_from_slice(&env.encode());
+        out.extend_from_slice(&payload);
+        Ok(out)
+    }
+
     /// Seals everything `input` yields, streaming: this thread reads and hashes while zstd's
     /// worker threads compress, so reading, hashing and compressing overlap and no
     /// segment-sized input buffer is ever allocated. `size_hint` only sizes the output.

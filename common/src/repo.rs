@@ -30,13 +30,31 @@ pub struct RepoRoot {
     pub created_by: String,
 }
 
-mod u64_string {
+pub(crate) mod u64_string {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// What identifies the cluster a repository belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    pub system_identifier: u64,
+    pub segment_size: u32,
+    pub pg_major: u32,
+}
+
+impl From<&SegmentHeader> for ClusterIdentity {
+    fn from(h: &SegmentHeader) -> Self {
+        ClusterIdentity {
+            system_identifier: h.system_identifier,
+            segment_size: h.segment_size,
+            pg_major: h.pg_major,
+        }
     }
 }
 
@@ -93,7 +111,7 @@ impl Repository {
 
     /// Records which cluster the repository belongs to. When two writers race, the first
     /// root wins and both get it back, so the loser's cluster check still runs against it.
-    pub fn init_root(&self, header: &SegmentHeader) -> Result<RepoRoot> {
+    pub fn init_root(&self, header: &ClusterIdentity) -> Result<RepoRoot> {
         let root = RepoRoot {
             format_version: FORMAT_VERSION,
             system_identifier: header.system_identifier,
@@ -118,13 +136,13 @@ impl Repository {
         }
     }
 
-    /// Checks that a segment header belongs to the cluster this repository archives,
+    /// Checks that a segment or backup belongs to the cluster this repository archives,
     /// recording the cluster on first use.
     pub fn check_cluster(
         &self,
         root: Option<RepoRoot>,
         display: &str,
-        h: &SegmentHeader,
+        h: &ClusterIdentity,
     ) -> Result<RepoRoot> {
         let root = match root {
             Some(r) => r,
@@ -155,16 +173,12 @@ impl Repository {
 mod tests {
     use super::*;
     use crate::storage::memory::MemoryStore;
-    use crate::wal::{Lsn, TimelineId};
 
-    fn header(sysid: u64) -> SegmentHeader {
-        SegmentHeader {
+    fn header(sysid: u64) -> ClusterIdentity {
+        ClusterIdentity {
             pg_major: 15,
             system_identifier: sysid,
             segment_size: 16 << 20,
-            block_size: 8192,
-            timeline: TimelineId(1),
-            page_address: Lsn(0),
         }
     }
 

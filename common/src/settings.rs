@@ -131,6 +131,10 @@ impl RepoLocation {
 #[derive(Clone)]
 pub struct Settings {
     pub location: RepoLocation,
+    /// The repository URL as given, for commands that pass it on (restore_command).
+    pub repo_url: String,
+    /// The configuration file used, if any.
+    pub config_path: Option<PathBuf>,
     pub s3_endpoint: Option<Url>,
     pub s3_region: String,
     pub s3_path_style: Option<bool>,
@@ -318,6 +322,8 @@ impl Settings {
         }
         Ok(Settings {
             location,
+            repo_url: repo,
+            config_path,
             s3_endpoint: endpoint,
             s3_region: region,
             s3_path_style,

@@ -46,6 +46,27 @@ impl FromStr for Lsn {
     }
 }
 
+impl serde::Serialize for Lsn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Lsn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::custom(format!("invalid LSN '{s}'")))
+    }
+}
+
+impl Lsn {
+    /// The segment number holding this location.
+    pub fn segno(&self, seg_size: u32) -> u64 {
+        self.0 / seg_size as u64
+    }
+}
+
 /// The name of a file PostgreSQL hands to `archive_command`, or asks of `restore_command`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WalFileName {

@@ -25,13 +25,16 @@ pub fn pg_bin(tool: &str) -> PathBuf {
     p
 }
 
+/// The pitrkit tools the tests run.
+pub const TOOLS: [&str; 4] = ["wal-push", "wal-fetch", "bb-push", "bb-restore"];
+
 /// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace.
 pub fn pitrkit_bin_dir() -> PathBuf {
     let dir = std::env::var("PITRKIT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
     assert!(
-        dir.join("wal-push").exists() && dir.join("wal-fetch").exists(),
+        TOOLS.iter().all(|t| dir.join(t).exists()),
         "pitrkit binaries not found in {}: run `cargo build --workspace --bins` first",
         dir.display()
     );
@@ -171,7 +174,7 @@ impl Sandbox {
             .expect("tempdir");
         let bin = dir.path().join("bin");
         fs::create_dir(&bin).expect("bin dir");
-        for tool in ["wal-push", "wal-fetch"] {
+        for tool in TOOLS {
             fs::copy(pitrkit_bin_dir().join(tool), bin.join(tool)).expect("copy binary");
         }
         let sb = Sandbox { dir };
@@ -339,6 +342,10 @@ impl TestRepo {
             Backend::Fs => {
                 let files = sb.path().join("repo");
                 let url = files.display().to_string();
+                // The archiver (as the cluster's user) and the tools (as the test user)
+                // share it, as a DBA would set up /var/lib/pitrkit for postgres.
+                fs::create_dir_all(&files).expect("repo dir");
+                sb.chown_to_pg(&files);
                 fs::write(&config, format!("repo = '{url}'\n")).expect("config");
                 TestRepo {
                     backend,

@@ -117,7 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let probe = probe.map_err(|_| Error::Unavailable("repository probe thread panicked".into()))?;
     let (root, existing) = probe?;
     if let Some(h) = &header {
-        repo.check_cluster(root, &display, h)?;
+        repo.check_cluster(root, &display, &h.into())?;
     }
 
     let status = match existing {

@@ -95,6 +95,7 @@ impl FsStore {
                 out.push(ObjectInfo {
                     key: ObjectKey::new(key)?,
                     size: meta.len(),
+                    modified: meta.modified().ok(),
                 });
             }
         }

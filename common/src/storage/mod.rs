@@ -60,6 +60,8 @@ pub enum PutOutcome {
 pub struct ObjectInfo {
     pub key: ObjectKey,
     pub size: u64,
+    /// When the object was stored, where the backend says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A place to keep repository objects. `get` returning `Ok(None)` is a positive answer that

@@ -539,7 +539,15 @@ impl Store for S3Store {
             for c in page.contents {
                 if let Some(rel) = c.key.get(strip..) {
                     if let Ok(key) = ObjectKey::new(rel) {
-                        out.push(ObjectInfo { key, size: c.size });
+                        out.push(ObjectInfo {
+                            key,
+                            size: c.size,
+                            modified: c
+                                .last_modified
+                                .parse::<jiff::Timestamp>()
+                                .ok()
+                                .map(std::time::SystemTime::from),
+                        });
                     }
                 }
             }

@@ -1,0 +1,308 @@
+//! `bb-push`: take a base backup of a running cluster (`--pgdata`), or of a
+//! `pg_basebackup -Ft -D -` tar stream on stdin, into the repository's chunk store, and
+//! publish its manifest last.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use jiff::Timestamp;
+use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
+use pitrkit::error::{Error, Result};
+use pitrkit::manifest::{BackupId, BackupManifest, Entry, MANIFEST_VERSION, Totals};
+use pitrkit::object::{Compressor, Digest, Sha256Sum};
+use pitrkit::parallel;
+use pitrkit::repo::{ClusterIdentity, Repository};
+use pitrkit::runner::note;
+use pitrkit::settings::{RepoArgs, Settings};
+use pitrkit::wal::Lsn;
+use serde::Serialize;
+
+mod cluster;
+mod stream;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bb-push",
+    version,
+    about = "Take a base backup into a pitrkit repository",
+    after_help = "From a running cluster:  bb-push --repo URL --pgdata DIR [--dbname CONNINFO]\n\
+                  From a stream:          pg_basebackup -D - -Ft -X fetch | bb-push --repo URL -\n\
+                  Prints the backup's summary as JSON on stdout."
+)]
+pub struct Cli {
+    /// `-` to read a pg_basebackup tar stream from stdin
+    #[arg(value_name = "-", conflicts_with_all = ["pgdata", "dbname"])]
+    pub stdin: Option<String>,
+    /// Data directory of the running cluster to back up
+    #[arg(long, value_name = "DIR", required_unless_present = "stdin")]
+    pub pgdata: Option<PathBuf>,
+    /// Connection string (default: the socket and port in DIR/postmaster.pid, user postgres)
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// Backup label (default: pitrkit <backup id>)
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Let the backup's start checkpoint spread out instead of forcing it at once
+    #[arg(long)]
+    pub spread_checkpoint: bool,
+    /// Parallel readers/compressors/uploaders [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// zstd level for backup content [default: 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compress_level: Option<i32>,
+    /// How long to wait for the archiver to store the WAL a streamed backup needs
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub wal_wait: u64,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+/// What every backup source yields: the data directory's entries with their content
+/// already in the chunk store, and what the backup functions reported.
+pub(crate) struct Captured {
+    pub identity: ClusterIdentity,
+    pub pg_version_num: u32,
+    pub label: String,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub timeline: u32,
+    pub start_time: Timestamp,
+    pub stop_time: Timestamp,
+    pub next_xid: Option<u64>,
+    pub backup_label: String,
+    pub tablespace_map: Option<String>,
+    pub entries: Vec<Entry>,
+    pub source: &'static str,
+}
+
+/// The summary printed on stdout.
+#[derive(Serialize)]
+struct Summary<'a> {
+    backup_id: &'a BackupId,
+    label: &'a str,
+    timeline: u32,
+    start_lsn: Lsn,
+    stop_lsn: Lsn,
+    start_time: Timestamp,
+    stop_time: Timestamp,
+    totals: &'a Totals,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let started = Instant::now();
+    let settings = Settings::from_args(&cli.repo)?;
+    let repo = Repository::new(settings.open_store()?);
+    let jobs = cli.jobs.unwrap_or_else(parallel::default_jobs).max(1);
+    let level = cli.compress_level.or(settings.compress_level).unwrap_or(3);
+    repo.store().create()?;
+    let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 })?;
+    let captured = match (&cli.stdin, &cli.pgdata) {
+        (Some(dash), _) if dash == "-" => stream::capture(&cli, &repo, &writer, jobs)?,
+        (Some(other), _) => {
+            return Err(Error::Usage(format!(
+                "unexpected argument '{other}': use - for stdin"
+            )));
+        }
+        (None, Some(pgdata)) => cluster::capture(&cli, pgdata, &repo, &writer, jobs)?,
+        (None, None) => return Err(Error::Usage("give --pgdata DIR or - (stdin)".into())),
+    };
+    let root = repo.read_root()?;
+    let root = repo.check_cluster(root, "this backup", &captured.identity)?;
+    let missing = repo.missing_wal(&required_wal(&captured, root.wal_segment_size))?;
+    if !missing.is_empty() {
+        return Err(Error::Conflict(format!(
+            "the archive in {} lacks WAL this backup needs to become consistent: {} \
+             (is archive_command pointing at this repository?); no backup was recorded",
+            repo.location(),
+            missing
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    publish(&repo, captured, &writer, started)
+}
+
+pub(crate) fn required_wal(c: &Captured, seg_size: u32) -> Vec<pitrkit::wal::WalFileName> {
+    let tli = pitrkit::wal::TimelineId(c.timeline);
+    let first = c.start_lsn.segno(seg_size);
+    let last = Lsn(c.stop_lsn.0.saturating_sub(1).max(c.start_lsn.0)).segno(seg_size);
+    (first..=last)
+        .map(|n| pitrkit::wal::WalFileName::segment(tli, n, seg_size))
+        .collect()
+}
+
+fn publish(repo: &Repository, c: Captured, writer: &ChunkWriter, started: Instant) -> Result<()> {
+    let backup_id = BackupId::at(c.start_time);
+    let (mut files, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+    for e in &c.entries {
+        if let Entry::File {
+            size, chunks: ids, ..
+        } = e
+        {
+            files += 1;
+            bytes += size;
+            chunks += ids.len() as u64;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut m = BackupManifest {
+        format_version: MANIFEST_VERSION,
+        label: if c.label.is_empty() {
+            format!("pitrkit {backup_id}")
+        } else {
+            c.label
+        },
+        backup_id,
+        source: c.source.into(),
+        system_identifier: c.identity.system_identifier,
+        pg_version_num: c.pg_version_num,
+        timeline: c.timeline,
+        start_lsn: c.start_lsn,
+        stop_lsn: c.stop_lsn,
+        start_time: c.start_time,
+        stop_time: c.stop_time,
+        next_xid: c.next_xid,
+        backup_label: c.backup_label,
+        tablespace_map: c.tablespace_map,
+        chunk_size: CHUNK_SIZE as u64,
+        entries: c.entries,
+        totals: Totals {
+            files,
+            bytes,
+            chunks,
+            new_chunks: writer.new_chunks.load(Ordering::Relaxed),
+            new_stored_bytes: writer.new_stored_bytes.load(Ordering::Relaxed),
+            seconds: (seconds * 1000.0).round() / 1000.0,
+            mb_per_s: ((bytes as f64 / 1e6 / seconds.max(1e-9)) * 10.0).round() / 10.0,
+        },
+    };
+    let manifest_bytes = repo.write_manifest(&m)?;
+    m.totals.new_stored_bytes += manifest_bytes;
+    note(format!(
+        "backup {} stored: {} files, {} bytes, {} new chunks ({} bytes) in {:.1} s",
+        m.backup_id,
+        m.totals.files,
+        m.totals.bytes,
+        m.totals.new_chunks,
+        m.totals.new_stored_bytes,
+        seconds
+    ));
+    let summary = Summary {
+        backup_id: &m.backup_id,
+        label: &m.label,
+        timeline: m.timeline,
+        start_lsn: m.start_lsn,
+        stop_lsn: m.stop_lsn,
+        start_time: m.start_time,
+        stop_time: m.stop_time,
+        totals: &m.totals,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(|e| Error::Usage(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// Reads a file in chunks into the chunk store. `None` when the file vanished (a relation
+/// dropped while the backup runs: WAL replay recreates the truth).
+pub(crate) fn store_file(writer: &ChunkWriter, root: &Path, rel: &str) -> Result<Option<Entry>> {
+    let path = root.join(rel);
+    let mut f = match fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::local_io(&path, e)),
+    };
+    let mode = f
+        .metadata()
+        .map_err(|e| Error::local_io(&path, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut hasher = Sha256Sum::hasher();
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let n = read_full(&mut f, &mut buf).map_err(|e| Error::local_io(&path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        chunks.push(writer.put(&buf[..n])?);
+        size += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    Ok(Some(Entry::File {
+        path: rel.to_string(),
+        mode,
+        size,
+        sha256: Sha256Sum::finish(hasher).to_string(),
+        chunks,
+    }))
+}
+
+/// Fills `buf` unless the reader ends first; returns the bytes read.
+pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Stores many files with `jobs` workers.
+pub(crate) fn store_files(
+    writer: &ChunkWriter,
+    root: &Path,
+    rels: &[String],
+    jobs: usize,
+) -> Result<Vec<Entry>> {
+    Ok(
+        parallel::map(jobs, rels, |rel| store_file(writer, root, rel))?
+            .into_iter()
+            .flatten()
+            .collect(),
+    )
+}
+
+pub(crate) fn dir_mode(path: &Path) -> Result<u32> {
+    Ok(fs::metadata(path)
+        .map_err(|e| Error::local_io(path, e))?
+        .mode()
+        & 0o7777)
+}
+
+/// Waits, at most `limit`, for the archiver to store the WAL the backup needs; the caller
+/// reports what is still missing.
+pub(crate) fn await_wal(repo: &Repository, c: &Captured, limit: Duration) -> Result<bool> {
+    let seg_size = repo
+        .read_root()?
+        .map_or(c.identity.segment_size, |r| r.wal_segment_size);
+    let needed = required_wal(c, seg_size);
+    let start = Instant::now();
+    loop {
+        if repo.missing_wal(&needed)?.is_empty() {
+            return Ok(true);
+        }
+        if start.elapsed() >= limit {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,660 @@
+//! `bb-restore`: restore the right base backup into a data directory and configure
+//! PostgreSQL to recover through `wal-fetch` to a target.
+//!
+//! Order matters for "nothing half-written": everything that can refuse (backup choice,
+//! target parsing, archive checks, the directory check) runs before the first byte is
+//! written; the recovery settings and signal file are written last, so an interrupted
+//! restore never looks like a data directory ready to start.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use pitrkit::chunk::{self, ChunkId};
+use pitrkit::error::{Error, Result};
+use pitrkit::manifest::{BackupId, BackupManifest, Entry};
+use pitrkit::parallel;
+use pitrkit::repo::Repository;
+use pitrkit::runner::note;
+use pitrkit::settings::{RepoArgs, Settings};
+use pitrkit::target::{RecoveryTarget, conf_quote, parse_time};
+use pitrkit::wal::{Lsn, TimelineId, WalFileName};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bb-restore",
+    version,
+    about = "Restore a base backup and configure point-in-time recovery",
+    after_help = "Target times without a zone are UTC; they are written with an explicit +00 offset.\n\
+                  Prints a JSON summary (backup used, bytes, seconds, recovery settings) on stdout."
+)]
+pub struct Cli {
+    /// Data directory to restore into (created if missing; must be empty unless --delta/--force)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Recover to this moment, e.g. 2026-11-26T03:05:12Z or '2026-11-26 04:05:12+01'
+    #[arg(long, value_name = "TIME", group = "target")]
+    pub target_time: Option<String>,
+    /// Recover to this transaction id
+    #[arg(long, value_name = "XID", group = "target")]
+    pub target_xid: Option<u64>,
+    /// Recover to this WAL location, e.g. 0/16B3748
+    #[arg(long, value_name = "LSN", group = "target")]
+    pub target_lsn: Option<String>,
+    /// Recover to a restore point made with pg_create_restore_point()
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long, group = "target")]
+    pub target_immediate: bool,
+    /// Stop just before the target instead of just after it
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// What the server does at the target
+    #[arg(long, value_name = "ACTION", value_parser = ["promote", "pause", "shutdown"], default_value = "promote")]
+    pub target_action: String,
+    /// Timeline to recover along: latest, current or a number
+    #[arg(long, value_name = "TLI")]
+    pub target_timeline: Option<String>,
+    /// Restore this backup instead of choosing one
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// off: the restored cluster does not archive (a side copy to recover rows from, a
+    /// restore test), so it can't add timelines to the repository; preserve: keep the
+    /// backup's archive settings (the restored cluster becomes the new primary)
+    #[arg(long, value_name = "MODE", value_parser = ["preserve", "off"], default_value = "preserve")]
+    pub archive_mode: String,
+    /// Write standby.signal instead of recovery.signal
+    #[arg(long)]
+    pub standby: bool,
+    /// Reuse a non-empty DIR: keep files whose content already matches, fetch the rest
+    #[arg(long, conflicts_with = "force")]
+    pub delta: bool,
+    /// Empty a non-empty DIR first
+    #[arg(long)]
+    pub force: bool,
+    /// Parallel downloads [default: the number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    backup_id: String,
+    backup_stop_time: jiff::Timestamp,
+    pgdata: String,
+    files: u64,
+    bytes: u64,
+    bytes_fetched: u64,
+    seconds: f64,
+    mb_per_s: f64,
+    recovery_settings: Vec<(String, String)>,
+    signal_file: &'static str,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let started = Instant::now();
+    let settings = Settings::from_args(&cli.repo)?;
+    let target = parse_target(&cli)?;
+    let repo = Repository::new(settings.open_store()?);
+    let root = repo.read_root()?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "{} is not a pitrkit repository (no pitrkit.json)",
+            repo.location()
+        ))
+    })?;
+    let manifest = choose_backup(&repo, cli.backup.as_deref(), &target)?;
+    if manifest.system_identifier != root.system_identifier {
+        return Err(Error::corrupt(
+            manifest.backup_id.manifest_key(),
+            format!(
+                "belongs to system {} but the repository to {}",
+                manifest.system_identifier, root.system_identifier
+            ),
+        ));
+    }
+    check_archive(&repo, &manifest, &target, root.wal_segment_size)?;
+    prepare_dir(&cli.pgdata, cli.delta, cli.force)?;
+
+    let jobs = cli.jobs.unwrap_or_else(parallel::default_jobs).max(1);
+    let fetched = restore_files(&repo, &manifest, &cli.pgdata, jobs, cli.delta)?;
+    let recovery = recovery_settings(&cli, &settings, &target)?;
+    write_recovery(&cli.pgdata, &manifest, &recovery, cli.standby)?;
+    chown_like_parent(&cli.pgdata)?;
+
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        backup_id: manifest.backup_id.to_string(),
+        backup_stop_time: manifest.stop_time,
+        pgdata: cli.pgdata.display().to_string(),
+        files: manifest.totals.files,
+        bytes: manifest.totals.bytes,
+        bytes_fetched: fetched,
+        seconds: (seconds * 1000.0).round() / 1000.0,
+        mb_per_s: ((manifest.totals.bytes as f64 / 1e6 / seconds.max(1e-9)) * 10.0).round() / 10.0,
+        recovery_settings: recovery
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        signal_file: if cli.standby {
+            "standby.signal"
+        } else {
+            "recovery.signal"
+        },
+    };
+    note(format!(
+        "restored backup {} into {} in {seconds:.1} s",
+        summary.backup_id, summary.pgdata
+    ));
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(|e| Error::Usage(e.to_string()))?
+    );
+    Ok(())
+}
+
+fn parse_target(cli: &Cli) -> Result<RecoveryTarget> {
+    Ok(if let Some(t) = &cli.target_time {
+        RecoveryTarget::Time(parse_time(t)?)
+    } else if let Some(x) = cli.target_xid {
+        RecoveryTarget::Xid(x)
+    } else if let Some(l) = &cli.target_lsn {
+        RecoveryTarget::Lsn(l.parse()?)
+    } else if let Some(n) = &cli.target_name {
+        RecoveryTarget::Name(n.clone())
+    } else if cli.target_immediate {
+        RecoveryTarget::Immediate
+    } else {
+        RecoveryTarget::Latest
+    })
+}
+
+/// The newest backup that is consistent before the target, or the one named.
+fn choose_backup(
+    repo: &Repository,
+    named: Option<&str>,
+    target: &RecoveryTarget,
+) -> Result<BackupManifest> {
+    if let Some(id) = named {
+        let m = repo.read_manifest(&id.parse::<BackupId>()?)?;
+        if !precedes(&m, target) {
+            return Err(Error::Usage(format!(
+                "backup {id} does not end before the target ({})",
+                describe(target)
+            )));
+        }
+        return Ok(m);
+    }
+    let ids = repo.list_backups()?;
+    if ids.is_empty() {
+        return Err(Error::NotFound {
+            key: format!("any backup in {}", repo.location()),
+        });
+    }
+    for id in ids.iter().rev() {
+        let m = repo.read_manifest(id)?;
+        if precedes(&m, target) {
+            return Ok(m);
+        }
+    }
+    Err(Error::Usage(format!(
+        "no backup ends before the target ({}): the oldest, {}, is not early enough",
+        describe(target),
+        ids[0]
+    )))
+}
+
+/// Whether recovery from `m` can stop at `target`: the backup must be consistent first.
+fn precedes(m: &BackupManifest, target: &RecoveryTarget) -> bool {
+    match target {
+        RecoveryTarget::Time(t) => m.stop_time <= *t,
+        RecoveryTarget::Lsn(l) => m.stop_lsn <= *l,
+        // An xid that had not started when the backup stopped commits after it.
+        RecoveryTarget::Xid(x) => m.next_xid.is_none_or(|n| n <= *x),
+        _ => true,
+    }
+}
+
+fn describe(t: &RecoveryTarget) -> String {
+    match t {
+        RecoveryTarget::Time(t) => format!("time {t}"),
+        RecoveryTarget::Xid(x) => format!("xid {x}"),
+        RecoveryTarget::Lsn(l) => format!("lsn {l}"),
+        RecoveryTarget::Name(n) => format!("restore point '{n}'"),
+        RecoveryTarget::Immediate => "immediate".into(),
+        RecoveryTarget::Latest => "latest".into(),
+    }
+}
+
+/// Refuses when the archive visibly cannot bring the backup to the target: WAL between the
+/// backup's start and stop missing, or an LSN/time target past the newest archived WAL.
+fn check_archive(
+    repo: &Repository,
+    m: &BackupManifest,
+    target: &RecoveryTarget,
+    seg_size: u32,
+) -> Result<()> {
+    let missing = repo.missing_wal(&m.required_wal(seg_size))?;
+    if !missing.is_empty() {
+        return Err(Error::Conflict(format!(
+            "backup {} cannot become consistent: the archive lacks {}",
+            m.backup_id,
+            missing
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let newest = newest_segment(repo, TimelineId(m.timeline), seg_size)?;
+    match target {
+        RecoveryTarget::Lsn(l) => {
+            let reach = newest
+                .map(|(n, _)| Lsn((n + 1) * seg_size as u64))
+                .unwrap_or_default();
+            if *l >= reach {
+                return Err(Error::Usage(format!(
+                    "target lsn {l} is beyond the archive, which ends at {reach}: archive more WAL \
+                     (select pg_switch_wal() on the primary) and try again"
+                )));
+            }
+        }
+        RecoveryTarget::Time(t) => {
+            if let Some((_, Some(archived_at))) = newest {
+                if *t > archived_at {
+                    return Err(Error::Usage(format!(
+                        "target time {t} is after the newest archived WAL was stored ({archived_at}): \
+                         the WAL for it is not in the archive yet; run select pg_switch_wal() on the \
+                         primary (or wait for archiving) and try again"
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The highest segment number archived on `tli` or any later timeline, with when it was stored.
+fn newest_segment(
+    repo: &Repository,
+    tli: TimelineId,
+    seg_size: u32,
+) -> Result<Option<(u64, Option<jiff::Timestamp>)>> {
+    let mut best: Option<(u64, Option<jiff::Timestamp>)> = None;
+    for o in repo.store().list("wal/")? {
+        let Some(name) = o
+            .key
+            .as_str()
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_suffix(".zst"))
+        else {
+            continue;
+        };
+        let Ok(n @ WalFileName::Segment { .. }) = name.parse::<WalFileName>() else {
+            continue;
+        };
+        let Some(segno) = n.segno(seg_size).filter(|_| n.timeline() >= tli) else {
+            continue;
+        };
+        if best.is_none_or(|(b, _)| segno > b) {
+            best = Some((
+                segno,
+                o.modified.and_then(|m| jiff::Timestamp::try_from(m).ok()),
+            ));
+        }
+    }
+    Ok(best)
+}
+
+fn prepare_dir(dir: &Path, delta: bool, force: bool) -> Result<()> {
+    match fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|e| Error::local_io(dir, e))?;
+        }
+        Err(e) => return Err(Error::local_io(dir, e)),
+        Ok(mut it) => {
+            if it.next().is_some() {
+                if dir.join("postmaster.pid").exists() {
+                    return Err(Error::invalid_input(
+                        dir.display(),
+                        "holds postmaster.pid: stop the server first",
+                    ));
+                }
+                if force {
+                    for e in fs::read_dir(dir)
+                        .map_err(|e| Error::local_io(dir, e))?
+                        .flatten()
+                    {
+                        let p = e.path();
+                        let r = if p.is_dir() && !p.is_symlink() {
+                            fs::remove_dir_all(&p)
+                        } else {
+                            fs::remove_file(&p)
+                        };
+                        r.map_err(|e| Error::local_io(&p, e))?;
+                    }
+                } else if !delta {
+                    return Err(Error::invalid_input(
+                        dir.display(),
+                        "is not empty: restore into an empty directory, or use --delta (reuse what matches) or --force (empty it)",
+                    ));
+                }
+            }
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::local_io(dir, e))
+}
+
+/// One unit of restore work: a chunk of a file.
+struct Piece<'a> {
+    path: PathBuf,
+    offset: u64,
+    id: &'a ChunkId,
+}
+
+/// Restores every entry; returns the bytes fetched from the repository.
+fn restore_files(
+    repo: &Repository,
+    m: &BackupManifest,
+    dir: &Path,
+    jobs: usize,
+    delta: bool,
+) -> Result<u64> {
+    let mut pieces = Vec::new();
+    let mut wanted = std::collections::HashSet::new();
+    for e in &m.entries {
+        let path = dir.join(e.path());
+        wanted.insert(path.clone());
+        match e {
+            Entry::Dir { mode, .. } => {
+                fs::create_dir_all(&path).map_err(|e| Error::local_io(&path, e))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(*mode & 0o7777))
+                    .map_err(|e| Error::local_io(&path, e))?;
+            }
+            Entry::Symlink { target, .. } => {
+                // A tablespace: recreate its directory where it was, and the link to it.
+                let target = PathBuf::from(target);
+                fs::create_dir_all(&target).map_err(|e| Error::local_io(&target, e))?;
+                let _ = fs::remove_file(&path);
+                symlink(&target, &path).map_err(|e| Error::local_io(&path, e))?;
+            }
+            Entry::File {
+                size, mode, chunks, ..
+            } => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(|e| Error::local_io(parent, e))?;
+                }
+                let existing = if delta { fs::read(&path).ok() } else { None };
+                let f = fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(!delta)
+                    .open(&path)
+                    .map_err(|e| Error::local_io(&path, e))?;
+                f.set_len(*size).map_err(|e| Error::local_io(&path, e))?;
+                f.set_permissions(fs::Permissions::from_mode(*mode & 0o7777))
+                    .map_err(|e| Error::local_io(&path, e))?;
+                for (i, id) in chunks.iter().enumerate() {
+                    let offset = i as u64 * m.chunk_size;
+                    let same = existing.as_ref().is_some_and(|d| {
+                        let end = ((offset + m.chunk_size) as usize)
+                            .min(*size as usize)
+                            .min(d.len());
+                        d.get(offset as usize..end)
+                            .is_some_and(|c| ChunkId::of(c) == *id)
+                    });
+                    if !same {
+                        pieces.push(Piece {
+                            path: path.clone(),
+                            offset,
+                            id,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if delta {
+        remove_unwanted(dir, dir, &wanted)?;
+    }
+    let fetched = parallel::map(jobs, &pieces, |p| {
+        let data = chunk::read(repo.store(), p.id)?;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&p.path)
+            .map_err(|e| Error::local_io(&p.path, e))?;
+        std::os::unix::fs::FileExt::write_all_at(&f, &data, p.offset)
+            .map_err(|e| Error::local_io(&p.path, e))?;
+        Ok(data.len() as u64)
+    })?;
+    // Make it all durable before the recovery settings say "ready to start".
+    sync_tree(dir)?;
+    Ok(fetched.iter().sum())
+}
+
+/// With --delta: files the backup does not have would confuse PostgreSQL (a dropped
+/// relation's file, an old backup_label); the runtime directories are emptied too.
+fn remove_unwanted(
+    root: &Path,
+    dir: &Path,
+    wanted: &std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    for e in fs::read_dir(dir)
+        .map_err(|e| Error::local_io(dir, e))?
+        .flatten()
+    {
+        let p = e.path();
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            remove_unwanted(root, &p, wanted)?;
+            if !wanted.contains(&p) {
+                let _ = fs::remove_dir(&p);
+            }
+        } else if !wanted.contains(&p) {
+            fs::remove_file(&p).map_err(|e| Error::local_io(&p, e))?;
+        }
+    }
+    let _ = root;
+    Ok(())
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir)
+        .map_err(|e| Error::local_io(dir, e))?
+        .flatten()
+    {
+        let p = e.path();
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            sync_tree(&p)?;
+        } else if meta.is_file() {
+            fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::local_io(&p, e))?;
+        }
+    }
+    pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
+}
+
+/// The settings that make PostgreSQL recover through wal-fetch from the same repository.
+fn recovery_settings(
+    cli: &Cli,
+    settings: &Settings,
+    target: &RecoveryTarget,
+) -> Result<Vec<(&'static str, String)>> {
+    let exe = std::env::current_exe().map_err(|e| Error::local_io("bb-restore", e))?;
+    let beside = exe
+        .parent()
+        .map(|d| d.join("wal-fetch"))
+        .filter(|p| p.exists());
+    let wal_fetch = beside
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "wal-fetch".into());
+    let mut cmd = shell_quote(&wal_fetch);
+    if let Some(cfg) = &settings.config_path {
+        let cfg = fs::canonicalize(cfg).unwrap_or_else(|_| cfg.clone());
+        cmd.push_str(&format!(
+            " --config {}",
+            shell_quote(&cfg.display().to_string())
+        ));
+    }
+    let repo_url = match &settings.location {
+        pitrkit::settings::RepoLocation::Dir(p) => fs::canonicalize(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string(),
+        pitrkit::settings::RepoLocation::S3 { .. } => settings.repo_url.clone(),
+    };
+    cmd.push_str(&format!(" --repo {} %f %p", shell_quote(&repo_url)));
+    if settings.s3_credentials.is_some() && settings.config_path.is_none() {
+        note(
+            "S3 credentials came from the environment: the server needs them too (its environment, or a --config file)",
+        );
+    }
+    let mut out = vec![("restore_command", cmd)];
+    if cli.archive_mode == "off" {
+        out.push(("archive_mode", "off".into()));
+    }
+    out.extend(target.settings());
+    if !matches!(target, RecoveryTarget::Latest) {
+        out.push(("recovery_target_action", cli.target_action.clone()));
+        if cli.target_exclusive {
+            out.push(("recovery_target_inclusive", "off".into()));
+        }
+    }
+    if let Some(t) = &cli.target_timeline {
+        let valid = t == "latest" || t == "current" || t.parse::<u32>().is_ok();
+        if !valid {
+            return Err(Error::Usage(format!(
+                "bad --target-timeline '{t}': use latest, current or a number"
+            )));
+        }
+        out.push(("recovery_target_timeline", t.clone()));
+    }
+    Ok(out)
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-:+=@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('$', "\\$")
+                .replace('`', "\\`")
+        )
+    }
+}
+
+const MANAGED: [&str; 11] = [
+    "archive_mode",
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "archive_cleanup_command",
+];
+
+/// backup_label, tablespace_map, postgresql.auto.conf and the signal file, in that order.
+fn write_recovery(
+    dir: &Path,
+    m: &BackupManifest,
+    settings: &[(&str, String)],
+    standby: bool,
+) -> Result<()> {
+    write_file(&dir.join("backup_label"), m.backup_label.as_bytes())?;
+    if let Some(map) = &m.tablespace_map {
+        write_file(&dir.join("tablespace_map"), map.as_bytes())?;
+    }
+    let auto = dir.join("postgresql.auto.conf");
+    let old = fs::read_to_string(&auto).unwrap_or_default();
+    let mut text: String = old
+        .lines()
+        .filter(|l| {
+            !MANAGED.iter().any(|k| {
+                l.trim_start().starts_with(k)
+                    && l.trim_start()[k.len()..].trim_start().starts_with('=')
+            })
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!(
+        "# written by bb-restore from backup {}\n",
+        m.backup_id
+    ));
+    for (k, v) in settings {
+        text.push_str(&format!("{k} = {}\n", conf_quote(v)));
+    }
+    write_file(&auto, text.as_bytes())?;
+    let (signal, other) = if standby {
+        ("standby.signal", "recovery.signal")
+    } else {
+        ("recovery.signal", "standby.signal")
+    };
+    let _ = fs::remove_file(dir.join(other));
+    write_file(&dir.join(signal), b"")?;
+    pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(|e| Error::local_io(path, e))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::local_io(path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::local_io(path, e))
+}
+
+/// Run as root, the restored files belong to whoever owns the directory's parent (the
+/// `postgres` user in a standard layout): PostgreSQL refuses a data directory it doesn't own.
+fn chown_like_parent(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1);
+    if me != 0 {
+        return Ok(());
+    }
+    let parent = fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let meta = fs::metadata(&parent).map_err(|e| Error::local_io(&parent, e))?;
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    chown_tree(dir, meta.uid(), meta.gid())
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| Error::local_io(p, e))?;
+    let meta = fs::symlink_metadata(p).map_err(|e| Error::local_io(p, e))?;
+    if meta.is_dir() {
+        for e in fs::read_dir(p)
+            .map_err(|e| Error::local_io(p, e))?
+            .flatten()
+        {
+            chown_tree(&e.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}

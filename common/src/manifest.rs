@@ -1,0 +1,305 @@
+//! Backup manifests: `backups/<backup id>/manifest.json.zst`, one per backup, written last.
+//!
+//! A manifest lists every file of the backup with the chunks holding its content, so a
+//! backup restores from its manifest alone. Only a complete manifest makes a backup exist:
+//! an interrupted `bb-push` leaves chunks no manifest refers to, and nothing else.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::ChunkId;
+use crate::error::{Error, Result};
+use crate::object::{self, Compressor};
+use crate::repo::Repository;
+use crate::storage::{ObjectKey, PutMode, PutOutcome};
+use crate::wal::{Lsn, WalFileName};
+
+/// Bumped whenever the manifest's meaning changes.
+pub const MANIFEST_VERSION: u32 = 1;
+const PREFIX: &str = "backups/";
+const FILE_NAME: &str = "manifest.json.zst";
+
+/// A backup's name: its start time in UTC, `20261126T030512Z`, so names sort by age.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BackupId(String);
+
+impl BackupId {
+    pub fn at(t: Timestamp) -> Self {
+        BackupId(t.strftime("%Y%m%dT%H%M%SZ").to_string())
+    }
+
+    pub fn manifest_key(&self) -> ObjectKey {
+        ObjectKey::new(format!("{PREFIX}{}/{FILE_NAME}", self.0)).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+impl FromStr for BackupId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let b = s.as_bytes();
+        let ok = b.len() == 16
+            && b[8] == b'T'
+            && b[15] == b'Z'
+            && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit);
+        if ok {
+            Ok(BackupId(s.to_string()))
+        } else {
+            Err(Error::Usage(format!(
+                "invalid backup id '{s}' (expected e.g. 20261126T030512Z)"
+            )))
+        }
+    }
+}
+
+impl TryFrom<String> for BackupId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<BackupId> for String {
+    fn from(b: BackupId) -> String {
+        b.0
+    }
+}
+
+impl fmt::Display for BackupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One entry of the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Entry {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        size: u64,
+        /// sha256 of the whole file as it was read.
+        sha256: String,
+        /// The file's content, in order: chunk `i` holds bytes `i * chunk_size ..`.
+        chunks: Vec<ChunkId>,
+    },
+    /// A tablespace link under `pg_tblspc`.
+    Symlink {
+        path: String,
+        target: String,
+    },
+}
+
+impl Entry {
+    pub fn path(&self) -> &str {
+        match self {
+            Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
+                path
+            }
+        }
+    }
+}
+
+/// Sizes and speed of one backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    pub files: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    /// Bytes this backup added to the repository (compressed new chunks and the manifest).
+    pub new_stored_bytes: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+}
+
+/// `backups/<id>/manifest.json.zst`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupManifest {
+    pub format_version: u32,
+    pub backup_id: BackupId,
+    pub label: String,
+    /// `pgdata` (read from a running cluster) or `tar` (a pg_basebackup stream on stdin).
+    pub source: String,
+    #[serde(with = "crate::repo::u64_string")]
+    pub system_identifier: u64,
+    pub pg_version_num: u32,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    pub start_time: Timestamp,
+    pub stop_time: Timestamp,
+    /// The next transaction id when the backup stopped, where known: a recovery target xid
+    /// below it may lie before the backup's consistency point.
+    pub next_xid: Option<u64>,
+    /// The `backup_label` that must be in the restored data directory.
+    pub backup_label: String,
+    pub tablespace_map: Option<String>,
+    pub chunk_size: u64,
+    pub entries: Vec<Entry>,
+    pub totals: Totals,
+}
+
+impl BackupManifest {
+    /// The WAL files from the backup's start to its stop: what recovery needs to reach a
+    /// consistent state, the least the archive must hold for the backup to restore at all.
+    pub fn required_wal(&self, seg_size: u32) -> Vec<WalFileName> {
+        let tli = crate::wal::TimelineId(self.timeline);
+        let first = self.start_lsn.segno(seg_size);
+        let last = Lsn(self.stop_lsn.0.saturating_sub(1).max(self.start_lsn.0)).segno(seg_size);
+        (first..=last)
+            .map(|n| WalFileName::segment(tli, n, seg_size))
+            .collect()
+    }
+}
+
+impl Repository {
+    /// Publishes a manifest; it never replaces an existing one.
+    pub fn write_manifest(&self, m: &BackupManifest) -> Result<u64> {
+        let json = serde_json::to_vec(m).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        let (sealed, _) = Compressor {
+            level: 3,
+            workers: 0,
+        }
+        .seal_reader(&mut &json[..], json.len() as u64)
+        .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        let key = m.backup_id.manifest_key();
+        match self.store().put(&key, &sealed, PutMode::CreateNew)? {
+            PutOutcome::Stored => Ok(sealed.len() as u64),
+            PutOutcome::AlreadyExists => Err(Error::Conflict(format!(
+                "backup {} already exists in {}",
+                m.backup_id,
+                self.location()
+            ))),
+        }
+    }
+
+    pub fn read_manifest(&self, id: &BackupId) -> Result<BackupManifest> {
+        let key = id.manifest_key();
+        let stored = self.store().get(&key)?.ok_or_else(|| Error::NotFound {
+            key: format!("backup {id} ({key} in {})", self.location()),
+        })?;
+        let (json, _) = object::open(key.as_str(), &stored)?;
+        let m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
+            Error::corrupt(
+                &key,
+                format!("not a backup manifest this pitrkit reads: {e}"),
+            )
+        })?;
+        if m.format_version != MANIFEST_VERSION {
+            return Err(Error::corrupt(
+                &key,
+                format!("manifest version {} is not supported", m.format_version),
+            ));
+        }
+        if &m.backup_id != id {
+            return Err(Error::corrupt(
+                &key,
+                format!("names backup {} inside", m.backup_id),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// The ids of all complete backups, oldest first.
+    pub fn list_backups(&self) -> Result<Vec<BackupId>> {
+        let mut ids: Vec<BackupId> = self
+            .store()
+            .list(PREFIX)?
+            .iter()
+            .filter_map(|o| {
+                o.key
+                    .as_str()
+                    .strip_prefix(PREFIX)?
+                    .strip_suffix(&format!("/{FILE_NAME}"))?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Which of `names` the archive lacks (one listing per timeline involved).
+    pub fn missing_wal(&self, names: &[WalFileName]) -> Result<Vec<WalFileName>> {
+        let mut present = std::collections::HashSet::new();
+        let mut listed = std::collections::HashSet::new();
+        for n in names {
+            if listed.insert(n.timeline()) {
+                for o in self.store().list(&format!("wal/{}/", n.timeline()))? {
+                    present.insert(o.key);
+                }
+            }
+        }
+        Ok(names
+            .iter()
+            .filter(|n| !present.contains(&Repository::wal_key(n)))
+            .copied()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_required_wal() {
+        let t: Timestamp = "2026-11-26T03:05:12Z".parse().unwrap();
+        let id = BackupId::at(t);
+        assert_eq!(id.to_string(), "20261126T030512Z");
+        assert_eq!(
+            id.manifest_key().as_str(),
+            "backups/20261126T030512Z/manifest.json.zst"
+        );
+        assert!("2026-11-26".parse::<BackupId>().is_err());
+        let m = BackupManifest {
+            format_version: 1,
+            backup_id: id,
+            label: "x".into(),
+            source: "pgdata".into(),
+            system_identifier: 1,
+            pg_version_num: 150000,
+            timeline: 2,
+            start_lsn: "0/2000028".parse().unwrap(),
+            stop_lsn: "0/4000000".parse().unwrap(),
+            start_time: t,
+            stop_time: t,
+            next_xid: None,
+            backup_label: String::new(),
+            tablespace_map: None,
+            chunk_size: 1 << 20,
+            entries: vec![],
+            totals: Totals {
+                files: 0,
+                bytes: 0,
+                chunks: 0,
+                new_chunks: 0,
+                new_stored_bytes: 0,
+                seconds: 0.0,
+                mb_per_s: 0.0,
+            },
+        };
+        let names: Vec<String> = m
+            .required_wal(16 << 20)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["000000020000000000000002", "000000020000000000000003"]
+        );
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<BackupManifest>(&json).unwrap(), m);
+    }
+}

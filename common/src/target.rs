@@ -1,0 +1,87 @@
+//! Recovery targets as a user gives them, and as PostgreSQL must receive them.
+//!
+//! A target time without an explicit zone is taken as UTC, and is always written to
+//! `recovery_target_time` with an explicit `+00` offset: PostgreSQL would otherwise read it
+//! in the server's `TimeZone`, silently moving the target by hours — a classic PITR mistake.
+
+use jiff::Timestamp;
+
+use crate::error::{Error, Result};
+use crate::wal::Lsn;
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// Replay everything the archive has (no recovery_target setting).
+    Latest,
+    Immediate,
+    Time(Timestamp),
+    Xid(u64),
+    Lsn(Lsn),
+    Name(String),
+}
+
+/// Parses a target time: RFC 3339 or PostgreSQL's `2026-11-26 03:05:12.5+01`; no zone
+/// means UTC.
+pub fn parse_time(s: &str) -> Result<Timestamp> {
+    let t = s.trim();
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    if let Ok(dt) = t.parse::<jiff::civil::DateTime>() {
+        if let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC) {
+            return Ok(z.timestamp());
+        }
+    }
+    Err(Error::Usage(format!(
+        "cannot read target time '{s}': use e.g. 2026-11-26T03:05:12Z, '2026-11-26 04:05:12+01:00', \
+         or '2026-11-26 03:05:12' (taken as UTC)"
+    )))
+}
+
+/// The form written to `recovery_target_time`: UTC with an explicit offset, microseconds.
+pub fn pg_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+}
+
+impl RecoveryTarget {
+    /// The `postgresql.auto.conf` lines that select this target.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        match self {
+            RecoveryTarget::Latest => vec![],
+            RecoveryTarget::Immediate => vec![("recovery_target", "immediate".into())],
+            RecoveryTarget::Time(t) => vec![("recovery_target_time", pg_time(*t))],
+            RecoveryTarget::Xid(x) => vec![("recovery_target_xid", x.to_string())],
+            RecoveryTarget::Lsn(l) => vec![("recovery_target_lsn", l.to_string())],
+            RecoveryTarget::Name(n) => vec![("recovery_target_name", n.clone())],
+        }
+    }
+}
+
+/// Quotes a value for postgresql.conf: single quotes, with embedded quotes doubled.
+pub fn conf_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_carry_an_explicit_offset() {
+        let t = parse_time("2026-11-26 03:05:12").unwrap();
+        assert_eq!(pg_time(t), "2026-11-26 03:05:12.000000+00");
+        let t = parse_time("2026-11-26T04:05:12.25+01:00").unwrap();
+        assert_eq!(pg_time(t), "2026-11-26 03:05:12.250000+00");
+        let t = parse_time("2026-11-26T03:05:12Z").unwrap();
+        assert_eq!(pg_time(t), "2026-11-26 03:05:12.000000+00");
+        for bad in ["yesterday", "2026-13-01 00:00:00", "", "03:05"] {
+            assert_eq!(
+                parse_time(bad).unwrap_err().code(),
+                crate::error::EXIT_USAGE,
+                "{bad}"
+            );
+        }
+        assert_eq!(conf_quote("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,420 @@
+//! Base backups and point-in-time recovery: `bb-push` from a running cluster (and from a
+//! `pg_basebackup` stream), `bb-restore` to a time, an xid, an LSN, a restore point or
+//! immediate, PostgreSQL replaying through `wal-fetch`, on both backends.
+
+#![allow(clippy::unwrap_used)] // tests: a panic with its message is the failure report
+
+use std::fs;
+use std::time::Duration;
+
+use pitrkit_tests::{Backend, Output, Pg, Sandbox, TestRepo, run};
+
+struct Site {
+    sb: Sandbox,
+    repo: TestRepo,
+    primary: Pg,
+}
+
+fn site(name: &str, backend: Backend, extra_conf: &str) -> Site {
+    let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
+    let repo = TestRepo::new(&sb, backend);
+    let mut primary = Pg::init(&sb, "primary");
+    primary.configure(&format!(
+        "archive_mode = on\narchive_command = '{} --config {} %p'\n{extra_conf}",
+        sb.bin("wal-push").display(),
+        repo.config.display()
+    ));
+    primary.start();
+    Site { sb, repo, primary }
+}
+
+impl Site {
+    fn tool(&self, tool: &str, args: &[&str]) -> Output {
+        let mut c = self.sb.tool(tool);
+        c.args(self.repo.args()).args(args);
+        run(c)
+    }
+
+    fn backup(&self) -> serde_json::Value {
+        let out = self.tool(
+            "bb-push",
+            &["--pgdata", self.primary.data.to_str().unwrap()],
+        );
+        out.assert_ok();
+        serde_json::from_str(out.stdout.trim()).unwrap()
+    }
+
+    /// Restores into a fresh directory, starts it, and waits until recovery has ended.
+    fn restore(&self, name: &str, args: &[&str]) -> Pg {
+        let dir = self.sb.path().join(name);
+        let mut all = vec!["--pgdata", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.tool("bb-restore", &all);
+        out.assert_ok();
+        let mut pg = Pg::at(&self.sb, name);
+        pg.configure("");
+        pg.start_recovery();
+        pg.wait_promoted(Duration::from_secs(120));
+        pg
+    }
+
+    /// Makes everything written so far reach the archive.
+    fn archive_now(&self) {
+        self.primary.switch_and_wait_archived();
+    }
+}
+
+fn now(pg: &Pg) -> String {
+    pg.sql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+}
+
+fn three_cases(backend: Backend) {
+    let s = site("pitr", backend, "");
+    let p = &s.primary;
+    p.sql("create table customers(id int primary key, name text, email text)");
+    p.sql("insert into customers select i, 'customer ' || i, 'c' || i || '@example.com' from generate_series(1, 10000) i");
+    p.sql("create table accounts(id int primary key, balance numeric)");
+    p.sql("insert into accounts select i, 100 from generate_series(1, 1000) i");
+    let backup = s.backup();
+    assert_eq!(
+        backup["totals"]["files"].as_u64().unwrap() > 100,
+        true,
+        "{backup}"
+    );
+
+    // Written after the backup, before any mistake: must survive every restore below.
+    p.sql("insert into customers select i, 'late ' || i, 'l' || i || '@example.com' from generate_series(10001, 10500) i");
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Case 1: a support agent deletes 10,000 customers instead of one.
+    let before_delete = now(p);
+    std::thread::sleep(Duration::from_millis(1200));
+    p.sql("delete from customers where id <= 10000");
+    p.sql("insert into customers values (99999, 'after the mistake', 'x')");
+
+    // Case 2: a bad transaction corrupts every balance; recover to just before its xid.
+    let bad_xid = p.sql("begin; update accounts set balance = -1; select txid_current(); commit;");
+    let bad_xid = bad_xid
+        .lines()
+        .find(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty())
+        .unwrap()
+        .to_string();
+    p.sql("update accounts set balance = balance + 1 where id = 1");
+
+    // Case 3: a migration drops a column; 45 minutes of activity follow (here: a few rows).
+    p.sql("select pg_create_restore_point('before_migration')");
+    let lsn_before_migration = p.sql("select pg_current_wal_lsn()");
+    p.sql("alter table customers drop column email");
+    p.sql("insert into customers values (100000, 'after the migration')");
+    s.archive_now();
+
+    let r = s.restore(
+        "r-time",
+        &["--target-time", &before_delete, "--archive-mode", "off"],
+    );
+    assert_eq!(
+        r.sql("select count(*) from customers"),
+        "10500",
+        "deleted rows back, later rows kept"
+    );
+    assert_eq!(
+        r.sql("select count(*) from customers where id = 99999"),
+        "0",
+        "nothing after the target"
+    );
+    assert_eq!(r.sql("select sum(balance) from accounts"), "100000");
+    drop(r);
+
+    let r = s.restore(
+        "r-xid",
+        &[
+            "--target-xid",
+            &bad_xid,
+            "--target-exclusive",
+            "--archive-mode",
+            "off",
+        ],
+    );
+    assert_eq!(
+        r.sql("select count(*), min(balance), max(balance) from accounts"),
+        "1000|100|100"
+    );
+    assert_eq!(
+        r.sql("select count(*) from customers"),
+        "501",
+        "the delete and the 99999 insert came before"
+    );
+    drop(r);
+
+    let r = s.restore(
+        "r-name",
+        &["--target-name", "before_migration", "--archive-mode", "off"],
+    );
+    assert_eq!(
+        r.sql("select count(*), count(email) from customers"),
+        "501|501",
+        "the dropped column is back with its data"
+    );
+    assert_eq!(
+        r.sql("select count(*) from customers where id = 100000"),
+        "0"
+    );
+    drop(r);
+
+    let r = s.restore(
+        "r-lsn",
+        &[
+            "--target-lsn",
+            &lsn_before_migration,
+            "--archive-mode",
+            "off",
+        ],
+    );
+    assert_eq!(r.sql("select count(email) from customers"), "501");
+    drop(r);
+
+    let r = s.restore(
+        "r-immediate",
+        &["--target-immediate", "--archive-mode", "off"],
+    );
+    assert_eq!(
+        r.sql("select count(*) from customers"),
+        "10000",
+        "just the backup"
+    );
+    assert!(
+        r.log_text()
+            .contains("recovery stopping after reaching consistency"),
+        "{}",
+        r.log_text()
+    );
+    drop(r);
+
+    // Latest, then the restored cluster lives on timeline 2 and keeps archiving into the same
+    // repository; a later PITR to a moment on timeline 2 works.
+    let mut r = s.restore("r-latest", &[]);
+    assert_eq!(
+        r.sql("select count(*) from customers where id = 100000"),
+        "1"
+    );
+    assert_eq!(
+        r.sql("select timeline_id from pg_control_checkpoint()"),
+        "2"
+    );
+    r.sql("insert into customers values (200000, 'on timeline 2')");
+    std::thread::sleep(Duration::from_millis(1200));
+    let on_tl2 = now(&r);
+    std::thread::sleep(Duration::from_millis(1200));
+    r.sql("insert into customers values (200001, 'too late')");
+    r.switch_and_wait_archived();
+    assert!(
+        s.repo
+            .object_path("wal/00000002/00000002.history.zst")
+            .exists(),
+        ".history archived"
+    );
+    r.stop();
+    let r2 = s.restore("r-tl2", &["--target-time", &on_tl2]);
+    assert_eq!(
+        r2.sql("select count(*) from customers where id >= 200000"),
+        "1"
+    );
+    assert_eq!(
+        r2.sql("select timeline_id from pg_control_checkpoint()"),
+        "3"
+    );
+}
+
+#[test]
+fn three_cases_and_every_target_on_filesystem() {
+    three_cases(Backend::Fs);
+}
+
+#[test]
+fn three_cases_and_every_target_on_s3() {
+    three_cases(Backend::S3);
+}
+
+fn incremental(backend: Backend) {
+    let s = site("incr", backend, "shared_buffers = 64MB\n");
+    let p = &s.primary;
+    p.client("pgbench", &["-i", "-s", "8", "-q", "postgres"])
+        .assert_ok();
+    p.sql("create table notes as select i, md5(i::text) || md5((i * 7)::text) as body from generate_series(1, 200000) i");
+    let size: u64 = p
+        .sql("select pg_database_size('postgres')")
+        .parse()
+        .unwrap();
+    assert!(size > 100 << 20, "database is only {size} bytes");
+    p.sql("checkpoint");
+    let first = s.backup();
+    // An append-mostly day: a few % new rows and ~1,000 scattered updates.
+    p.sql("insert into notes select i, md5(i::text) from generate_series(200001, 206000) i");
+    p.sql("update pgbench_accounts set abalance = abalance + 1 where aid % 800 = 0");
+    p.sql("checkpoint");
+    let expected =
+        p.sql("select sum(abalance), (select count(*) from notes) from pgbench_accounts");
+    let second = s.backup();
+    let full = first["totals"]["new_stored_bytes"].as_f64().unwrap();
+    let incr = second["totals"]["new_stored_bytes"].as_f64().unwrap();
+    let ratio = incr / full;
+    println!("incremental: first {full} bytes, second {incr} bytes, ratio {ratio:.4}");
+    assert!(
+        ratio < 0.15,
+        "second backup stored {incr} bytes, {ratio:.3} of the first's {full}"
+    );
+    s.archive_now();
+
+    // Both restore to correct data; amcheck and checksums pass.
+    let first_id = first["backup_id"].as_str().unwrap();
+    let mut r1 = s.restore("r-first", &["--backup", first_id, "--target-immediate"]);
+    assert_eq!(r1.sql("select count(*) from notes"), "200000");
+    r1.stop();
+    let mut r2 = s.restore("r-second", &["--target-immediate"]);
+    assert_eq!(
+        r2.sql("select sum(abalance), (select count(*) from notes) from pgbench_accounts"),
+        expected
+    );
+    r2.sql("create extension amcheck");
+    r2.client("pg_amcheck", &["--heapallindexed", "-d", "postgres"])
+        .assert_ok();
+    r2.stop();
+    let mut c = pitrkit_tests::as_pg(&pitrkit_tests::pg_bin("pg_checksums"));
+    c.args(["--check", "-D"]).arg(&r2.data);
+    run(c).assert_ok();
+}
+
+#[test]
+fn incremental_backups_store_only_changes_on_filesystem() {
+    incremental(Backend::Fs);
+}
+
+#[test]
+fn incremental_backups_store_only_changes_on_s3() {
+    incremental(Backend::S3);
+}
+
+#[test]
+fn pg_basebackup_stream_restores() {
+    for backend in [Backend::Fs, Backend::S3] {
+        let s = site("stream", backend, "");
+        s.primary
+            .sql("create table t as select generate_series(1, 5000) i");
+        let cmd = format!(
+            "{} -h {} -p {} -U postgres -D - -Ft -X fetch -c fast | {} --config {} -",
+            pitrkit_tests::pg_bin("pg_basebackup").display(),
+            s.primary.sock.display(),
+            s.primary.port,
+            s.sb.bin("bb-push").display(),
+            s.repo.config.display()
+        );
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", &cmd])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        let out = run(c);
+        out.assert_ok();
+        let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert!(summary["totals"]["files"].as_u64().unwrap() > 100, "{out}");
+        s.primary
+            .sql("insert into t select generate_series(5001, 6000)");
+        s.archive_now();
+        let r = s.restore("r", &[]);
+        assert_eq!(r.sql("select count(*) from t"), "6000");
+    }
+}
+
+#[test]
+fn bad_restores_are_refused_and_touch_nothing() {
+    for backend in [Backend::Fs, Backend::S3] {
+        let s = site("badrestore", backend, "");
+        s.primary
+            .sql("create table t as select generate_series(1, 100) i");
+        let early = now(&s.primary);
+        std::thread::sleep(Duration::from_millis(1100));
+        let b = s.backup();
+        let id = b["backup_id"].as_str().unwrap().to_string();
+        s.archive_now();
+        let dir = s.sb.path().join("target");
+        let d = dir.to_str().unwrap();
+        // Unparsable time, target before the oldest backup, beyond the archive.
+        s.tool("bb-restore", &["--pgdata", d, "--target-time", "yesterday"])
+            .assert_code(2)
+            .stderr_has("cannot read target time");
+        s.tool("bb-restore", &["--pgdata", d, "--target-time", &early])
+            .assert_code(2)
+            .stderr_has("no backup ends before the target");
+        s.tool(
+            "bb-restore",
+            &["--pgdata", d, "--target-time", "2099-01-01 00:00:00"],
+        )
+        .assert_code(2)
+        .stderr_has("not in the archive yet");
+        s.tool("bb-restore", &["--pgdata", d, "--target-lsn", "FF/0"])
+            .assert_code(2)
+            .stderr_has("beyond the archive");
+        assert!(!dir.exists(), "a refused restore created the directory");
+        // A non-empty directory.
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("precious"), "keep me").unwrap();
+        s.tool("bb-restore", &["--pgdata", d])
+            .assert_code(3)
+            .stderr_has("is not empty");
+        assert_eq!(fs::read_to_string(dir.join("precious")).unwrap(), "keep me");
+        // Wrong repository.
+        let mut c = s.sb.tool("bb-restore");
+        c.args(s.repo.args()).args([
+            "--repo",
+            &format!("{}-nothing-here", s.repo.url),
+            "--pgdata",
+            d,
+        ]);
+        if backend == Backend::Fs {
+            fs::create_dir_all(format!("{}-nothing-here", s.repo.url)).unwrap();
+        }
+        run(c).assert_code(4).stderr_has("not a pitrkit repository");
+        fs::remove_dir_all(&dir).unwrap();
+
+        // A corrupt chunk: the restore fails naming it; a missing one too.
+        let chunks = s
+            .repo
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("chunks/"))
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>();
+        let victim = s.repo.object_path(&chunks[chunks.len() / 2]);
+        let mut bytes = fs::read(&victim).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        fs::write(&victim, &bytes).unwrap();
+        s.tool("bb-restore", &["--pgdata", d])
+            .assert_code(7)
+            .stderr_has("corrupt object chunks/");
+        assert!(
+            !dir.join("recovery.signal").exists(),
+            "a failed restore looks ready to start"
+        );
+        fs::remove_file(&victim).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        s.tool("bb-restore", &["--pgdata", d])
+            .assert_code(7)
+            .stderr_has("missing from the repository");
+        let _ = fs::remove_dir_all(&dir);
+
+        // A garbage manifest, then none at all.
+        let manifest = s
+            .repo
+            .object_path(&format!("backups/{id}/manifest.json.zst"));
+        fs::write(&manifest, b"{not json").unwrap();
+        s.tool("bb-restore", &["--pgdata", d])
+            .assert_code(7)
+            .stderr_has("manifest.json.zst");
+        fs::remove_file(&manifest).unwrap();
+        s.tool("bb-restore", &["--pgdata", d])
+            .assert_code(1)
+            .stderr_has("any backup");
+    }
+}

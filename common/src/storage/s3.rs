@@ -530,24 +530,16 @@ impl Store for S3Store {
                 return Err(self.refusal("list", prefix, &r));
             }
             let text = String::from_utf8_lossy(&r.body);
-            let page = ListObjectsV2::parse_response(&text).map_err(|e| {
-                Error::Unavailable(format!(
-                    "unreadable listing of {}: {e}",
-                    self.display_key(prefix)
-                ))
+            // Parsed leniently with our own shape: stores differ in which optional fields
+            // they send (s3s-fs omits ETag, which rusty-s3's parser requires).
+            let page: ListPage = quick_xml::de::from_str(&text).map_err(|e| {
+                Error::Unavailable(format!("unreadable listing of {}: {e}", self.display_key(prefix)))
             })?;
             for c in page.contents {
                 if let Some(rel) = c.key.get(strip..) {
                     if let Ok(key) = ObjectKey::new(rel) {
-                        out.push(ObjectInfo {
-                            key,
-                            size: c.size,
-                            modified: c
-                                .last_modified
-                                .parse::<jiff::Timestamp>()
-                                .ok()
-                                .map(std::time::SystemTime::from),
-                        });
+                        let modified = c.last_modified.and_then(|t| t.parse::<jiff::Timestamp>().ok());
+                        out.push(ObjectInfo { key, size: c.size, modified: modified.map(std::time::SystemTime::from) });
                     }
                 }
             }
@@ -583,6 +575,25 @@ impl Store for S3Store {
             _ => Err(self.refusal("delete", key.as_str(), &r)),
         }
     }
+}
+
+/// The part of a ListObjectsV2 reply pitrkit uses.
+#[derive(serde::Deserialize)]
+struct ListPage {
+    #[serde(rename = "Contents", default)]
+    contents: Vec<ListEntry>,
+    #[serde(rename = "NextContinuationToken")]
+    next_continuation_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ListEntry {
+    #[serde(rename = "Key")]
+    key: String,
+    #[serde(rename = "Size")]
+    size: u64,
+    #[serde(rename = "LastModified")]
+    last_modified: Option<String>,
 }
 
 /// Statuses that say "try again": throttling, server trouble, request timeouts.
@@ -630,6 +641,18 @@ fn s3_error_summary(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_listings_without_optional_fields() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>p/wal/x.zst</Key><LastModified>2026-11-26T03:01:02.000Z</LastModified><Size>12</Size></Contents><Contents><Key>p/y</Key><Size>3</Size><ETag>"e"</ETag></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>tok</NextContinuationToken></ListBucketResult>"#;
+        let page: ListPage = quick_xml::de::from_str(xml).unwrap();
+        assert_eq!(page.contents.len(), 2);
+        assert_eq!((page.contents[0].key.as_str(), page.contents[0].size), ("p/wal/x.zst", 12));
+        assert!(page.contents[0].last_modified.as_ref().unwrap().parse::<jiff::Timestamp>().is_ok());
+        assert_eq!(page.next_continuation_token.as_deref(), Some("tok"));
+        let empty: ListPage = quick_xml::de::from_str("<ListBucketResult><Name>b</Name></ListBucketResult>").unwrap();
+        assert!(empty.contents.is_empty());
+    }
 
     #[test]
     fn backoff_is_bounded() {

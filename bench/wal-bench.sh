@@ -332,7 +332,7 @@ w("- pgBackRest only speaks https to S3, so it goes through a socat TLS front to
 w("- Stored bytes: only the WAL objects (pitrkit `<repo>/wal/`, pgBackRest `archive/wal/15-1/`); ratio = input / stored.")
 w("- Client CPU = hyperfine user+sys of the loop and its children; S3-server CPU from `/proc/PID/stat` of s3s-fs (and socat).")
 w("- Peak RSS: `/usr/bin/time -v` around one call on the first segment, into an empty repository.")
-w("- `wal-push` defaults: zstd level 1, compression threads = number of CPUs.")
+w("- `wal-push` defaults: zstd level 3, compression threads = number of CPUs.")
 w("")
 w("## Commands")
 w("")

@@ -164,7 +164,8 @@ pub(crate) fn capture(
         .get(0);
     note(format!("backup started at {start}"));
 
-    let entries = copy_data_directory(writer, &pgdata, jobs)?;
+    let previous = crate::previous_chunks(repo)?;
+    let entries = copy_data_directory(writer, &pgdata, jobs, &previous)?;
 
     // Not waiting inside PostgreSQL: with a failing archive_command pg_backup_stop(true)
     // waits forever. The segment switch happens either way; the wait below is bounded and
@@ -217,12 +218,17 @@ pub(crate) fn capture(
 }
 
 /// Walks the data directory (following tablespace links) and stores every file.
-fn copy_data_directory(writer: &ChunkWriter, pgdata: &Path, jobs: usize) -> Result<Vec<Entry>> {
+fn copy_data_directory(
+    writer: &ChunkWriter,
+    pgdata: &Path,
+    jobs: usize,
+    previous: &crate::Previous,
+) -> Result<Vec<Entry>> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();
     walk(pgdata, "", &mut dirs, &mut files)?;
     let mut entries = dirs;
-    entries.extend(store_files(writer, pgdata, &files, jobs)?);
+    entries.extend(store_files(writer, pgdata, &files, jobs, previous)?);
     Ok(entries)
 }
 

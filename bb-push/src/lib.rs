@@ -2,6 +2,7 @@
 //! `pg_basebackup -Ft -D -` tar stream on stdin, into the repository's chunk store, and
 //! publish its manifest last.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -214,7 +215,13 @@ fn publish(repo: &Repository, c: Captured, writer: &ChunkWriter, started: Instan
 
 /// Reads a file in chunks into the chunk store. `None` when the file vanished (a relation
 /// dropped while the backup runs: WAL replay recreates the truth).
-pub(crate) fn store_file(writer: &ChunkWriter, root: &Path, rel: &str) -> Result<Option<Entry>> {
+pub(crate) fn store_file(
+    writer: &ChunkWriter,
+    root: &Path,
+    rel: &str,
+    previous: &Previous,
+) -> Result<Option<Entry>> {
+    let prev = previous.get(rel);
     let path = root.join(rel);
     let mut f = match fs::File::open(&path) {
         Ok(f) => f,
@@ -237,7 +244,7 @@ pub(crate) fn store_file(writer: &ChunkWriter, root: &Path, rel: &str) -> Result
             break;
         }
         hasher.update(&buf[..n]);
-        chunks.push(writer.put(&buf[..n])?);
+        chunks.push(writer.put(&buf[..n], prev.and_then(|p| p.get(chunks.len())))?);
         size += n as u64;
         if n < buf.len() {
             break;
@@ -272,13 +279,34 @@ pub(crate) fn store_files(
     root: &Path,
     rels: &[String],
     jobs: usize,
+    previous: &Previous,
 ) -> Result<Vec<Entry>> {
     Ok(
-        parallel::map(jobs, rels, |rel| store_file(writer, root, rel))?
+        parallel::map(jobs, rels, |rel| store_file(writer, root, rel, previous))?
             .into_iter()
             .flatten()
             .collect(),
     )
+}
+
+/// Each file's chunks in the newest earlier backup: where page deltas start from.
+pub(crate) type Previous = HashMap<String, Vec<pitrkit::chunk::ChunkId>>;
+
+pub(crate) fn previous_chunks(repo: &Repository) -> Result<Previous> {
+    let Some(id) = repo.list_backups()?.pop() else {
+        return Ok(Previous::new());
+    };
+    // An unreadable previous manifest only costs full chunks.
+    let Ok(m) = repo.read_manifest(&id) else {
+        return Ok(Previous::new());
+    };
+    Ok(m.entries
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::File { path, chunks, .. } => Some((path, chunks)),
+            _ => None,
+        })
+        .collect())
 }
 
 pub(crate) fn dir_mode(path: &Path) -> Result<u32> {

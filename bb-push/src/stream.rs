@@ -40,18 +40,19 @@ pub(crate) fn capture(
     let mut wal_size = None;
 
     // Workers compress and upload; this thread reads the stream, which can't be shared.
-    let (tx, rx) = sync_channel::<Vec<u8>>(jobs * 2);
+    let previous = crate::previous_chunks(repo)?;
+    let (tx, rx) = sync_channel::<(Vec<u8>, Option<ChunkId>)>(jobs * 2);
     let rx = std::sync::Mutex::new(rx);
     let result = std::thread::scope(|s| -> Result<()> {
         let mut workers = Vec::new();
         for _ in 0..jobs {
             workers.push(s.spawn(|| -> Result<()> {
                 loop {
-                    let chunk = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                    let (chunk, prev) = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
                         Ok(c) => c,
                         Err(_) => return Ok(()),
                     };
-                    writer.put(&chunk)?;
+                    writer.put(&chunk, prev.as_ref())?;
                 }
             }));
         }
@@ -127,8 +128,12 @@ pub(crate) fn capture(
                                     .parse::<u32>()
                                     .ok();
                             }
+                            let prev = previous
+                                .get(&path)
+                                .and_then(|p| p.get(chunks.len()))
+                                .copied();
                             chunks.push(ChunkId::of(&buf[..n]));
-                            tx.send(buf[..n].to_vec())
+                            tx.send((buf[..n].to_vec(), prev))
                                 .map_err(|_| Error::Usage("upload workers stopped".into()))?;
                             size += n as u64;
                             if n < CHUNK_SIZE {

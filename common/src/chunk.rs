@@ -6,6 +6,13 @@
 //! 1 GiB relation stores one new 1 MiB chunk, and unchanged files store nothing. Because every
 //! backup's manifest lists all of its chunks, any backup restores on its own and deleting
 //! another backup can never break it (a chunk goes only when no manifest refers to it).
+//!
+//! A chunk that changed in only some of its pages since the previous backup is stored as a
+//! *page delta*: the id of a full base chunk plus the 8 KiB pages that differ from it. Its
+//! name is still the sha256 of the content it rebuilds, and rebuilding verifies that. The
+//! delta is computed by comparing against the base's real bytes (not page LSNs), so hint-bit
+//! changes and torn reads can never make a rebuilt chunk differ from what was read. A delta
+//! always refers to a full chunk, never to another delta, so rebuilding takes one extra read.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -21,6 +28,9 @@ use crate::storage::{ObjectKey, PutMode, Store};
 
 /// Bytes per chunk (the last chunk of a file may be shorter).
 pub const CHUNK_SIZE: usize = 1 << 20;
+/// Granularity of page deltas: PostgreSQL's block size.
+const PAGE: usize = 8192;
+const DELTA_MAGIC: &[u8; 8] = b"PKDELTA1";
 const PREFIX: &str = "chunks/";
 
 /// A chunk's name: the sha256 of its content.
@@ -117,8 +127,10 @@ impl<'a> ChunkWriter<'a> {
         })
     }
 
-    /// Stores `data` unless a chunk with its content exists, and returns its id.
-    pub fn put(&self, data: &[u8]) -> Result<ChunkId> {
+    /// Stores `data` unless a chunk with its content exists, and returns its id. `previous`
+    /// is the chunk at the same place in the previous backup: when most of its pages are
+    /// unchanged, only the changed pages are stored.
+    pub fn put(&self, data: &[u8], previous: Option<&ChunkId>) -> Result<ChunkId> {
         let id = ChunkId::of(data);
         // Claimed before the upload so two workers never upload the same new chunk; if the
         // upload fails the whole backup fails and no manifest refers to it.
@@ -130,29 +142,160 @@ impl<'a> ChunkWriter<'a> {
         {
             return Ok(id);
         }
-        let sealed = self.compressor.seal_known(data, Sha256Sum(id.0))?;
+        // A base that can't be read (damaged, removed) only costs a full chunk.
+        let delta = previous.and_then(|p| self.delta_against(p, data).ok().flatten());
+        let sealed = match delta {
+            Some(d) => self.compressor.seal_known(&d, Sha256Sum::of(&d))?,
+            None => self.compressor.seal_known(data, Sha256Sum(id.0))?,
+        };
         self.store.put(&id.key(), &sealed, PutMode::CreateNew)?;
         self.new_chunks.fetch_add(1, Ordering::Relaxed);
         self.new_stored_bytes
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         Ok(id)
     }
+
+    /// The page delta that rebuilds `data` from the full chunk behind `previous`, or `None`
+    /// when more than half the pages changed (a full chunk is then smaller to restore).
+    fn delta_against(&self, previous: &ChunkId, data: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (base_id, base) = match read_object(self.store, previous)? {
+            Stored::Full(content) => (*previous, content),
+            Stored::Delta(d) => (d.base, read_full(self.store, &d.base)?),
+        };
+        if base.len() != data.len() {
+            return Ok(None);
+        }
+        let page = |b: &[u8], i: usize| b[i * PAGE..((i + 1) * PAGE).min(b.len())].to_vec();
+        let pages = data.len().div_ceil(PAGE);
+        let changed: Vec<usize> = (0..pages)
+            .filter(|&i| page(&base, i) != page(data, i))
+            .collect();
+        if changed.len() * 2 > pages {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(52 + changed.len() * (PAGE + 4));
+        out.extend_from_slice(DELTA_MAGIC);
+        out.extend_from_slice(&base_id.0);
+        out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(changed.len() as u32).to_le_bytes());
+        for i in changed {
+            out.extend_from_slice(&(i as u32).to_le_bytes());
+            out.extend_from_slice(&page(data, i));
+        }
+        Ok(Some(out))
+    }
 }
 
-/// Fetches a chunk and proves its content has the sha256 it is named by.
-pub fn read(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
+/// A parsed page delta: `pages` replace those of `base`.
+struct Delta {
+    base: ChunkId,
+    len: usize,
+    pages: Vec<(usize, Vec<u8>)>,
+}
+
+enum Stored {
+    Full(Vec<u8>),
+    Delta(Delta),
+}
+
+fn parse_delta(key: &ObjectKey, d: &[u8]) -> Result<Delta> {
+    let bad = || {
+        Error::corrupt(
+            key,
+            "content matches neither its name nor the page-delta format",
+        )
+    };
+    let u32_at = |at: usize| -> Result<usize> {
+        Ok(u32::from_le_bytes(
+            d.get(at..at + 4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize)
+    };
+    if d.len() < 52 || &d[..8] != DELTA_MAGIC {
+        return Err(bad());
+    }
+    let base = ChunkId(d[8..40].try_into().map_err(|_| bad())?);
+    let len = u64::from_le_bytes(d[40..48].try_into().map_err(|_| bad())?) as usize;
+    let count = u32_at(48)?;
+    if len > CHUNK_SIZE * 4 || count > len.div_ceil(PAGE) {
+        return Err(bad());
+    }
+    let mut pages = Vec::with_capacity(count);
+    let mut at = 52;
+    for _ in 0..count {
+        let i = u32_at(at)?;
+        let plen = PAGE.min(len.checked_sub(i * PAGE).ok_or_else(bad)?);
+        pages.push((i, d.get(at + 4..at + 4 + plen).ok_or_else(bad)?.to_vec()));
+        at += 4 + plen;
+    }
+    if at != d.len() {
+        return Err(bad());
+    }
+    Ok(Delta { base, len, pages })
+}
+
+/// Reads the object named `id`: its envelope's sha256 equals the id for a full chunk, and
+/// differs for a page delta (whose envelope covers the delta itself).
+fn read_object(store: &dyn Store, id: &ChunkId) -> Result<Stored> {
     let key = id.key();
     let stored = store.get(&key)?.ok_or_else(|| {
         Error::corrupt(&key, "missing from the repository (a backup refers to it)")
     })?;
     let (plain, env) = object::open(key.as_str(), &stored)?;
-    if env.sha256.0 != id.0 {
-        return Err(Error::corrupt(
-            &key,
-            format!("holds content with sha256 {}, not {id}", env.sha256),
-        ));
+    if env.sha256.0 == id.0 {
+        Ok(Stored::Full(plain))
+    } else {
+        parse_delta(&key, &plain).map(Stored::Delta)
     }
-    Ok(plain)
+}
+
+/// A full chunk's content (a delta's base must be full).
+fn read_full(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
+    match read_object(store, id)? {
+        Stored::Full(c) => Ok(c),
+        Stored::Delta(_) => Err(Error::corrupt(
+            id.key(),
+            "is a page delta where a full base chunk was expected",
+        )),
+    }
+}
+
+/// Fetches a chunk, rebuilding it from its base if it is a page delta, and proves the content
+/// has the sha256 it is named by.
+pub fn read(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
+    match read_object(store, id)? {
+        Stored::Full(content) => Ok(content),
+        Stored::Delta(d) => {
+            let mut content = read_full(store, &d.base)?;
+            if content.len() != d.len {
+                return Err(Error::corrupt(
+                    id.key(),
+                    format!(
+                        "delta expects a {}-byte base, {} has {}",
+                        d.len,
+                        d.base,
+                        content.len()
+                    ),
+                ));
+            }
+            for (i, page) in d.pages {
+                let range = i * PAGE..i * PAGE + page.len();
+                content
+                    .get_mut(range)
+                    .ok_or_else(|| Error::corrupt(id.key(), "delta page out of range"))?
+                    .copy_from_slice(&page);
+            }
+            if ChunkId::of(&content) != *id {
+                return Err(Error::corrupt(
+                    id.key(),
+                    format!("rebuilt from base {} it does not have its sha256", d.base),
+                ));
+            }
+            Ok(content)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,8 +314,8 @@ mod tests {
             },
         )
         .unwrap();
-        let a = w.put(&[1u8; 5000]).unwrap();
-        let b = w.put(&[1u8; 5000]).unwrap();
+        let a = w.put(&[1u8; 5000], None).unwrap();
+        let b = w.put(&[1u8; 5000], None).unwrap();
         assert_eq!(a, b);
         assert_eq!(w.new_chunks.load(Ordering::Relaxed), 1);
         // A second writer sees what the first stored.
@@ -184,10 +327,46 @@ mod tests {
             },
         )
         .unwrap();
-        w2.put(&[1u8; 5000]).unwrap();
+        w2.put(&[1u8; 5000], None).unwrap();
         assert_eq!(w2.new_chunks.load(Ordering::Relaxed), 0);
         assert_eq!(read(&store, &a).unwrap(), vec![1u8; 5000]);
         assert_eq!(a.to_string().parse::<ChunkId>().unwrap(), a);
+        // A chunk with two changed pages of 128 is stored as a small delta and rebuilds.
+        let mut v1: Vec<u8> = (0..CHUNK_SIZE).map(|i| (i * 31 % 251) as u8).collect();
+        let first = w.put(&v1, None).unwrap();
+        v1[5] ^= 1;
+        v1[CHUNK_SIZE - 1] ^= 1;
+        let before = w.new_stored_bytes.load(Ordering::Relaxed);
+        let second = w.put(&v1, Some(&first)).unwrap();
+        let delta_bytes = w.new_stored_bytes.load(Ordering::Relaxed) - before;
+        assert!(delta_bytes < 3 * PAGE as u64, "{delta_bytes}");
+        assert_eq!(read(&store, &second).unwrap(), v1);
+        // A delta of a delta refers to the full base.
+        v1[9000] ^= 1;
+        let third = w.put(&v1, Some(&second)).unwrap();
+        assert_eq!(read(&store, &third).unwrap(), v1);
+        // A damaged base fails the rebuild loudly.
+        let base_key = first.key();
+        let (plain, _) =
+            object::open(base_key.as_str(), &store.get(&base_key).unwrap().unwrap()).unwrap();
+        let mut other = plain.clone();
+        other[100] ^= 1;
+        store
+            .put(
+                &base_key,
+                &Compressor {
+                    level: 1,
+                    workers: 0,
+                }
+                .seal_known(&other, Sha256Sum::of(&other))
+                .unwrap(),
+                PutMode::Overwrite,
+            )
+            .unwrap();
+        assert_eq!(
+            read(&store, &second).unwrap_err().code(),
+            crate::error::EXIT_CORRUPT
+        );
         let missing = ChunkId::of(b"nope");
         assert_eq!(
             read(&store, &missing).unwrap_err().code(),

@@ -533,13 +533,22 @@ impl Store for S3Store {
             // Parsed leniently with our own shape: stores differ in which optional fields
             // they send (s3s-fs omits ETag, which rusty-s3's parser requires).
             let page: ListPage = quick_xml::de::from_str(&text).map_err(|e| {
-                Error::Unavailable(format!("unreadable listing of {}: {e}", self.display_key(prefix)))
+                Error::Unavailable(format!(
+                    "unreadable listing of {}: {e}",
+                    self.display_key(prefix)
+                ))
             })?;
             for c in page.contents {
                 if let Some(rel) = c.key.get(strip..) {
                     if let Ok(key) = ObjectKey::new(rel) {
-                        let modified = c.last_modified.and_then(|t| t.parse::<jiff::Timestamp>().ok());
-                        out.push(ObjectInfo { key, size: c.size, modified: modified.map(std::time::SystemTime::from) });
+                        let modified = c
+                            .last_modified
+                            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+                        out.push(ObjectInfo {
+                            key,
+                            size: c.size,
+                            modified: modified.map(std::time::SystemTime::from),
+                        });
                     }
                 }
             }
@@ -647,10 +656,21 @@ mod tests {
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Contents><Key>p/wal/x.zst</Key><LastModified>2026-11-26T03:01:02.000Z</LastModified><Size>12</Size></Contents><Contents><Key>p/y</Key><Size>3</Size><ETag>"e"</ETag></Contents><IsTruncated>true</IsTruncated><NextContinuationToken>tok</NextContinuationToken></ListBucketResult>"#;
         let page: ListPage = quick_xml::de::from_str(xml).unwrap();
         assert_eq!(page.contents.len(), 2);
-        assert_eq!((page.contents[0].key.as_str(), page.contents[0].size), ("p/wal/x.zst", 12));
-        assert!(page.contents[0].last_modified.as_ref().unwrap().parse::<jiff::Timestamp>().is_ok());
+        assert_eq!(
+            (page.contents[0].key.as_str(), page.contents[0].size),
+            ("p/wal/x.zst", 12)
+        );
+        assert!(
+            page.contents[0]
+                .last_modified
+                .as_ref()
+                .unwrap()
+                .parse::<jiff::Timestamp>()
+                .is_ok()
+        );
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok"));
-        let empty: ListPage = quick_xml::de::from_str("<ListBucketResult><Name>b</Name></ListBucketResult>").unwrap();
+        let empty: ListPage =
+            quick_xml::de::from_str("<ListBucketResult><Name>b</Name></ListBucketResult>").unwrap();
         assert!(empty.contents.is_empty());
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pitrkit story on the local-directory default: a throwaway PostgreSQL archives its WAL
-# with wal-push, a base backup is taken, someone deletes every customer by mistake, and a
-# copy is recovered through wal-fetch to the second before the DELETE.
+# with wal-push, bb-push takes a base backup, someone deletes every customer by mistake, and
+# bb-restore brings a copy back to the second before the DELETE (replaying through wal-fetch).
 #
 # Everything lives in $DEMO_DIR (default /tmp/pitrkit-demo) and is removed at the start of
 # the next run. The cluster listens on 127.0.0.1 only, on a free port.
@@ -20,7 +20,7 @@ if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; owner=po
 [ -f "$DEMO_DIR/primary/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/primary" -m immediate stop >/dev/null 2>&1 || true
 [ -f "$DEMO_DIR/restored/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/restored" -m immediate stop >/dev/null 2>&1 || true
 rm -rf "$DEMO_DIR"; mkdir -p "$DEMO_DIR/bin"
-cp "$here/target/release/wal-push" "$here/target/release/wal-fetch" "$DEMO_DIR/bin/"
+for t in wal-push wal-fetch bb-push bb-restore; do cp "$here/target/release/$t" "$DEMO_DIR/bin/"; done
 chown -R "$owner" "$DEMO_DIR"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P1=$(port); P2=$(port)
@@ -41,13 +41,14 @@ CONF
 echo "archive_command = '$DEMO_DIR/bin/wal-push --repo $REPO %p'"
 as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/primary" -l "$DEMO_DIR/primary.log" -w start >/dev/null
 
-say "last night's base backup (pg_basebackup -X none: every later change must come from the archive)"
-as_pg "$PGBIN/pg_basebackup" -h "$DEMO_DIR" -p "$P1" -U postgres -D "$DEMO_DIR/backup" -X none -c fast
-echo "backup taken"
-
-say "a day of business: 10,000 customers, then more orders"
+say "last night's base backup: bb-push"
 psql1 "create table customers(id int primary key, name text, since timestamptz default now());
-       insert into customers(id, name) select i, 'customer ' || i from generate_series(1, 10000) i;"
+       insert into customers(id, name) select i, 'customer ' || i from generate_series(1, 5000) i;"
+echo "\$ bb-push --repo $REPO --pgdata $DEMO_DIR/primary"
+as_pg "$DEMO_DIR/bin/bb-push" --repo "$REPO" --pgdata "$DEMO_DIR/primary" | python3 -m json.tool
+
+say "a day of business after the backup: 5,000 more customers, then orders"
+psql1 "insert into customers(id, name) select i, 'customer ' || i from generate_series(5001, 10000) i;"
 psql1 "create table orders(id serial primary key, customer int, amount numeric);
        insert into orders(customer, amount) select 1 + i % 10000, i from generate_series(1, 50000) i;"
 psql1 "select pg_switch_wal()" >/dev/null
@@ -72,18 +73,14 @@ say "the WAL archive (compressed, checksummed, grouped by timeline)"
 (cd "$REPO" && find . -type f | sort | head -20 && echo "... $(find . -name '*.zst' | wc -l) WAL objects, $(du -sh . | cut -f1) in all")
 echo "archiver: $(psql1 "select archived_count || ' archived, ' || failed_count || ' failed' from pg_stat_archiver")"
 
-say "restore the backup and replay the archive through wal-fetch up to $before"
-cp -a "$DEMO_DIR/backup" "$DEMO_DIR/restored"
+say "bb-restore to the last good moment, $before"
+mkdir -p "$DEMO_DIR/restored"; chown "$owner" "$DEMO_DIR/restored"
+echo "\$ bb-restore --repo $REPO --pgdata $DEMO_DIR/restored --target-time '$before' --archive-mode off"
+as_pg "$DEMO_DIR/bin/bb-restore" --repo "$REPO" --pgdata "$DEMO_DIR/restored" --target-time "$before" --archive-mode off | python3 -m json.tool
 cat >> "$DEMO_DIR/restored/postgresql.conf" <<CONF
 port = $P2
-archive_mode = off
-restore_command = '$DEMO_DIR/bin/wal-fetch --repo $REPO %f %p'
-recovery_target_time = '$before'
-recovery_target_action = 'promote'
 CONF
-echo "restore_command = '$DEMO_DIR/bin/wal-fetch --repo $REPO %f %p'"
-echo "recovery_target_time = '$before'"
-touch "$DEMO_DIR/restored/recovery.signal"; chown -R "$owner" "$DEMO_DIR/restored"
+echo "postgresql.auto.conf now says:"; grep -v '^#' "$DEMO_DIR/restored/postgresql.auto.conf" | sed 's/^/  /'
 as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/restored" -l "$DEMO_DIR/restored.log" -W start >/dev/null
 for _ in $(seq 1 300); do
   [ "$(psql2 'select pg_is_in_recovery()' 2>/dev/null)" = "f" ] && break; sleep 0.2

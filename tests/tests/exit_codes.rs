@@ -422,3 +422,31 @@ fn large_objects_go_up_in_parts() {
     assert!(out.stdout_bytes == partial, "multipart object differs");
     let _ = next;
 }
+
+#[test]
+fn status_9_database_unreachable_and_3_unbackupable_cluster() {
+    let sb = Sandbox::new("bbpush-errors");
+    let repo = TestRepo::new(&sb, Backend::Fs);
+    let mut pg = Pg::init(&sb, "pg");
+    pg.start();
+    let data = pg.data.to_str().unwrap().to_string();
+    let mut c = sb.tool("bb-push");
+    c.args(repo.args()).args([
+        "--pgdata",
+        &data,
+        "--dbname",
+        "host=/nonexistent port=1 user=postgres dbname=postgres",
+    ]);
+    run(c).assert_code(9).stderr_has("cannot connect");
+    // archive_mode is off: the backup could never be restored, so it is not taken.
+    let mut c = sb.tool("bb-push");
+    c.args(repo.args()).args(["--pgdata", &data]);
+    run(c).assert_code(3).stderr_has("archive_mode is off");
+    assert!(
+        repo.snapshot()
+            .iter()
+            .all(|(k, _)| !k.starts_with("backups/")),
+        "{:?}",
+        repo.snapshot()
+    );
+}

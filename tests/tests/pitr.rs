@@ -492,3 +492,60 @@ fn bad_restores_are_refused_and_touch_nothing() {
             .stderr_has("any backup");
     }
 }
+
+#[test]
+fn delta_restore_fetches_only_what_differs() {
+    let s = site("delta", Backend::Fs, "");
+    s.primary
+        .sql("create table t as select generate_series(1, 50000) i");
+    s.backup();
+    s.primary
+        .sql("insert into t select generate_series(50001, 60000)");
+    s.archive_now();
+    let mut r = s.restore("r", &["--archive-mode", "off"]);
+    assert_eq!(r.sql("select count(*) from t"), "60000");
+    r.sql("insert into t select generate_series(1, 1000)");
+    r.stop();
+    let dir = s.sb.path().join("r");
+    let d = dir.to_str().unwrap();
+    // Without --delta or --force a non-empty directory is refused.
+    s.tool("bb-restore", &["--pgdata", d])
+        .assert_code(3)
+        .stderr_has("--delta");
+    let out = s.tool(
+        "bb-restore",
+        &["--pgdata", d, "--delta", "--archive-mode", "off"],
+    );
+    out.assert_ok();
+    let summary: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let (fetched, total) = (
+        summary["bytes_fetched"].as_u64().unwrap(),
+        summary["bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        fetched * 4 < total,
+        "delta restore fetched {fetched} of {total} bytes"
+    );
+    let mut r = Pg::at(&s.sb, "r");
+    r.configure("");
+    r.start_recovery();
+    r.wait_promoted(Duration::from_secs(120));
+    assert_eq!(
+        r.sql("select count(*) from t"),
+        "60000",
+        "the rows added after the restore are gone again"
+    );
+    r.stop();
+    // --force empties the directory first.
+    s.tool(
+        "bb-restore",
+        &["--pgdata", d, "--force", "--target-immediate", "--standby"],
+    )
+    .assert_ok();
+    assert!(dir.join("standby.signal").exists() && !dir.join("recovery.signal").exists());
+    assert!(
+        fs::read_to_string(dir.join("postgresql.auto.conf"))
+            .unwrap()
+            .contains("recovery_target = 'immediate'")
+    );
+}

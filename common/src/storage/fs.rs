@@ -111,9 +111,23 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// A temporary file beside its final name, removed when dropped unless
 /// [`TempFile::persist`]ed: whatever fails between writing and publishing, nothing is left
 /// under a name anyone reads, and the temporary name starts with `.` so no listing shows it.
+///
+/// Big files are flushed to disk in the background while they are written (every
+/// [`FLUSH_EVERY`] bytes a second thread fsyncs what is there so far), so the fsync before
+/// publishing waits only for the tail: the disk works while the caller decompresses.
 pub struct TempFile {
     path: Option<PathBuf>,
     file: File,
+    unflushed: usize,
+    flusher: Option<Flusher>,
+}
+
+/// Bytes written between background flushes.
+pub const FLUSH_EVERY: usize = 4 << 20;
+
+struct Flusher {
+    tx: std::sync::mpsc::SyncSender<()>,
+    handle: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl TempFile {
@@ -137,6 +151,8 @@ impl TempFile {
                     return Ok(TempFile {
                         path: Some(tmp),
                         file,
+                        unflushed: 0,
+                        flusher: None,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -153,10 +169,41 @@ impl TempFile {
         self.path.as_deref().unwrap_or(Path::new(""))
     }
 
+    /// Asks the background flusher to fsync what has been written so far; never blocks
+    /// (a flush already pending covers this one too).
+    fn start_flush(&mut self) -> io::Result<()> {
+        if self.flusher.is_none() {
+            let file = self.file.try_clone()?;
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            let handle = std::thread::spawn(move || -> io::Result<()> {
+                for () in rx {
+                    file.sync_data()?;
+                }
+                Ok(())
+            });
+            self.flusher = Some(Flusher { tx, handle });
+        }
+        if let Some(f) = &self.flusher {
+            let _ = f.tx.try_send(());
+        }
+        Ok(())
+    }
+
+    /// Waits for the background flusher and makes everything durable.
+    fn sync(&mut self) -> io::Result<()> {
+        if let Some(f) = self.flusher.take() {
+            drop(f.tx);
+            f.handle
+                .join()
+                .map_err(|_| io::Error::other("flush thread panicked"))??;
+        }
+        self.file.sync_all()
+    }
+
     /// fsyncs the content, renames the file to `target`, and fsyncs the directory so the
     /// new name survives a crash.
     pub fn persist(mut self, target: &Path) -> io::Result<()> {
-        self.file.sync_all()?;
+        self.sync()?;
         let tmp = self.path.take().unwrap_or_default();
         if let Err(e) = fs::rename(&tmp, target) {
             let _ = fs::remove_file(&tmp);
@@ -172,8 +219,8 @@ impl TempFile {
 
     /// fsyncs the content and publishes it under `target` only if that name is free
     /// (link(2) fails on an existing name: an atomic create-only publish).
-    fn persist_new(self, target: &Path) -> io::Result<bool> {
-        self.file.sync_all()?;
+    fn persist_new(mut self, target: &Path) -> io::Result<bool> {
+        self.sync()?;
         let created = match fs::hard_link(self.path(), target) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
@@ -193,10 +240,13 @@ impl TempFile {
 
 impl Write for TempFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
+        let n = self.file.write(buf)?;
+        self.unflushed += n;
+        if self.unflushed >= FLUSH_EVERY {
+            self.unflushed = 0;
+            self.start_flush()?;
+        }
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
@@ -205,6 +255,10 @@ impl Write for TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
+        if let Some(f) = self.flusher.take() {
+            drop(f.tx);
+            let _ = f.handle.join();
+        }
         if let Some(p) = self.path.take() {
             let _ = fs::remove_file(p);
         }

@@ -51,7 +51,7 @@ pub struct Cli {
     /// Let the backup's start checkpoint spread out instead of forcing it at once
     #[arg(long)]
     pub spread_checkpoint: bool,
-    /// Parallel readers/compressors/uploaders [default: the number of CPUs]
+    /// Parallel readers/compressors/uploaders [default: the CPUs; 4 × the CPUs for S3]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// zstd level for backup content [default: 3]
@@ -99,7 +99,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
     let repo = Repository::new(settings.open_store()?);
-    let jobs = cli.jobs.unwrap_or_else(parallel::default_jobs).max(1);
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+        .max(1);
     let level = cli.compress_level.or(settings.compress_level).unwrap_or(3);
     repo.store().create()?;
     let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 })?;
@@ -132,12 +135,12 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 pub(crate) fn required_wal(c: &Captured, seg_size: u32) -> Vec<pitrkit::wal::WalFileName> {
-    let tli = pitrkit::wal::TimelineId(c.timeline);
-    let first = c.start_lsn.segno(seg_size);
-    let last = Lsn(c.stop_lsn.0.saturating_sub(1).max(c.start_lsn.0)).segno(seg_size);
-    (first..=last)
-        .map(|n| pitrkit::wal::WalFileName::segment(tli, n, seg_size))
-        .collect()
+    pitrkit::wal::segments_between(
+        pitrkit::wal::TimelineId(c.timeline),
+        c.start_lsn,
+        c.stop_lsn,
+        seg_size,
+    )
 }
 
 fn publish(repo: &Repository, c: Captured, writer: &ChunkWriter, started: Instant) -> Result<()> {

@@ -43,6 +43,9 @@ pub(crate) fn capture(
     let previous = crate::previous_chunks(repo)?;
     let (tx, rx) = sync_channel::<(Vec<u8>, Option<ChunkId>)>(jobs * 2);
     let rx = std::sync::Mutex::new(rx);
+    // Set by a worker that failed: the reader must stop instead of waiting on a full queue
+    // nobody drains any more.
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|s| -> Result<()> {
         let mut workers = Vec::new();
         for _ in 0..jobs {
@@ -52,7 +55,10 @@ pub(crate) fn capture(
                         Ok(c) => c,
                         Err(_) => return Ok(()),
                     };
-                    writer.put(&chunk, prev.as_ref())?;
+                    if let Err(e) = writer.put(&chunk, prev.as_ref()) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(e);
+                    }
                 }
             }));
         }
@@ -133,8 +139,20 @@ pub(crate) fn capture(
                                 .and_then(|p| p.get(chunks.len()))
                                 .copied();
                             chunks.push(ChunkId::of(&buf[..n]));
-                            tx.send((buf[..n].to_vec(), prev))
-                                .map_err(|_| Error::Usage("upload workers stopped".into()))?;
+                            let mut item = (buf[..n].to_vec(), prev);
+                            loop {
+                                match tx.try_send(item) {
+                                    Ok(()) => break,
+                                    Err(std::sync::mpsc::TrySendError::Full(back))
+                                        if !failed.load(std::sync::atomic::Ordering::Relaxed) =>
+                                    {
+                                        item = back;
+                                        std::thread::sleep(Duration::from_millis(1));
+                                    }
+                                    // The worker's own error is what gets reported.
+                                    Err(_) => return Ok(()),
+                                }
+                            }
                             size += n as u64;
                             if n < CHUNK_SIZE {
                                 break;

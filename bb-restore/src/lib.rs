@@ -77,7 +77,7 @@ pub struct Cli {
     /// Empty a non-empty DIR first
     #[arg(long)]
     pub force: bool,
-    /// Parallel downloads [default: the number of CPUs]
+    /// Parallel downloads [default: the CPUs; 4 × the CPUs for S3]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     #[command(flatten)]
@@ -122,7 +122,10 @@ pub fn run(cli: Cli) -> Result<()> {
     check_archive(&repo, &manifest, &target, root.wal_segment_size)?;
     prepare_dir(&cli.pgdata, cli.delta, cli.force)?;
 
-    let jobs = cli.jobs.unwrap_or_else(parallel::default_jobs).max(1);
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+        .max(1);
     let fetched = restore_files(&repo, &manifest, &cli.pgdata, jobs, cli.delta)?;
     let recovery = recovery_settings(&cli, &settings, &target)?;
     write_recovery(&cli.pgdata, &manifest, &recovery, cli.standby)?;
@@ -423,7 +426,7 @@ fn restore_files(
         }
     }
     if delta {
-        remove_unwanted(dir, dir, &wanted)?;
+        remove_unwanted(dir, &wanted)?;
     }
     let fetched = parallel::map(jobs, &pieces, |p| {
         let data = chunk::read(repo.store(), p.id)?;
@@ -436,54 +439,60 @@ fn restore_files(
         Ok(data.len() as u64)
     })?;
     // Make it all durable before the recovery settings say "ready to start".
-    sync_tree(dir)?;
+    sync_tree(dir, jobs)?;
     Ok(fetched.iter().sum())
+}
+
+/// Every path under `dir` (not following links), deepest first, so that a directory comes
+/// after its contents.
+fn tree(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) -> Result<()> {
+    for e in fs::read_dir(dir)
+        .map_err(|e| Error::local_io(dir, e))?
+        .flatten()
+    {
+        let p = e.path();
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            tree(&p, out)?;
+        }
+        out.push((p, meta));
+    }
+    Ok(())
 }
 
 /// With --delta: files the backup does not have would confuse PostgreSQL (a dropped
 /// relation's file, an old backup_label); the runtime directories are emptied too.
-fn remove_unwanted(
-    root: &Path,
-    dir: &Path,
-    wanted: &std::collections::HashSet<PathBuf>,
-) -> Result<()> {
-    for e in fs::read_dir(dir)
-        .map_err(|e| Error::local_io(dir, e))?
-        .flatten()
-    {
-        let p = e.path();
-        let Ok(meta) = fs::symlink_metadata(&p) else {
-            continue;
-        };
+fn remove_unwanted(dir: &Path, wanted: &std::collections::HashSet<PathBuf>) -> Result<()> {
+    let mut all = Vec::new();
+    tree(dir, &mut all)?;
+    for (p, meta) in all.iter().filter(|(p, _)| !wanted.contains(p)) {
         if meta.is_dir() {
-            remove_unwanted(root, &p, wanted)?;
-            if !wanted.contains(&p) {
-                let _ = fs::remove_dir(&p);
-            }
-        } else if !wanted.contains(&p) {
-            fs::remove_file(&p).map_err(|e| Error::local_io(&p, e))?;
+            let _ = fs::remove_dir(p);
+        } else {
+            fs::remove_file(p).map_err(|e| Error::local_io(p, e))?;
         }
     }
-    let _ = root;
     Ok(())
 }
 
-fn sync_tree(dir: &Path) -> Result<()> {
-    for e in fs::read_dir(dir)
-        .map_err(|e| Error::local_io(dir, e))?
-        .flatten()
-    {
-        let p = e.path();
-        let Ok(meta) = fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            sync_tree(&p)?;
-        } else if meta.is_file() {
-            fs::File::open(&p)
+/// fsyncs every file (on `jobs` threads: a data directory has ~1,000 small files), then
+/// every directory.
+fn sync_tree(dir: &Path, jobs: usize) -> Result<()> {
+    let mut all = Vec::new();
+    tree(dir, &mut all)?;
+    let sync = |(p, meta): &(PathBuf, fs::Metadata)| -> Result<()> {
+        if meta.is_file() {
+            fs::File::open(p)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| Error::local_io(&p, e))?;
+                .map_err(|e| Error::local_io(p, e))?;
         }
+        Ok(())
+    };
+    parallel::map(jobs, &all, sync)?;
+    for (p, _) in all.iter().filter(|(_, m)| m.is_dir()) {
+        pitrkit::storage::fs::sync_dir(p).map_err(|e| Error::local_io(p, e))?;
     }
     pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
 }

@@ -154,12 +154,12 @@ impl BackupManifest {
     /// The WAL files from the backup's start to its stop: what recovery needs to reach a
     /// consistent state, the least the archive must hold for the backup to restore at all.
     pub fn required_wal(&self, seg_size: u32) -> Vec<WalFileName> {
-        let tli = crate::wal::TimelineId(self.timeline);
-        let first = self.start_lsn.segno(seg_size);
-        let last = Lsn(self.stop_lsn.0.saturating_sub(1).max(self.start_lsn.0)).segno(seg_size);
-        (first..=last)
-            .map(|n| WalFileName::segment(tli, n, seg_size))
-            .collect()
+        crate::wal::segments_between(
+            crate::wal::TimelineId(self.timeline),
+            self.start_lsn,
+            self.stop_lsn,
+            seg_size,
+        )
     }
 }
 

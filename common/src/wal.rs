@@ -198,6 +198,16 @@ impl WalFileName {
     }
 }
 
+/// The segments holding the WAL from `start` up to (not including) `stop` on `tli`: what
+/// recovery must read to replay that range (at least the segment holding `start`).
+pub fn segments_between(tli: TimelineId, start: Lsn, stop: Lsn, seg_size: u32) -> Vec<WalFileName> {
+    let first = start.segno(seg_size);
+    let last = Lsn(stop.0.saturating_sub(1).max(start.0)).segno(seg_size);
+    (first..=last)
+        .map(|n| WalFileName::segment(tli, n, seg_size))
+        .collect()
+}
+
 /// `XLogSegmentsPerXLogId`: how many segments one "log" number (4 GiB of WAL) holds.
 pub fn segments_per_xlog_id(seg_size: u32) -> u64 {
     0x1_0000_0000u64 / seg_size as u64

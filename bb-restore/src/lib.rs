@@ -127,7 +127,12 @@ pub fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
         .max(1);
     let fetched = restore_files(&repo, &manifest, &cli.pgdata, jobs, cli.delta)?;
-    let recovery = recovery_settings(&cli, &settings, &target)?;
+    let mut recovery = recovery_settings(&cli, &settings, &target)?;
+    if cli.target_timeline.is_none() {
+        if let Some(tli) = reachable_timeline(&repo, &manifest)? {
+            recovery.push(("recovery_target_timeline", tli.to_string()));
+        }
+    }
     write_recovery(&cli.pgdata, &manifest, &recovery, cli.standby)?;
     chown_like_parent(&cli.pgdata)?;
 
@@ -315,6 +320,73 @@ fn newest_segment(
         }
     }
     Ok(best)
+}
+
+/// PostgreSQL's default, `recovery_target_timeline = 'latest'`, follows the newest timeline
+/// in the archive, and fails ("requested timeline is not a child of this server's history")
+/// when that timeline forked off before this backup ended — which happens as soon as an
+/// earlier restore was promoted and archived into the same repository. Returns the newest
+/// timeline that does descend from the backup, when it is not the newest one overall.
+fn reachable_timeline(repo: &Repository, m: &BackupManifest) -> Result<Option<u32>> {
+    let mut histories: Vec<(u32, Vec<(u32, Lsn)>)> = Vec::new();
+    for o in repo.store().list("wal/")? {
+        let Some(name) = o
+            .key
+            .as_str()
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_suffix(".zst"))
+        else {
+            continue;
+        };
+        let Ok(WalFileName::History { tli }) = name.parse::<WalFileName>() else {
+            continue;
+        };
+        let Some(stored) = repo.store().get(&o.key)? else {
+            continue;
+        };
+        let (text, _) = pitrkit::object::open(o.key.as_str(), &stored)?;
+        // Lines: parent timeline, switch point, reason (timeline.c's history file format).
+        let parents = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+            })
+            .collect();
+        histories.push((tli.0, parents));
+    }
+    let Some(newest) = histories
+        .iter()
+        .map(|(t, _)| *t)
+        .max()
+        .filter(|t| *t > m.timeline)
+    else {
+        return Ok(None);
+    };
+    let descends = |tli: u32| {
+        tli == m.timeline
+            || histories.iter().any(|(t, parents)| {
+                *t == tli
+                    && parents
+                        .iter()
+                        .any(|(p, switch)| *p == m.timeline && *switch >= m.stop_lsn)
+            })
+    };
+    if descends(newest) {
+        return Ok(None);
+    }
+    let best = histories
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| descends(*t))
+        .max()
+        .unwrap_or(m.timeline);
+    note(format!(
+        "timeline {newest} forked off before backup {} ended; recovering along timeline {best}",
+        m.backup_id
+    ));
+    Ok(Some(best))
 }
 
 fn prepare_dir(dir: &Path, delta: bool, force: bool) -> Result<()> {

@@ -215,6 +215,23 @@ fn three_cases(backend: Backend) {
         ".history archived"
     );
     r.stop();
+    // The primary went on along timeline 1. A backup taken there after the fork restores to
+    // timeline 1's newest data: timeline 2 forked off before it and can't be followed.
+    s.backup();
+    s.primary
+        .sql("insert into customers values (300000, 'timeline 1 after the fork')");
+    s.archive_now();
+    let mut r1 = s.restore("r-tl1", &["--archive-mode", "off"]);
+    assert_eq!(
+        r1.sql("select count(*) from customers where id = 300000"),
+        "1"
+    );
+    assert!(
+        fs::read_to_string(r1.data.join("postgresql.auto.conf"))
+            .unwrap()
+            .contains("recovery_target_timeline = '1'")
+    );
+    r1.stop();
     let r2 = s.restore("r-tl2", &["--target-time", &on_tl2]);
     assert_eq!(
         r2.sql("select count(*) from customers where id >= 200000"),

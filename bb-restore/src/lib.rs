@@ -711,8 +711,7 @@ fn write_file(path: &Path, data: &[u8]) -> Result<()> {
 /// `postgres` user in a standard layout): PostgreSQL refuses a data directory it doesn't own.
 fn chown_like_parent(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let me = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1);
-    if me != 0 {
+    if !pitrkit::storage::fs::running_as_root() {
         return Ok(());
     }
     let parent = fs::canonicalize(dir)

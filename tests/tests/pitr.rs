@@ -78,6 +78,19 @@ fn three_cases(backend: Backend) {
     p.sql("create table accounts(id int primary key, balance numeric)");
     p.sql("insert into accounts select i, 100 from generate_series(1, 1000) i");
     let backup = s.backup();
+    if backend == Backend::Fs {
+        // bb-push ran as the test user (root in CI): the directories it made belong to the
+        // repository's owner, so the archiver could write into them too.
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(&s.repo.files).unwrap().uid();
+        for d in ["chunks", "backups"] {
+            assert_eq!(
+                fs::metadata(s.repo.files.join(d)).unwrap().uid(),
+                owner,
+                "{d}"
+            );
+        }
+    }
     assert!(
         backup["totals"]["files"].as_u64().unwrap() > 100,
         "{backup}"

@@ -51,7 +51,10 @@ impl FsStore {
             self.create_dirs(parent)?;
         }
         match fs::create_dir(dir) {
-            Ok(()) => sync_dir(parent).map_err(|e| self.unavailable(parent, e)),
+            Ok(()) => {
+                give_to_parent_owner(dir).map_err(|e| self.unavailable(dir, e))?;
+                sync_dir(parent).map_err(|e| self.unavailable(parent, e))
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(self.unavailable(dir, e)),
         }
@@ -101,6 +104,29 @@ impl FsStore {
         }
         Ok(())
     }
+}
+
+/// Whether this process runs as root.
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// Run as root (a cron job, an operator's manual bb-push), a new repository directory gets
+/// the owner of the directory it was made in: a root-owned `wal/00000002/` would make the
+/// archiver, running as `postgres`, fail on the next segment.
+fn give_to_parent_owner(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !running_as_root() {
+        return Ok(());
+    }
+    let parent = fs::metadata(dir.parent().unwrap_or(Path::new(".")))?;
+    if parent.uid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dir, Some(parent.uid()), Some(parent.gid()))
 }
 
 /// fsync a directory so that entries created or renamed in it are durable.

@@ -296,20 +296,11 @@ fn newest_segment(
     seg_size: u32,
 ) -> Result<Option<(u64, Option<jiff::Timestamp>)>> {
     let mut best: Option<(u64, Option<jiff::Timestamp>)> = None;
-    for o in repo.store().list("wal/")? {
-        let Some(name) = o
-            .key
-            .as_str()
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.strip_suffix(".zst"))
-        else {
+    for (n, o) in repo.list_wal()? {
+        if !matches!(n, WalFileName::Segment { .. }) || n.timeline() < tli {
             continue;
-        };
-        let Ok(n @ WalFileName::Segment { .. }) = name.parse::<WalFileName>() else {
-            continue;
-        };
-        let Some(segno) = n.segno(seg_size).filter(|_| n.timeline() >= tli) else {
+        }
+        let Some(segno) = n.segno(seg_size) else {
             continue;
         };
         if best.is_none_or(|(b, _)| segno > b) {
@@ -329,17 +320,8 @@ fn newest_segment(
 /// timeline that does descend from the backup, when it is not the newest one overall.
 fn reachable_timeline(repo: &Repository, m: &BackupManifest) -> Result<Option<u32>> {
     let mut histories: Vec<(u32, Vec<(u32, Lsn)>)> = Vec::new();
-    for o in repo.store().list("wal/")? {
-        let Some(name) = o
-            .key
-            .as_str()
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.strip_suffix(".zst"))
-        else {
-            continue;
-        };
-        let Ok(WalFileName::History { tli }) = name.parse::<WalFileName>() else {
+    for (n, o) in repo.list_wal()? {
+        let WalFileName::History { tli } = n else {
             continue;
         };
         let Some(stored) = repo.store().get(&o.key)? else {

@@ -84,6 +84,26 @@ impl Repository {
             .unwrap_or_else(|_| unreachable!())
     }
 
+    /// Every archived WAL file, with its listing entry (size, when stored), by name.
+    pub fn list_wal(&self) -> Result<Vec<(WalFileName, crate::storage::ObjectInfo)>> {
+        Ok(self
+            .store
+            .list("wal/")?
+            .into_iter()
+            .filter_map(|o| {
+                let name = o
+                    .key
+                    .as_str()
+                    .rsplit('/')
+                    .next()?
+                    .strip_suffix(".zst")?
+                    .parse()
+                    .ok()?;
+                Some((name, o))
+            })
+            .collect())
+    }
+
     fn root_key() -> ObjectKey {
         ObjectKey::new(ROOT_KEY).unwrap_or_else(|_| unreachable!())
     }
@@ -220,6 +240,29 @@ mod tests {
             repo.read_root().unwrap().unwrap().system_identifier,
             7712125352005778860
         );
+    }
+
+    #[test]
+    fn lists_archived_wal_by_name() {
+        let repo = Repository::new(Box::new(MemoryStore::default()));
+        for n in ["000000010000000000000003", "00000002.history"] {
+            let key = Repository::wal_key(&n.parse().unwrap());
+            repo.store().put(&key, b"x", PutMode::CreateNew).unwrap();
+        }
+        repo.store()
+            .put(
+                &ObjectKey::new("wal/00000001/stray").unwrap(),
+                b"x",
+                PutMode::CreateNew,
+            )
+            .unwrap();
+        let names: Vec<String> = repo
+            .list_wal()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(names, ["000000010000000000000003", "00000002.history"]);
     }
 
     #[test]

@@ -165,7 +165,6 @@ impl<'a> ChunkWriter<'a> {
         if base.len() != data.len() {
             return Ok(None);
         }
-        let page = |b: &[u8], i: usize| b[i * PAGE..((i + 1) * PAGE).min(b.len())].to_vec();
         let pages = data.len().div_ceil(PAGE);
         let changed: Vec<usize> = (0..pages)
             .filter(|&i| page(&base, i) != page(data, i))
@@ -180,10 +179,15 @@ impl<'a> ChunkWriter<'a> {
         out.extend_from_slice(&(changed.len() as u32).to_le_bytes());
         for i in changed {
             out.extend_from_slice(&(i as u32).to_le_bytes());
-            out.extend_from_slice(&page(data, i));
+            out.extend_from_slice(page(data, i));
         }
         Ok(Some(out))
     }
+}
+
+/// Page `i` of a chunk (the last one may be short).
+fn page(chunk: &[u8], i: usize) -> &[u8] {
+    &chunk[i * PAGE..((i + 1) * PAGE).min(chunk.len())]
 }
 
 /// A parsed page delta: `pages` replace those of `base`.

@@ -381,6 +381,25 @@ impl TestRepo {
         }
     }
 
+    /// postgresql.conf lines that make a cluster archive into this repository through the
+    /// sandbox's wal-push, as PostgreSQL calls it.
+    pub fn archiving_conf(&self, sb: &Sandbox) -> String {
+        format!(
+            "archive_mode = on\narchive_command = '{} --config {} %p'\n",
+            sb.bin("wal-push").display(),
+            self.config.display()
+        )
+    }
+
+    /// The restore_command that recovers from this repository through the sandbox's wal-fetch.
+    pub fn restore_command(&self, sb: &Sandbox) -> String {
+        format!(
+            "{} --config {} %f %p",
+            sb.bin("wal-fetch").display(),
+            self.config.display()
+        )
+    }
+
     /// The repository arguments for a tool: everything through the config file.
     pub fn args(&self) -> Vec<String> {
         vec!["--config".into(), self.config.display().to_string()]

@@ -23,11 +23,7 @@ fn fixture(name: &str, backend: Backend) -> Fixture {
     let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
     let repo = TestRepo::new(&sb, backend);
     let mut pg = Pg::init(&sb, "pg");
-    pg.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config {} %p'\n",
-        sb.bin("wal-push").display(),
-        repo.config.display()
-    ));
+    pg.configure(&repo.archiving_conf(&sb));
     pg.start();
     pg.sql("create table t as select generate_series(1, 20000) i");
     let a = pg.switch_and_wait_archived();

@@ -19,11 +19,7 @@ fn site(name: &str, backend: Backend, extra_conf: &str) -> Site {
     let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
     let repo = TestRepo::new(&sb, backend);
     let mut primary = Pg::init(&sb, "primary");
-    primary.configure(&format!(
-        "archive_mode = on\narchive_command = '{} --config {} %p'\n{extra_conf}",
-        sb.bin("wal-push").display(),
-        repo.config.display()
-    ));
+    primary.configure(&format!("{}{extra_conf}", repo.archiving_conf(&sb)));
     primary.start();
     Site { sb, repo, primary }
 }

@@ -8,22 +8,6 @@ use std::time::Duration;
 
 use pitrkit_tests::{Backend, Pg, Sandbox, TestRepo, run_with_stdin};
 
-fn archive_command(sb: &Sandbox, repo: &TestRepo) -> String {
-    format!(
-        "{} --config {} %p",
-        sb.bin("wal-push").display(),
-        repo.config.display()
-    )
-}
-
-fn restore_command(sb: &Sandbox, repo: &TestRepo) -> String {
-    format!(
-        "{} --config {} %f %p",
-        sb.bin("wal-fetch").display(),
-        repo.config.display()
-    )
-}
-
 /// Segments PostgreSQL reports as archived (`archive_status/*.done`).
 fn archived_segments(pg: &Pg) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(pg.data.join("pg_wal/archive_status"))
@@ -44,10 +28,7 @@ fn archive_and_recover(backend: Backend) {
     let sb = Sandbox::new(&format!("archive-{backend:?}").to_lowercase());
     let repo = TestRepo::new(&sb, backend);
     let mut primary = Pg::init(&sb, "primary");
-    primary.configure(&format!(
-        "archive_mode = on\narchive_command = '{}'\n",
-        archive_command(&sb, &repo)
-    ));
+    primary.configure(&repo.archiving_conf(&sb));
     primary.start();
 
     // A base backup without WAL: everything after it must come from the archive.
@@ -109,7 +90,7 @@ fn archive_and_recover(backend: Backend) {
     let mut copy = Pg::at(&sb, "copy");
     copy.configure(&format!(
         "restore_command = '{}'\narchive_mode = off\n",
-        restore_command(&sb, &repo)
+        repo.restore_command(&sb)
     ));
     fs::write(copy.data.join("recovery.signal"), "").expect("recovery.signal");
     sb.chown_to_pg(&copy.data);

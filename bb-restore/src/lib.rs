@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
+use pitrkit::archive::ArchiveIndex;
 use pitrkit::chunk::{self, ChunkId};
 use pitrkit::error::{Error, Result};
 use pitrkit::manifest::{BackupId, BackupManifest, Entry};
@@ -21,7 +22,6 @@ use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::target::{RecoveryTarget, conf_quote, parse_time};
-use pitrkit::wal::{Lsn, TimelineId, WalFileName};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -84,21 +84,32 @@ pub struct Cli {
     pub repo: RepoArgs,
 }
 
-#[derive(Serialize)]
-struct Summary {
-    backup_id: String,
-    backup_stop_time: jiff::Timestamp,
-    pgdata: String,
-    files: u64,
-    bytes: u64,
-    bytes_fetched: u64,
-    seconds: f64,
-    mb_per_s: f64,
-    recovery_settings: Vec<(String, String)>,
-    signal_file: &'static str,
+/// What a restore did: printed as JSON, and read by `pitr-check drill`.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub backup_id: String,
+    pub backup_stop_time: jiff::Timestamp,
+    pub pgdata: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub bytes_fetched: u64,
+    pub seconds: f64,
+    pub mb_per_s: f64,
+    pub recovery_settings: Vec<(String, String)>,
+    pub signal_file: &'static str,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    let summary = restore(cli)?;
+    println!(
+        "{}",
+        serde_json::to_string(&summary).map_err(|e| Error::Usage(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// Restores a backup as `cli` says and reports what it did, without printing the report.
+pub fn restore(cli: Cli) -> Result<Summary> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
     let target = parse_target(&cli)?;
@@ -119,7 +130,18 @@ pub fn run(cli: Cli) -> Result<()> {
             ),
         ));
     }
-    check_archive(&repo, &manifest, &target, root.wal_segment_size)?;
+    let index = ArchiveIndex::load(&repo, root.wal_segment_size)?;
+    let auto_timeline = match &cli.target_timeline {
+        None => reachable_timeline(&index, &manifest),
+        Some(_) => None,
+    };
+    let follow = match cli.target_timeline.as_deref().map(str::parse::<u32>) {
+        Some(Ok(t)) => t,
+        Some(Err(_)) if cli.target_timeline.as_deref() == Some("current") => manifest.timeline,
+        _ => auto_timeline
+            .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
+    };
+    check_archive(&index, &manifest, &target, follow)?;
     prepare_dir(&cli.pgdata, cli.delta, cli.force)?;
 
     let jobs = cli
@@ -128,10 +150,8 @@ pub fn run(cli: Cli) -> Result<()> {
         .max(1);
     let fetched = restore_files(&repo, &manifest, &cli.pgdata, jobs, cli.delta)?;
     let mut recovery = recovery_settings(&cli, &settings, &target)?;
-    if cli.target_timeline.is_none() {
-        if let Some(tli) = reachable_timeline(&repo, &manifest)? {
-            recovery.push(("recovery_target_timeline", tli.to_string()));
-        }
+    if let Some(tli) = auto_timeline {
+        recovery.push(("recovery_target_timeline", tli.to_string()));
     }
     write_recovery(&cli.pgdata, &manifest, &recovery, cli.standby)?;
     chown_like_parent(&cli.pgdata)?;
@@ -160,11 +180,7 @@ pub fn run(cli: Cli) -> Result<()> {
         "restored backup {} into {} in {seconds:.1} s",
         summary.backup_id, summary.pgdata
     ));
-    println!(
-        "{}",
-        serde_json::to_string(&summary).map_err(|e| Error::Usage(e.to_string()))?
-    );
-    Ok(())
+    Ok(summary)
 }
 
 fn parse_target(cli: &Cli) -> Result<RecoveryTarget> {
@@ -241,14 +257,15 @@ fn describe(t: &RecoveryTarget) -> String {
 }
 
 /// Refuses when the archive visibly cannot bring the backup to the target: WAL between the
-/// backup's start and stop missing, or an LSN/time target past the newest archived WAL.
+/// backup's start and stop missing, or an LSN/time target past the last segment recovery
+/// can read along `tli` (the archive's end, or a gap).
 fn check_archive(
-    repo: &Repository,
+    index: &ArchiveIndex,
     m: &BackupManifest,
     target: &RecoveryTarget,
-    seg_size: u32,
+    tli: u32,
 ) -> Result<()> {
-    let missing = repo.missing_wal(&m.required_wal(seg_size))?;
+    let missing = index.missing_for(m);
     if !missing.is_empty() {
         return Err(Error::Conflict(format!(
             "backup {} cannot become consistent: the archive lacks {}",
@@ -260,57 +277,29 @@ fn check_archive(
                 .join(", ")
         )));
     }
-    let newest = newest_segment(repo, TimelineId(m.timeline), seg_size)?;
+    let Some(window) = index.window(m, tli) else {
+        return Ok(());
+    };
+    let why = match &window.cut_by {
+        Some(gap) => format!("segment {gap} is missing from the archive"),
+        None => "archive more WAL (select pg_switch_wal() on the primary) and try again".into(),
+    };
     match target {
-        RecoveryTarget::Lsn(l) => {
-            let reach = newest
-                .map(|(n, _)| Lsn((n + 1) * seg_size as u64))
-                .unwrap_or_default();
-            if *l >= reach {
-                return Err(Error::Usage(format!(
-                    "target lsn {l} is beyond the archive, which ends at {reach}: archive more WAL \
-                     (select pg_switch_wal() on the primary) and try again"
-                )));
-            }
+        RecoveryTarget::Lsn(l) if *l >= window.to_lsn => Err(Error::Usage(format!(
+            "target lsn {l} is beyond what the archive can replay from backup {} on timeline \
+             {tli}, which ends at {}: {why}",
+            m.backup_id, window.to_lsn
+        ))),
+        RecoveryTarget::Time(t) if window.to_time.is_some_and(|end| *t > end) => {
+            Err(Error::Usage(format!(
+                "target time {t} is after the last WAL the archive can replay from backup {} on \
+                 timeline {tli} was stored ({}): {why}",
+                m.backup_id,
+                window.to_time.map(|t| t.to_string()).unwrap_or_default()
+            )))
         }
-        RecoveryTarget::Time(t) => {
-            if let Some((_, Some(archived_at))) = newest {
-                if *t > archived_at {
-                    return Err(Error::Usage(format!(
-                        "target time {t} is after the newest archived WAL was stored ({archived_at}): \
-                         the WAL for it is not in the archive yet; run select pg_switch_wal() on the \
-                         primary (or wait for archiving) and try again"
-                    )));
-                }
-            }
-        }
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
-}
-
-/// The highest segment number archived on `tli` or any later timeline, with when it was stored.
-fn newest_segment(
-    repo: &Repository,
-    tli: TimelineId,
-    seg_size: u32,
-) -> Result<Option<(u64, Option<jiff::Timestamp>)>> {
-    let mut best: Option<(u64, Option<jiff::Timestamp>)> = None;
-    for (n, o) in repo.list_wal()? {
-        if !matches!(n, WalFileName::Segment { .. }) || n.timeline() < tli {
-            continue;
-        }
-        let Some(segno) = n.segno(seg_size) else {
-            continue;
-        };
-        if best.is_none_or(|(b, _)| segno > b) {
-            best = Some((
-                segno,
-                o.modified.and_then(|m| jiff::Timestamp::try_from(m).ok()),
-            ));
-        }
-    }
-    Ok(best)
 }
 
 /// PostgreSQL's default, `recovery_target_timeline = 'latest'`, follows the newest timeline
@@ -318,57 +307,21 @@ fn newest_segment(
 /// when that timeline forked off before this backup ended — which happens as soon as an
 /// earlier restore was promoted and archived into the same repository. Returns the newest
 /// timeline that does descend from the backup, when it is not the newest one overall.
-fn reachable_timeline(repo: &Repository, m: &BackupManifest) -> Result<Option<u32>> {
-    let mut histories: Vec<(u32, Vec<(u32, Lsn)>)> = Vec::new();
-    for (n, o) in repo.list_wal()? {
-        let WalFileName::History { tli } = n else {
-            continue;
-        };
-        let Some(stored) = repo.store().get(&o.key)? else {
-            continue;
-        };
-        let (text, _) = pitrkit::object::open(o.key.as_str(), &stored)?;
-        // Lines: parent timeline, switch point, reason (timeline.c's history file format).
-        let parents = String::from_utf8_lossy(&text)
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
-            })
-            .collect();
-        histories.push((tli.0, parents));
-    }
-    let Some(newest) = histories
-        .iter()
-        .map(|(t, _)| *t)
+fn reachable_timeline(index: &ArchiveIndex, m: &BackupManifest) -> Option<u32> {
+    let newest = index
+        .timelines()
+        .into_iter()
         .max()
-        .filter(|t| *t > m.timeline)
-    else {
-        return Ok(None);
-    };
-    let descends = |tli: u32| {
-        tli == m.timeline
-            || histories.iter().any(|(t, parents)| {
-                *t == tli
-                    && parents
-                        .iter()
-                        .any(|(p, switch)| *p == m.timeline && *switch >= m.stop_lsn)
-            })
-    };
-    if descends(newest) {
-        return Ok(None);
+        .filter(|t| *t > m.timeline)?;
+    if index.descends(newest, m.timeline, m.stop_lsn) {
+        return None;
     }
-    let best = histories
-        .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| descends(*t))
-        .max()
-        .unwrap_or(m.timeline);
+    let best = index.recovery_timeline(m.timeline, m.stop_lsn);
     note(format!(
         "timeline {newest} forked off before backup {} ended; recovering along timeline {best}",
         m.backup_id
     ));
-    Ok(Some(best))
+    Some(best)
 }
 
 fn prepare_dir(dir: &Path, delta: bool, force: bool) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The shared library of the pitrkit tools: settings, storage backends, the repository
 //! format, WAL knowledge, the object envelope, errors and the runner that owns exit codes.
 
+pub mod archive;
 pub mod chunk;
 pub mod error;
 pub mod manifest;

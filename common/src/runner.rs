@@ -31,17 +31,52 @@ pub fn main<C: clap::Parser>(
     role: Role,
     run: impl FnOnce(C) -> Result<()>,
 ) -> ! {
+    let result = parse::<C>(tool).and_then(run);
+    std::process::exit(exit_code(role, result, Path::new("standby.signal")))
+}
+
+/// A monitoring check's finding, in the Nagios plugin convention that Icinga, Sensu and
+/// most cron wrappers also read: 0 OK, 1 WARNING, 2 CRITICAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+}
+
+/// Exit status of a check that could not reach a verdict (bad flag, unreachable store):
+/// Nagios' UNKNOWN. The message names the problem and its code in the error table.
+pub const EXIT_UNKNOWN: i32 = 3;
+
+/// Like [`main`] for a check: a verdict is the exit status, and any error is UNKNOWN.
+pub fn main_check<C: clap::Parser>(
+    tool: &'static str,
+    run: impl FnOnce(C) -> Result<Verdict>,
+) -> ! {
+    match parse::<C>(tool).and_then(run) {
+        Ok(v) => std::process::exit(v as i32),
+        Err(Error::LocalIo { source, .. }) if source.kind() == ErrorKind::BrokenPipe => {
+            std::process::exit(EXIT_OK)
+        }
+        Err(e) => {
+            note(format!("UNKNOWN: {e} (error {})", e.code()));
+            std::process::exit(EXIT_UNKNOWN)
+        }
+    }
+}
+
+fn parse<C: clap::Parser>(tool: &'static str) -> Result<C> {
     let _ = TOOL.set(tool);
-    let result = match C::try_parse() {
-        Ok(cli) => run(cli),
+    match C::try_parse() {
+        Ok(cli) => Ok(cli),
         Err(e) if !e.use_stderr() => {
             // --help and --version: not errors.
             let _ = e.print();
             std::process::exit(EXIT_OK);
         }
         Err(e) => Err(usage_error(&e)),
-    };
-    std::process::exit(exit_code(role, result, Path::new("standby.signal")))
+    }
 }
 
 /// One line out of clap's multi-line error, as the style asks of every message.

@@ -1,0 +1,140 @@
+//! `pitr-check`: prove the archive can restore. `status` (the default) reads the repository
+//! and, optionally, the archiver's statistics; `verify` reads every stored object; `drill`
+//! restores a backup into a throwaway cluster and checks what it holds.
+//!
+//! Exit statuses follow the Nagios plugin convention (see [`Verdict`]): 0 OK, 1 WARNING,
+//! 2 CRITICAL, 3 UNKNOWN when the check itself could not run.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use pitrkit::error::Result;
+use pitrkit::runner::Verdict;
+use pitrkit::settings::RepoArgs;
+
+pub mod drill;
+pub mod status;
+pub mod verify;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pitr-check",
+    version,
+    about = "Prove a pitrkit repository can restore: gaps, recovery windows, RPO, verification, restore drills",
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the check could not run)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub status: StatusArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Archive continuity, each backup's recovery window, RPO and the archiver's health (default)
+    Status(StatusArgs),
+    /// Read every stored object and check it against its recorded sha256 and length
+    Verify(VerifyArgs),
+    /// Restore a backup into a throwaway cluster, start it and check it
+    Drill(DrillArgs),
+}
+
+/// How a report is printed on stdout.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// JSON instead of a table
+    #[arg(long, conflicts_with = "prometheus")]
+    pub json: bool,
+    /// Prometheus text exposition format (for node_exporter's textfile collector)
+    #[arg(long)]
+    pub prometheus: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Also check the archiver of this running cluster (pg_stat_archiver, pending .ready files)
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// The cluster's data directory, for counting .ready files [default: asked of the server]
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// WARNING when the newest archived WAL is older than this, e.g. 5m
+    #[arg(long, value_name = "DURATION")]
+    pub max_wal_age: Option<String>,
+    /// WARNING when the newest backup is older than this, e.g. 8d
+    #[arg(long, value_name = "DURATION")]
+    pub max_backup_age: Option<String>,
+    /// WARNING when more WAL files than this wait to be archived (with --dbname)
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_ready: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Objects read in parallel [default: the CPUs; 4 × the CPUs for S3]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DrillArgs {
+    /// Recover to this moment (default: the end of the archive)
+    #[arg(long, value_name = "TIME", group = "target")]
+    pub target_time: Option<String>,
+    /// Recover to this transaction id
+    #[arg(long, value_name = "XID", group = "target")]
+    pub target_xid: Option<u64>,
+    /// Recover to this WAL location
+    #[arg(long, value_name = "LSN", group = "target")]
+    pub target_lsn: Option<String>,
+    /// Recover to a restore point
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long, group = "target")]
+    pub target_immediate: bool,
+    /// Restore this backup instead of the newest one before the target
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Queries with expected results to run on the restored cluster (see the README)
+    #[arg(long, value_name = "FILE")]
+    pub sql: Option<PathBuf>,
+    /// The live cluster: with the default target, row counts are compared with it
+    #[arg(long, value_name = "CONNINFO")]
+    pub dbname: Option<String>,
+    /// PostgreSQL binaries [default: /usr/lib/postgresql/<backup's major>/bin, then pg_config]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Unprivileged user the restored cluster runs as when pitr-check runs as root
+    #[arg(long, value_name = "USER", default_value = "postgres")]
+    pub run_as: String,
+    /// Database role to connect as in the restored cluster
+    #[arg(long, value_name = "ROLE", default_value = "postgres")]
+    pub db_user: String,
+    /// Where to make the throwaway directory [default: the system's temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Longest time recovery may take, e.g. 2h
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub recovery_timeout: String,
+    /// Parallel downloads for the restore
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+pub fn run(cli: Cli) -> Result<Verdict> {
+    match cli.command {
+        None => status::run(&cli.status, &cli.repo),
+        Some(Command::Status(args)) => status::run(&args, &cli.repo),
+        Some(Command::Verify(args)) => verify::run(&args, &cli.repo),
+        Some(Command::Drill(args)) => drill::run(&args, &cli.repo),
+    }
+}

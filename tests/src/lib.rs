@@ -26,7 +26,7 @@ pub fn pg_bin(tool: &str) -> PathBuf {
 }
 
 /// The pitrkit tools the tests run.
-pub const TOOLS: [&str; 4] = ["wal-push", "wal-fetch", "bb-push", "bb-restore"];
+pub const TOOLS: [&str; 5] = ["wal-push", "wal-fetch", "bb-push", "bb-restore", "pitr-check"];
 
 /// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace.
 pub fn pitrkit_bin_dir() -> PathBuf {

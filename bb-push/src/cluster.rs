@@ -164,7 +164,7 @@ pub(crate) fn capture(
         .get(0);
     note(format!("backup started at {start}"));
 
-    let previous = crate::previous_chunks(repo)?;
+    let previous = crate::previous_chunks(repo, writer)?;
     let entries = copy_data_directory(writer, &pgdata, jobs, &previous)?;
 
     // Not waiting inside PostgreSQL: with a failing archive_command pg_backup_stop(true)

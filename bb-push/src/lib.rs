@@ -14,12 +14,14 @@ use clap::Parser;
 use jiff::Timestamp;
 use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::error::{Error, Result};
+use pitrkit::lock::{LockKind, RepoLock};
 use pitrkit::manifest::{BackupId, BackupManifest, Entry, MANIFEST_VERSION, Totals};
 use pitrkit::object::{Compressor, Digest, Sha256Sum};
 use pitrkit::parallel;
 use pitrkit::repo::{ClusterIdentity, Repository};
+use pitrkit::retention;
 use pitrkit::runner::note;
-use pitrkit::settings::{RepoArgs, Settings};
+use pitrkit::settings::{RepoArgs, Settings, parse_duration};
 use pitrkit::wal::Lsn;
 use serde::Serialize;
 
@@ -37,10 +39,10 @@ mod stream;
 )]
 pub struct Cli {
     /// `-` to read a pg_basebackup tar stream from stdin
-    #[arg(value_name = "-", conflicts_with_all = ["pgdata", "dbname"])]
+    #[arg(value_name = "-", conflicts_with_all = ["pgdata", "dbname", "expire", "keep", "unkeep"])]
     pub stdin: Option<String>,
     /// Data directory of the running cluster to back up
-    #[arg(long, value_name = "DIR", required_unless_present = "stdin")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["stdin", "expire", "keep", "unkeep"])]
     pub pgdata: Option<PathBuf>,
     /// Connection string (default: the socket and port in DIR/postmaster.pid, user postgres)
     #[arg(long, value_name = "CONNINFO")]
@@ -60,6 +62,27 @@ pub struct Cli {
     /// How long to wait for the archiver to store the WAL a streamed backup needs
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub wal_wait: u64,
+    /// Retention: keep the newest N backups [config: retain_full]
+    #[arg(long, value_name = "N")]
+    pub retain_full: Option<u32>,
+    /// Retention: keep what restores any moment of this last span, e.g. 7d [config: retain_window]
+    #[arg(long, value_name = "DURATION")]
+    pub retain_window: Option<String>,
+    /// Apply the retention policy only (no backup): for cron
+    #[arg(long, conflicts_with_all = ["pgdata", "keep", "unkeep"])]
+    pub expire: bool,
+    /// With --expire: report what would be removed, remove nothing
+    #[arg(long, requires = "expire")]
+    pub dry_run: bool,
+    /// Mark backup ID to be kept whatever the retention policy says
+    #[arg(long, value_name = "ID", conflicts_with_all = ["pgdata", "unkeep"])]
+    pub keep: Option<String>,
+    /// Why the backup is kept (recorded with the mark)
+    #[arg(long, value_name = "TEXT", requires = "keep")]
+    pub keep_reason: Option<String>,
+    /// Remove the keep mark of backup ID
+    #[arg(long, value_name = "ID", conflicts_with = "pgdata")]
+    pub unkeep: Option<String>,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
@@ -93,18 +116,50 @@ struct Summary<'a> {
     start_time: Timestamp,
     stop_time: Timestamp,
     totals: &'a Totals,
+    /// What retention removed after the backup, when a policy is set.
+    expire: Option<retention::Plan>,
 }
+
+/// How long a backup waits for a running expire to finish before giving up.
+const EXPIRE_WAIT: Duration = Duration::from_secs(15 * 60);
 
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
     let repo = Repository::new(settings.open_store()?);
+    let policy = retention::Policy {
+        retain_full: cli.retain_full.or(settings.retention.retain_full),
+        retain_window: match &cli.retain_window {
+            Some(w) => Some(parse_duration("--retain-window", w)?),
+            None => settings.retention.retain_window,
+        },
+    };
+    if let Some(id) = &cli.keep {
+        let id: BackupId = id.parse()?;
+        let reason = cli.keep_reason.as_deref().unwrap_or("kept by hand");
+        repo.set_keep(&id, reason)?;
+        note(format!("backup {id} is kept until --unkeep {id}"));
+        return print_json(&serde_json::json!({"backup_id": id, "keep": true, "reason": reason}));
+    }
+    if let Some(id) = &cli.unkeep {
+        let id: BackupId = id.parse()?;
+        repo.clear_keep(&id)?;
+        note(format!("backup {id} follows the retention policy again"));
+        return print_json(&serde_json::json!({"backup_id": id, "keep": false}));
+    }
+    if cli.expire {
+        let plan = retention::expire(&repo, policy, cli.dry_run)?;
+        report_expire(&plan);
+        return print_json(&plan);
+    }
     let jobs = cli
         .jobs
         .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
         .max(1);
     let level = cli.compress_level.or(settings.compress_level).unwrap_or(3);
     repo.store().create()?;
+    let lock = RepoLock::acquire(&repo, LockKind::Backup)?;
+    wait_for_expire(&lock)?;
     let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 })?;
     let captured = match (&cli.stdin, &cli.pgdata) {
         (Some(dash), _) if dash == "-" => stream::capture(&cli, &repo, &writer, jobs)?,
@@ -131,7 +186,82 @@ pub fn run(cli: Cli) -> Result<()> {
                 .join(", ")
         )));
     }
-    publish(&repo, captured, &writer, started)
+    let m = publish(&repo, captured, &writer, started)?;
+    lock.release()?;
+    let expire = if policy.is_set() {
+        let plan = retention::expire(&repo, policy, false)?;
+        report_expire(&plan);
+        Some(plan)
+    } else {
+        None
+    };
+    print_json(&Summary {
+        backup_id: &m.backup_id,
+        label: &m.label,
+        timeline: m.timeline,
+        start_lsn: m.start_lsn,
+        stop_lsn: m.stop_lsn,
+        start_time: m.start_time,
+        stop_time: m.stop_time,
+        totals: &m.totals,
+        expire,
+    })
+}
+
+fn print_json(v: &impl Serialize) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string(v).map_err(|e| Error::Usage(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// A backup must not list the chunk store while an expire deletes from it: it could reuse
+/// a chunk that is about to go.
+fn wait_for_expire(lock: &RepoLock) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let running = lock.others(LockKind::Expire)?;
+        if running.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= EXPIRE_WAIT {
+            return Err(Error::Conflict(format!(
+                "an expire is still running after {} min ({}); try again later",
+                EXPIRE_WAIT.as_secs() / 60,
+                pitrkit::lock::describe(&running)
+            )));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn report_expire(plan: &retention::Plan) {
+    let verb = if plan.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    note(format!(
+        "retention {verb} {} backup(s) {}, {} WAL file(s), {} chunk(s): {} bytes; kept {}",
+        plan.expired_backups.len(),
+        plan.expired_backups
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+        plan.wal_files.len(),
+        plan.chunks,
+        plan.bytes_freed,
+        plan.kept
+            .iter()
+            .map(|k| format!("{} ({})", k.backup_id, k.why.join("; ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if let Some(why) = &plan.chunks_deferred {
+        note(why);
+    }
 }
 
 pub(crate) fn required_wal(c: &Captured, seg_size: u32) -> Vec<pitrkit::wal::WalFileName> {
@@ -143,7 +273,12 @@ pub(crate) fn required_wal(c: &Captured, seg_size: u32) -> Vec<pitrkit::wal::Wal
     )
 }
 
-fn publish(repo: &Repository, c: Captured, writer: &ChunkWriter, started: Instant) -> Result<()> {
+fn publish(
+    repo: &Repository,
+    c: Captured,
+    writer: &ChunkWriter,
+    started: Instant,
+) -> Result<BackupManifest> {
     let backup_id = BackupId::at(c.start_time);
     let (mut files, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
     for e in &c.entries {
@@ -177,6 +312,10 @@ fn publish(repo: &Repository, c: Captured, writer: &ChunkWriter, started: Instan
         backup_label: c.backup_label,
         tablespace_map: c.tablespace_map,
         chunk_size: CHUNK_SIZE as u64,
+        delta_bases: writer.delta_bases(c.entries.iter().flat_map(|e| match e {
+            Entry::File { chunks, .. } => chunks.as_slice(),
+            _ => &[],
+        })),
         entries: c.entries,
         totals: Totals {
             files,
@@ -199,21 +338,7 @@ fn publish(repo: &Repository, c: Captured, writer: &ChunkWriter, started: Instan
         m.totals.new_stored_bytes,
         seconds
     ));
-    let summary = Summary {
-        backup_id: &m.backup_id,
-        label: &m.label,
-        timeline: m.timeline,
-        start_lsn: m.start_lsn,
-        stop_lsn: m.stop_lsn,
-        start_time: m.start_time,
-        stop_time: m.stop_time,
-        totals: &m.totals,
-    };
-    println!(
-        "{}",
-        serde_json::to_string(&summary).map_err(|e| Error::Usage(e.to_string()))?
-    );
-    Ok(())
+    Ok(m)
 }
 
 /// Reads a file in chunks into the chunk store. `None` when the file vanished (a relation
@@ -295,7 +420,8 @@ pub(crate) fn store_files(
 /// Each file's chunks in the newest earlier backup: where page deltas start from.
 pub(crate) type Previous = HashMap<String, Vec<pitrkit::chunk::ChunkId>>;
 
-pub(crate) fn previous_chunks(repo: &Repository) -> Result<Previous> {
+/// The previous backup's files, and what its chunks are taught to `writer`.
+pub(crate) fn previous_chunks(repo: &Repository, writer: &ChunkWriter) -> Result<Previous> {
     let Some(id) = repo.list_backups()?.pop() else {
         return Ok(Previous::new());
     };
@@ -303,6 +429,7 @@ pub(crate) fn previous_chunks(repo: &Repository) -> Result<Previous> {
     let Ok(m) = repo.read_manifest(&id) else {
         return Ok(Previous::new());
     };
+    writer.inherit(m.referenced_chunks(), &m.delta_bases);
     Ok(m.entries
         .into_iter()
         .filter_map(|e| match e {

@@ -418,7 +418,7 @@ mod tests {
         assert!(idx.descends(3, 2, lsn_of_seg(8)));
         assert!(idx.descends(2, 1, lsn_of_seg(4)));
         assert!(!idx.descends(2, 1, lsn_of_seg(6)));
-        assert_eq!(idx.recovery_timeline(1, lsn_of_seg(4)), 2);
+        assert_eq!(idx.recovery_timeline(1, lsn_of_seg(4)), 3);
         assert_eq!(idx.recovery_timeline(1, lsn_of_seg(6)), 1);
         assert_eq!(idx.path(3), vec![(3, 9), (2, 5), (1, 0)]);
     }

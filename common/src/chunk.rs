@@ -14,7 +14,7 @@
 //! changes and torn reads can never make a rebuilt chunk differ from what was read. A delta
 //! always refers to a full chunk, never to another delta, so rebuilding takes one extra read.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -50,7 +50,7 @@ impl ChunkId {
             .unwrap_or_else(|_| unreachable!())
     }
 
-    fn from_key(key: &str) -> Option<Self> {
+    pub fn from_key(key: &str) -> Option<Self> {
         key.strip_prefix(PREFIX)?
             .split('/')
             .nth(1)?
@@ -101,11 +101,27 @@ impl<'de> serde::Deserialize<'de> for ChunkId {
     }
 }
 
-/// Writes chunks that are not in the repository yet, counting what was new.
+/// Every stored chunk object, with its listing entry.
+pub fn list(store: &dyn Store) -> Result<Vec<(ChunkId, crate::storage::ObjectInfo)>> {
+    Ok(store
+        .list(PREFIX)?
+        .into_iter()
+        .filter_map(|o| Some((ChunkId::from_key(o.key.as_str())?, o)))
+        .collect())
+}
+
+/// Writes chunks that are not in the repository yet, counting what was new, and knows which
+/// of the chunks it handed out are page deltas and on which base: the manifest records that,
+/// so retention keeps a base as long as a kept backup's delta needs it without reading chunks.
 pub struct ChunkWriter<'a> {
     store: &'a dyn Store,
     compressor: Compressor,
-    known: Mutex<HashSet<ChunkId>>,
+    /// Chunks stored before this writer started (one listing).
+    existing: HashSet<ChunkId>,
+    /// Chunks this writer claimed to upload.
+    claimed: Mutex<HashSet<ChunkId>>,
+    /// What each chunk handed out is: `None` full, `Some(base)` a page delta.
+    kinds: Mutex<HashMap<ChunkId, Option<ChunkId>>>,
     pub new_chunks: AtomicU64,
     pub new_stored_bytes: AtomicU64,
 }
@@ -113,7 +129,7 @@ pub struct ChunkWriter<'a> {
 impl<'a> ChunkWriter<'a> {
     /// Lists the chunks already stored (one listing, instead of a request per chunk).
     pub fn new(store: &'a dyn Store, compressor: Compressor) -> Result<Self> {
-        let known = store
+        let existing = store
             .list(PREFIX)?
             .iter()
             .filter_map(|o| ChunkId::from_key(o.key.as_str()))
@@ -121,10 +137,25 @@ impl<'a> ChunkWriter<'a> {
         Ok(ChunkWriter {
             store,
             compressor,
-            known: Mutex::new(known),
+            existing,
+            claimed: Mutex::new(HashSet::new()),
+            kinds: Mutex::new(HashMap::new()),
             new_chunks: AtomicU64::new(0),
             new_stored_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Learns the kinds of an earlier backup's chunks from its manifest, so reusing them
+    /// costs no read.
+    pub fn inherit<'m>(
+        &self,
+        chunks: impl IntoIterator<Item = &'m ChunkId>,
+        delta_bases: &BTreeMap<ChunkId, ChunkId>,
+    ) {
+        let mut kinds = lock(&self.kinds);
+        for id in chunks {
+            kinds.insert(*id, delta_bases.get(id).copied());
+        }
     }
 
     /// Stores `data` unless a chunk with its content exists, and returns its id. `previous`
@@ -132,32 +163,71 @@ impl<'a> ChunkWriter<'a> {
     /// unchanged, only the changed pages are stored.
     pub fn put(&self, data: &[u8], previous: Option<&ChunkId>) -> Result<ChunkId> {
         let id = ChunkId::of(data);
+        if self.existing.contains(&id) {
+            if lock(&self.kinds).contains_key(&id) {
+                return Ok(id);
+            }
+            match delta_base(self.store, &id) {
+                Ok(kind) => {
+                    lock(&self.kinds).insert(id, kind);
+                    return Ok(id);
+                }
+                // A damaged stored copy is replaced by this good one (same name, same
+                // content), rather than referred to by one more backup.
+                Err(Error::Corrupt { .. }) => {
+                    if !lock(&self.claimed).insert(id) {
+                        return Ok(id);
+                    }
+                    let sealed = self.compressor.seal_known(data, Sha256Sum(id.0))?;
+                    self.store.put(&id.key(), &sealed, PutMode::Overwrite)?;
+                    self.count(sealed.len());
+                    lock(&self.kinds).insert(id, None);
+                    return Ok(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         // Claimed before the upload so two workers never upload the same new chunk; if the
         // upload fails the whole backup fails and no manifest refers to it.
-        if !self
-            .known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id)
-        {
+        if !lock(&self.claimed).insert(id) {
             return Ok(id);
         }
         // A base that can't be read (damaged, removed) only costs a full chunk.
         let delta = previous.and_then(|p| self.delta_against(p, data).ok().flatten());
-        let sealed = match delta {
-            Some(d) => self.compressor.seal_known(&d, Sha256Sum::of(&d))?,
-            None => self.compressor.seal_known(data, Sha256Sum(id.0))?,
+        let (sealed, kind) = match delta {
+            Some((base, d)) => (
+                self.compressor.seal_known(&d, Sha256Sum::of(&d))?,
+                Some(base),
+            ),
+            None => (self.compressor.seal_known(data, Sha256Sum(id.0))?, None),
         };
         self.store.put(&id.key(), &sealed, PutMode::CreateNew)?;
+        self.count(sealed.len());
+        lock(&self.kinds).insert(id, kind);
+        Ok(id)
+    }
+
+    fn count(&self, stored: usize) {
         self.new_chunks.fetch_add(1, Ordering::Relaxed);
         self.new_stored_bytes
-            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        Ok(id)
+            .fetch_add(stored as u64, Ordering::Relaxed);
+    }
+
+    /// The page deltas among `chunks` with their bases, for the manifest.
+    pub fn delta_bases<'m>(
+        &self,
+        chunks: impl IntoIterator<Item = &'m ChunkId>,
+    ) -> BTreeMap<ChunkId, ChunkId> {
+        let kinds = lock(&self.kinds);
+        chunks
+            .into_iter()
+            .filter_map(|id| Some((*id, (*kinds.get(id)?)?)))
+            .collect()
     }
 
     /// The page delta that rebuilds `data` from the full chunk behind `previous`, or `None`
     /// when more than half the pages changed (a full chunk is then smaller to restore).
-    fn delta_against(&self, previous: &ChunkId, data: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn delta_against(&self, previous: &ChunkId, data: &[u8]) -> Result<Option<(ChunkId, Vec<u8>)>> {
         let (base_id, base) = match read_object(self.store, previous)? {
             Stored::Full(content) => (*previous, content),
             Stored::Delta(d) => (d.base, read_full(self.store, &d.base)?),
@@ -181,8 +251,12 @@ impl<'a> ChunkWriter<'a> {
             out.extend_from_slice(&(i as u32).to_le_bytes());
             out.extend_from_slice(page(data, i));
         }
-        Ok(Some(out))
+        Ok(Some((base_id, out)))
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Page `i` of a chunk (the last one may be short).
@@ -253,6 +327,14 @@ fn read_object(store: &dyn Store, id: &ChunkId) -> Result<Stored> {
     } else {
         parse_delta(&key, &plain).map(Stored::Delta)
     }
+}
+
+/// Whether a stored chunk is a page delta, and on which base (reads the object).
+pub fn delta_base(store: &dyn Store, id: &ChunkId) -> Result<Option<ChunkId>> {
+    Ok(match read_object(store, id)? {
+        Stored::Full(_) => None,
+        Stored::Delta(d) => Some(d.base),
+    })
 }
 
 /// A full chunk's content (a delta's base must be full).

@@ -4,10 +4,12 @@
 pub mod archive;
 pub mod chunk;
 pub mod error;
+pub mod lock;
 pub mod manifest;
 pub mod object;
 pub mod parallel;
 pub mod repo;
+pub mod retention;
 pub mod runner;
 pub mod settings;
 pub mod storage;

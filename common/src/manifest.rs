@@ -4,6 +4,7 @@
 //! backup restores from its manifest alone. Only a complete manifest makes a backup exist:
 //! an interrupted `bb-push` leaves chunks no manifest refers to, and nothing else.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -18,7 +19,7 @@ use crate::storage::{ObjectKey, PutMode, PutOutcome};
 use crate::wal::{Lsn, WalFileName};
 
 /// Bumped whenever the manifest's meaning changes.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 const PREFIX: &str = "backups/";
 const FILE_NAME: &str = "manifest.json.zst";
 
@@ -147,10 +148,24 @@ pub struct BackupManifest {
     pub tablespace_map: Option<String>,
     pub chunk_size: u64,
     pub entries: Vec<Entry>,
+    /// The page deltas among the entries' chunks, with the full chunk each rebuilds from:
+    /// retention must keep those bases while this backup exists.
+    pub delta_bases: BTreeMap<ChunkId, ChunkId>,
     pub totals: Totals,
 }
 
 impl BackupManifest {
+    /// Every chunk this backup needs to restore: its files' chunks and their delta bases.
+    pub fn referenced_chunks(&self) -> impl Iterator<Item = &ChunkId> {
+        self.entries
+            .iter()
+            .flat_map(|e| match e {
+                Entry::File { chunks, .. } => chunks.as_slice(),
+                _ => &[],
+            })
+            .chain(self.delta_bases.values())
+    }
+
     /// The WAL files from the backup's start to its stop: what recovery needs to reach a
     /// consistent state, the least the archive must hold for the backup to restore at all.
     pub fn required_wal(&self, seg_size: u32) -> Vec<WalFileName> {
@@ -264,7 +279,7 @@ mod tests {
         );
         assert!("2026-11-26".parse::<BackupId>().is_err());
         let m = BackupManifest {
-            format_version: 1,
+            format_version: MANIFEST_VERSION,
             backup_id: id,
             label: "x".into(),
             source: "pgdata".into(),
@@ -280,6 +295,7 @@ mod tests {
             tablespace_map: None,
             chunk_size: 1 << 20,
             entries: vec![],
+            delta_bases: BTreeMap::new(),
             totals: Totals {
                 files: 0,
                 bytes: 0,

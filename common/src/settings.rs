@@ -70,6 +70,9 @@ pub struct ConfigFile {
     pub retry_time: Option<String>,
     pub timeout: Option<String>,
     pub compress_level: Option<i32>,
+    /// Retention applied after each backup and by `bb-push --expire`.
+    pub retain_full: Option<u32>,
+    pub retain_window: Option<String>,
 }
 
 /// Where the repository lives.
@@ -144,6 +147,8 @@ pub struct Settings {
     pub s3_part_size: usize,
     pub retry: RetryPolicy,
     pub compress_level: Option<i32>,
+    /// The retention policy of the configuration file (flags may override it).
+    pub retention: crate::retention::Policy,
     pub verbose: bool,
 }
 
@@ -189,7 +194,8 @@ pub fn process_env() -> HashMap<String, String> {
         .collect()
 }
 
-fn parse_duration(what: &str, s: &str) -> Result<Duration> {
+/// Parses a duration as users write them: `20s`, `5m`, `7d`, or bare seconds.
+pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
     let s = s.trim();
     // A bare number is seconds, as most people mean it.
     if let Ok(n) = s.parse::<f64>() {
@@ -198,7 +204,7 @@ fn parse_duration(what: &str, s: &str) -> Result<Duration> {
         }
     }
     humantime::parse_duration(s)
-        .map_err(|e| Error::Usage(format!("bad {what} '{s}': {e} (e.g. 20s, 1m)")))
+        .map_err(|e| Error::Usage(format!("bad {what} '{s}': {e} (e.g. 20s, 5m, 7d)")))
 }
 
 impl Settings {
@@ -333,6 +339,14 @@ impl Settings {
             s3_part_size: part_size,
             retry,
             compress_level: file.compress_level,
+            retention: crate::retention::Policy {
+                retain_full: file.retain_full,
+                retain_window: file
+                    .retain_window
+                    .as_deref()
+                    .map(|w| parse_duration("retain_window", w))
+                    .transpose()?,
+            },
             verbose: args.verbose,
         })
     }

@@ -152,6 +152,12 @@ impl fmt::Display for WalFileName {
     }
 }
 
+impl serde::Serialize for WalFileName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl WalFileName {
     pub fn timeline(&self) -> TimelineId {
         match *self {

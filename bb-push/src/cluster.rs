@@ -16,7 +16,7 @@ use pitrkit::manifest::Entry;
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::runner::note;
 use pitrkit::wal::Lsn;
-use postgres::{Client, NoTls};
+use pitrkit::db::db_err;
 
 use std::time::Duration;
 
@@ -44,16 +44,6 @@ const SKIP_FILES: [&str; 8] = [
     "recovery.signal",
     "standby.signal",
 ];
-
-fn db_err(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
-    move |e| {
-        let detail = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string());
-        Error::Database(format!("{what}: {detail}"))
-    }
-}
 
 /// A connection string from the running cluster's postmaster.pid: its socket directory and
 /// port, so that `--pgdata` alone is enough on the database host.
@@ -100,7 +90,7 @@ pub(crate) fn capture(
         Some(c) => c.clone(),
         None => default_conninfo(&pgdata)?,
     };
-    let mut db = Client::connect(&conninfo, NoTls).map_err(db_err("cannot connect"))?;
+    let mut db = pitrkit::db::connect(&conninfo)?;
     let row = db
         .query_one(
             "select current_setting('server_version_num')::int4, \

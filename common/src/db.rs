@@ -1,0 +1,23 @@
+//! Talking to PostgreSQL: one connection helper and one way to report its errors, shared by
+//! bb-push (backup functions) and pitr-check (archiver statistics, restore drills).
+
+use postgres::{Client, NoTls};
+
+use crate::error::{Error, Result};
+
+/// Maps a driver error to [`Error::Database`], preferring the server's own message (the
+/// driver's display adds only "db error:").
+pub fn db_err(what: &str) -> impl Fn(postgres::Error) -> Error + '_ {
+    move |e| {
+        let detail = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
+        Error::Database(format!("{what}: {detail}"))
+    }
+}
+
+/// Connects without TLS: pitrkit talks to the cluster on its own host (a socket or loopback).
+pub fn connect(conninfo: &str) -> Result<Client> {
+    Client::connect(conninfo, NoTls).map_err(db_err("cannot connect"))
+}

@@ -161,6 +161,20 @@ impl ArchiveIndex {
             .collect()
     }
 
+    /// The segments archived on `tli`, oldest first.
+    pub fn segments_of(&self, tli: u32) -> Vec<WalFileName> {
+        self.segments.get(&tli).map_or_else(Vec::new, |s| {
+            s.keys()
+                .map(|n| WalFileName::segment(TimelineId(tli), *n, self.seg_size))
+                .collect()
+        })
+    }
+
+    /// Where `tli` branched off its parent, from its history file.
+    pub fn switch_point(&self, tli: u32) -> Option<Lsn> {
+        self.histories.get(&tli)?.last().map(|s| s.switch)
+    }
+
     /// `tli`'s ancestry, newest first: each timeline with the segment it begins in.
     pub fn path(&self, tli: u32) -> Vec<(u32, u64)> {
         let mut out = Vec::new();

@@ -13,6 +13,7 @@ use pitrkit::runner::Verdict;
 use pitrkit::settings::RepoArgs;
 
 pub mod drill;
+pub mod report;
 pub mod status;
 pub mod verify;
 
@@ -21,7 +22,6 @@ pub mod verify;
     name = "pitr-check",
     version,
     about = "Prove a pitrkit repository can restore: gaps, recovery windows, RPO, verification, restore drills",
-    args_conflicts_with_subcommands = true,
     after_help = "Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the check could not run)."
 )]
 pub struct Cli {
@@ -104,11 +104,14 @@ pub struct DrillArgs {
     /// Restore this backup instead of the newest one before the target
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
-    /// Queries with expected results to run on the restored cluster (see the README)
+    /// Queries to run on the restored cluster: each ends with ';' at the end of a line; a
+    /// `-- expect: VALUE` line before one sets the text its first row's first column must
+    /// equal (NULL for SQL NULL, 'quoted' for exact text); `\c DBNAME` switches database
     #[arg(long, value_name = "FILE")]
     pub sql: Option<PathBuf>,
-    /// The live cluster: with the default target, row counts are compared with it
-    #[arg(long, value_name = "CONNINFO")]
+    /// The live cluster: the drill makes a restore point there, recovers to it and compares
+    /// every table's row count with it (so it can't be combined with a --target-*)
+    #[arg(long, value_name = "CONNINFO", conflicts_with = "target")]
     pub dbname: Option<String>,
     /// PostgreSQL binaries [default: /usr/lib/postgresql/<backup's major>/bin, then pg_config]
     #[arg(long, value_name = "DIR")]
@@ -128,9 +131,24 @@ pub struct DrillArgs {
     /// Parallel downloads for the restore
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Leave the throwaway directory (the stopped cluster and its log) for inspection
+    #[arg(long)]
+    pub keep: bool,
 }
 
 pub fn run(cli: Cli) -> Result<Verdict> {
+    let s = &cli.status;
+    let status_flags = s.output.json
+        || s.output.prometheus
+        || s.dbname.is_some()
+        || s.pgdata.is_some()
+        || s.max_wal_age.is_some()
+        || s.max_backup_age.is_some();
+    if cli.command.is_some() && status_flags {
+        return Err(pitrkit::Error::Usage(
+            "give a subcommand's options after its name, e.g. pitr-check verify --json".into(),
+        ));
+    }
     match cli.command {
         None => status::run(&cli.status, &cli.repo),
         Some(Command::Status(args)) => status::run(&args, &cli.repo),

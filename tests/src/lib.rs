@@ -26,7 +26,13 @@ pub fn pg_bin(tool: &str) -> PathBuf {
 }
 
 /// The pitrkit tools the tests run.
-pub const TOOLS: [&str; 5] = ["wal-push", "wal-fetch", "bb-push", "bb-restore", "pitr-check"];
+pub const TOOLS: [&str; 5] = [
+    "wal-push",
+    "wal-fetch",
+    "bb-push",
+    "bb-restore",
+    "pitr-check",
+];
 
 /// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace.
 pub fn pitrkit_bin_dir() -> PathBuf {
@@ -640,4 +646,63 @@ impl Drop for Pg {
             let _ = run(c);
         }
     }
+}
+
+/// A primary archiving into a repository: what most tests start from.
+pub struct Site {
+    pub sb: Sandbox,
+    pub repo: TestRepo,
+    pub primary: Pg,
+}
+
+pub fn site(name: &str, backend: Backend, extra_conf: &str) -> Site {
+    let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
+    let repo = TestRepo::new(&sb, backend);
+    let mut primary = Pg::init(&sb, "primary");
+    primary.configure(&format!("{}{extra_conf}", repo.archiving_conf(&sb)));
+    primary.start();
+    Site { sb, repo, primary }
+}
+
+impl Site {
+    pub fn tool(&self, tool: &str, args: &[&str]) -> Output {
+        let mut c = self.sb.tool(tool);
+        c.args(self.repo.args()).args(args);
+        run(c)
+    }
+
+    pub fn backup(&self) -> serde_json::Value {
+        let out = self.tool(
+            "bb-push",
+            &["--pgdata", self.primary.data.to_str().unwrap()],
+        );
+        out.assert_ok();
+        serde_json::from_str(out.stdout.trim()).unwrap()
+    }
+
+    /// Restores into a fresh directory, starts it, and waits until recovery has ended.
+    pub fn restore(&self, name: &str, args: &[&str]) -> Pg {
+        let dir = self.sb.path().join(name);
+        let mut all = vec!["--pgdata", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.tool("bb-restore", &all);
+        out.assert_ok();
+        let mut pg = Pg::at(&self.sb, name);
+        pg.configure("");
+        pg.start_recovery();
+        pg.wait_promoted(Duration::from_secs(120));
+        pg
+    }
+
+    /// Makes everything written so far reach the archive.
+    pub fn archive_now(&self) {
+        self.primary.switch_and_wait_archived();
+    }
+}
+
+/// The cluster's clock, as a UTC timestamp a recovery target accepts.
+pub fn now(pg: &Pg) -> String {
+    pg.sql(
+        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
 }

@@ -339,25 +339,39 @@ pub fn build(
             cuts: cut_backups(inv, &backups, g),
         })
         .collect();
+    // A keep-marked backup keeps only the WAL it needs to become consistent, so retention
+    // leaves a gap after it on purpose: that gap only matters for unmarked backups.
+    let marked: HashSet<&str> = backups
+        .iter()
+        .filter(|b| b.keep.is_some())
+        .map(|b| b.backup_id.as_str())
+        .collect();
     for (g, gap) in gaps.iter().zip(inv.index.gaps()) {
         let range = if g.segments == 1 {
             g.first.clone()
         } else {
             format!("{} .. {} ({} segments)", g.first, g.last, g.segments)
         };
-        if !g.cuts.is_empty() {
+        let harmful: Vec<&str> = g
+            .cuts
+            .iter()
+            .map(String::as_str)
+            .filter(|b| !marked.contains(b))
+            .collect();
+        if !harmful.is_empty() {
             flag(
                 Severity::Critical,
                 format!(
                     "WAL gap on timeline {}: {range} missing; moments after it are unreachable from backup(s) {}",
                     g.timeline,
-                    g.cuts.join(", ")
+                    harmful.join(", ")
                 ),
             );
-        } else if backups
-            .iter()
-            .any(|b| b.restorable && b.start_lsn.segno(seg) <= gap.first_segno())
-        {
+        } else if backups.iter().any(|b| {
+            b.restorable
+                && b.keep.is_none()
+                && b.start_lsn.segno(seg) <= gap.first_segno()
+        }) {
             flag(
                 Severity::Warning,
                 format!("WAL gap on timeline {}: {range} missing", g.timeline),

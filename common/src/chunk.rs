@@ -20,9 +20,9 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::crypto::{Class, Digester, Keys};
 use crate::object::{self, Compressor, Sha256Sum};
 use crate::storage::{ObjectKey, PutMode, Store};
 
@@ -38,8 +38,9 @@ const PREFIX: &str = "chunks/";
 pub struct ChunkId(pub [u8; 32]);
 
 impl ChunkId {
-    pub fn of(data: &[u8]) -> Self {
-        ChunkId(Sha256::digest(data).into())
+    /// The name of `data`: its sha256, or in an encrypted repository its keyed digest.
+    pub fn of(data: &[u8], digester: &Digester) -> Self {
+        ChunkId(digester.of(data))
     }
 
     /// `chunks/<first two hex digits>/<sha256>.zst`: 256 directories keep filesystem
@@ -116,6 +117,8 @@ pub fn list(store: &dyn Store) -> Result<Vec<(ChunkId, crate::storage::ObjectInf
 pub struct ChunkWriter<'a> {
     store: &'a dyn Store,
     compressor: Compressor,
+    keys: Keys,
+    digester: Digester,
     /// Chunks stored before this writer started (one listing).
     existing: HashSet<ChunkId>,
     /// Chunks this writer claimed to upload.
@@ -128,7 +131,7 @@ pub struct ChunkWriter<'a> {
 
 impl<'a> ChunkWriter<'a> {
     /// Lists the chunks already stored (one listing, instead of a request per chunk).
-    pub fn new(store: &'a dyn Store, compressor: Compressor) -> Result<Self> {
+    pub fn new(store: &'a dyn Store, compressor: Compressor, keys: &Keys) -> Result<Self> {
         let existing = store
             .list(PREFIX)?
             .iter()
@@ -137,6 +140,8 @@ impl<'a> ChunkWriter<'a> {
         Ok(ChunkWriter {
             store,
             compressor,
+            keys: keys.clone(),
+            digester: keys.digester(),
             existing,
             claimed: Mutex::new(HashSet::new()),
             kinds: Mutex::new(HashMap::new()),
@@ -162,23 +167,27 @@ impl<'a> ChunkWriter<'a> {
     /// is the chunk at the same place in the previous backup: when most of its pages are
     /// unchanged, only the changed pages are stored.
     pub fn put(&self, data: &[u8], previous: Option<&ChunkId>) -> Result<ChunkId> {
-        let id = ChunkId::of(data);
+        let id = ChunkId::of(data, &self.digester);
         if self.existing.contains(&id) {
             if lock(&self.kinds).contains_key(&id) {
                 return Ok(id);
             }
-            match delta_base(self.store, &id) {
+            match delta_base(self.store, &self.keys, &id) {
                 Ok(kind) => {
                     lock(&self.kinds).insert(id, kind);
                     return Ok(id);
                 }
                 // A damaged stored copy is replaced by this good one (same name, same
-                // content), rather than referred to by one more backup.
-                Err(Error::Corrupt { .. }) => {
+                // content), rather than referred to by one more backup; so is one this
+                // host can't read (it holds only the recipient) and so can't tell a page
+                // delta from a full chunk: retention must know every delta's base.
+                Err(Error::Corrupt { .. } | Error::Denied(_)) => {
                     if !lock(&self.claimed).insert(id) {
                         return Ok(id);
                     }
-                    let sealed = self.compressor.seal_known(data, Sha256Sum(id.0))?;
+                    let sealed =
+                        self.compressor
+                            .seal_known(data, Sha256Sum(id.0), &self.keys, Class::Data)?;
                     self.store.put(&id.key(), &sealed, PutMode::Overwrite)?;
                     self.count(sealed.len());
                     lock(&self.kinds).insert(id, None);
@@ -196,10 +205,19 @@ impl<'a> ChunkWriter<'a> {
         let delta = previous.and_then(|p| self.delta_against(p, data).ok().flatten());
         let (sealed, kind) = match delta {
             Some((base, d)) => (
-                self.compressor.seal_known(&d, Sha256Sum::of(&d))?,
+                self.compressor.seal_known(
+                    &d,
+                    Sha256Sum(self.digester.of(&d)),
+                    &self.keys,
+                    Class::Data,
+                )?,
                 Some(base),
             ),
-            None => (self.compressor.seal_known(data, Sha256Sum(id.0))?, None),
+            None => (
+                self.compressor
+                    .seal_known(data, Sha256Sum(id.0), &self.keys, Class::Data)?,
+                None,
+            ),
         };
         self.store.put(&id.key(), &sealed, PutMode::CreateNew)?;
         self.count(sealed.len());
@@ -228,9 +246,9 @@ impl<'a> ChunkWriter<'a> {
     /// The page delta that rebuilds `data` from the full chunk behind `previous`, or `None`
     /// when more than half the pages changed (a full chunk is then smaller to restore).
     fn delta_against(&self, previous: &ChunkId, data: &[u8]) -> Result<Option<(ChunkId, Vec<u8>)>> {
-        let (base_id, base) = match read_object(self.store, previous)? {
+        let (base_id, base) = match read_object(self.store, &self.keys, previous)?.0 {
             Stored::Full(content) => (*previous, content),
-            Stored::Delta(d) => (d.base, read_full(self.store, &d.base)?),
+            Stored::Delta(d) => (d.base, read_full(self.store, &self.keys, &d.base)?),
         };
         if base.len() != data.len() {
             return Ok(None);
@@ -316,30 +334,32 @@ fn parse_delta(key: &ObjectKey, d: &[u8]) -> Result<Delta> {
 
 /// Reads the object named `id`: its envelope's sha256 equals the id for a full chunk, and
 /// differs for a page delta (whose envelope covers the delta itself).
-fn read_object(store: &dyn Store, id: &ChunkId) -> Result<Stored> {
+fn read_object(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<(Stored, Digester)> {
     let key = id.key();
     let stored = store.get(&key)?.ok_or_else(|| {
         Error::corrupt(&key, "missing from the repository (a backup refers to it)")
     })?;
-    let (plain, env) = object::open(key.as_str(), &stored)?;
-    if env.sha256.0 == id.0 {
-        Ok(Stored::Full(plain))
+    let (plain, env) = object::open(key.as_str(), &stored, keys)?;
+    // open() succeeded, so the key that sealed it is known.
+    let digester = keys.digester_for(env.key).unwrap_or(Digester::Sha256);
+    if env.digest.0 == id.0 {
+        Ok((Stored::Full(plain), digester))
     } else {
-        parse_delta(&key, &plain).map(Stored::Delta)
+        parse_delta(&key, &plain).map(|d| (Stored::Delta(d), digester))
     }
 }
 
 /// Whether a stored chunk is a page delta, and on which base (reads the object).
-pub fn delta_base(store: &dyn Store, id: &ChunkId) -> Result<Option<ChunkId>> {
-    Ok(match read_object(store, id)? {
+pub fn delta_base(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<Option<ChunkId>> {
+    Ok(match read_object(store, keys, id)?.0 {
         Stored::Full(_) => None,
         Stored::Delta(d) => Some(d.base),
     })
 }
 
 /// A full chunk's content (a delta's base must be full).
-fn read_full(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
-    match read_object(store, id)? {
+fn read_full(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<Vec<u8>> {
+    match read_object(store, keys, id)?.0 {
         Stored::Full(c) => Ok(c),
         Stored::Delta(_) => Err(Error::corrupt(
             id.key(),
@@ -350,11 +370,11 @@ fn read_full(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
 
 /// Fetches a chunk, rebuilding it from its base if it is a page delta, and proves the content
 /// has the sha256 it is named by.
-pub fn read(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
-    match read_object(store, id)? {
-        Stored::Full(content) => Ok(content),
-        Stored::Delta(d) => {
-            let mut content = read_full(store, &d.base)?;
+pub fn read(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<Vec<u8>> {
+    match read_object(store, keys, id)? {
+        (Stored::Full(content), _) => Ok(content),
+        (Stored::Delta(d), digester) => {
+            let mut content = read_full(store, keys, &d.base)?;
             if content.len() != d.len {
                 return Err(Error::corrupt(
                     id.key(),
@@ -373,7 +393,7 @@ pub fn read(store: &dyn Store, id: &ChunkId) -> Result<Vec<u8>> {
                     .ok_or_else(|| Error::corrupt(id.key(), "delta page out of range"))?
                     .copy_from_slice(&page);
             }
-            if ChunkId::of(&content) != *id {
+            if ChunkId::of(&content, &digester) != *id {
                 return Err(Error::corrupt(
                     id.key(),
                     format!("rebuilt from base {} it does not have its sha256", d.base),
@@ -392,12 +412,14 @@ mod tests {
     #[test]
     fn dedups_and_verifies() {
         let store = MemoryStore::default();
+        let keys = Keys::none();
         let w = ChunkWriter::new(
             &store,
             Compressor {
                 level: 1,
                 workers: 0,
             },
+            &keys,
         )
         .unwrap();
         let a = w.put(&[1u8; 5000], None).unwrap();
@@ -411,11 +433,12 @@ mod tests {
                 level: 1,
                 workers: 0,
             },
+            &keys,
         )
         .unwrap();
         w2.put(&[1u8; 5000], None).unwrap();
         assert_eq!(w2.new_chunks.load(Ordering::Relaxed), 0);
-        assert_eq!(read(&store, &a).unwrap(), vec![1u8; 5000]);
+        assert_eq!(read(&store, &keys, &a).unwrap(), vec![1u8; 5000]);
         assert_eq!(a.to_string().parse::<ChunkId>().unwrap(), a);
         // A chunk with two changed pages of 128 is stored as a small delta and rebuilds.
         let mut v1: Vec<u8> = (0..CHUNK_SIZE).map(|i| (i * 31 % 251) as u8).collect();
@@ -426,15 +449,15 @@ mod tests {
         let second = w.put(&v1, Some(&first)).unwrap();
         let delta_bytes = w.new_stored_bytes.load(Ordering::Relaxed) - before;
         assert!(delta_bytes < 3 * PAGE as u64, "{delta_bytes}");
-        assert_eq!(read(&store, &second).unwrap(), v1);
+        assert_eq!(read(&store, &keys, &second).unwrap(), v1);
         // A delta of a delta refers to the full base.
         v1[9000] ^= 1;
         let third = w.put(&v1, Some(&second)).unwrap();
-        assert_eq!(read(&store, &third).unwrap(), v1);
+        assert_eq!(read(&store, &keys, &third).unwrap(), v1);
         // A damaged base fails the rebuild loudly.
         let base_key = first.key();
         let (plain, _) =
-            object::open(base_key.as_str(), &store.get(&base_key).unwrap().unwrap()).unwrap();
+            object::open(base_key.as_str(), &store.get(&base_key).unwrap().unwrap(), &keys).unwrap();
         let mut other = plain.clone();
         other[100] ^= 1;
         store
@@ -444,18 +467,18 @@ mod tests {
                     level: 1,
                     workers: 0,
                 }
-                .seal_known(&other, Sha256Sum::of(&other))
+                .seal_known(&other, Sha256Sum::of(&other), &keys, Class::Data)
                 .unwrap(),
                 PutMode::Overwrite,
             )
             .unwrap();
         assert_eq!(
-            read(&store, &second).unwrap_err().code(),
+            read(&store, &keys, &second).unwrap_err().code(),
             crate::error::EXIT_CORRUPT
         );
-        let missing = ChunkId::of(b"nope");
+        let missing = ChunkId::of(b"nope", &Digester::Sha256);
         assert_eq!(
-            read(&store, &missing).unwrap_err().code(),
+            read(&store, &keys, &missing).unwrap_err().code(),
             crate::error::EXIT_CORRUPT
         );
     }

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod chunk;
+pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod lock;

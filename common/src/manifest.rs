@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::ChunkId;
+use crate::crypto::{Class, KeyId};
 use crate::error::{Error, Result};
 use crate::object::{self, Compressor};
 use crate::repo::Repository;
@@ -152,6 +153,10 @@ pub struct BackupManifest {
     /// retention must keep those bases while this backup exists.
     pub delta_bases: BTreeMap<ChunkId, ChunkId>,
     pub totals: Totals,
+    /// The key that sealed the manifest, which also named its chunks (encrypted
+    /// repositories name chunks by a keyed digest): known once read, not stored.
+    #[serde(skip)]
+    pub sealed_with: Option<KeyId>,
 }
 
 impl BackupManifest {
@@ -186,7 +191,12 @@ impl Repository {
             level: 3,
             workers: 0,
         }
-        .seal_reader(&mut &json[..], json.len() as u64)
+        .seal_reader(
+            &mut &json[..],
+            json.len() as u64,
+            self.keys(),
+            Class::Metadata,
+        )
         .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
         let key = m.backup_id.manifest_key();
         match self.store().put(&key, &sealed, PutMode::CreateNew)? {
@@ -204,8 +214,8 @@ impl Repository {
         let stored = self.store().get(&key)?.ok_or_else(|| Error::NotFound {
             key: format!("backup {id} ({key} in {})", self.location()),
         })?;
-        let (json, _) = object::open(key.as_str(), &stored)?;
-        let m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
+        let (json, env) = object::open(key.as_str(), &stored, self.keys())?;
+        let mut m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
             Error::corrupt(
                 &key,
                 format!("not a backup manifest this pitrkit reads: {e}"),
@@ -223,6 +233,7 @@ impl Repository {
                 format!("names backup {} inside", m.backup_id),
             ));
         }
+        m.sealed_with = env.key;
         Ok(m)
     }
 
@@ -296,6 +307,7 @@ mod tests {
             chunk_size: 1 << 20,
             entries: vec![],
             delta_bases: BTreeMap::new(),
+            sealed_with: None,
             totals: Totals {
                 files: 0,
                 bytes: 0,

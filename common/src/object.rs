@@ -1,15 +1,18 @@
 //! The envelope of every stored object: a zstd skippable frame carrying the length and
-//! sha256 of the plain content, followed by one ordinary zstd frame.
+//! digest of the plain content (and, when encrypted, how and with which key), followed by
+//! the payload: one ordinary zstd frame, sealed when the repository is encrypted.
 //!
-//! Because the metadata lives in a skippable frame, a stored object is a valid `.zst` file:
-//! `zstd -d < object > file` recovers the content without pitrkit, which matters on the day
-//! the tool itself is what is broken. The layout is specified in docs/FORMAT.md.
+//! Because the metadata lives in a skippable frame, an object of a plain repository is a
+//! valid `.zst` file: `zstd -d < object > file` recovers the content without pitrkit, which
+//! matters on the day the tool itself is what is broken (an encrypted one needs
+//! `age -d` in between). The layout is specified in docs/FORMAT.md.
 
 pub use sha2::Digest;
 use sha2::Sha256;
 use std::fmt;
 use std::io::{Read, Write};
 
+use crate::crypto::{Class, Digester, KeyId, Keys, Scheme};
 use crate::error::{Error, Result};
 
 /// Skippable-frame magic number (the zstd format reserves 0x184D2A50..=0x184D2A5F).
@@ -71,7 +74,12 @@ impl fmt::Debug for Sha256Sum {
 pub struct Envelope {
     pub compression: Compression,
     pub plain_len: u64,
-    pub sha256: Sha256Sum,
+    /// sha256 of the plain content; for an encrypted object, its HMAC-SHA256 under the
+    /// sealing key's digest key (see `crypto`).
+    pub digest: Sha256Sum,
+    pub scheme: Scheme,
+    /// The key that sealed the payload (`None` when not encrypted).
+    pub key: Option<KeyId>,
 }
 
 impl Envelope {
@@ -82,9 +90,12 @@ impl Envelope {
         b[8..16].copy_from_slice(ENVELOPE_MAGIC);
         b[16..18].copy_from_slice(&ENVELOPE_VERSION.to_le_bytes());
         b[18] = self.compression as u8;
-        // b[19..24]: reserved (encryption, flags), zero in version 1.
+        b[19] = self.scheme as u8;
+        if let Some(k) = self.key {
+            b[20..24].copy_from_slice(&k.0);
+        }
         b[24..32].copy_from_slice(&self.plain_len.to_le_bytes());
-        b[32..64].copy_from_slice(&self.sha256.0);
+        b[32..64].copy_from_slice(&self.digest.0);
         b
     }
 
@@ -114,11 +125,15 @@ impl Envelope {
             1 => Compression::Zstd,
             c => return Err(bad(&format!("unknown compression {c}"))),
         };
-        if stored[19..24].iter().any(|b| *b != 0) {
-            return Err(bad(
-                "envelope flags set that this pitrkit does not understand",
-            ));
-        }
+        let scheme = Scheme::from_byte(stored[19])
+            .ok_or_else(|| bad(&format!("unknown encryption scheme {}", stored[19])))?;
+        let key = match scheme {
+            Scheme::None if stored[20..24].iter().any(|b| *b != 0) => {
+                return Err(bad("envelope flags set that this pitrkit does not understand"));
+            }
+            Scheme::None => None,
+            _ => Some(KeyId([stored[20], stored[21], stored[22], stored[23]])),
+        };
         let mut len = [0u8; 8];
         len.copy_from_slice(&stored[24..32]);
         let plain_len = u64::from_le_bytes(len);
@@ -130,7 +145,9 @@ impl Envelope {
         Ok(Envelope {
             compression,
             plain_len,
-            sha256: Sha256Sum(sha),
+            digest: Sha256Sum(sha),
+            scheme,
+            key,
         })
     }
 }
@@ -149,9 +166,16 @@ pub struct Compressor {
 const STREAM_CHUNK: usize = 1 << 20;
 
 impl Compressor {
-    /// Seals `plain` whose sha256 the caller already computed (to name a chunk), on this
-    /// thread: callers that seal many small objects parallelise across objects instead.
-    pub fn seal_known(&self, plain: &[u8], sha256: Sha256Sum) -> Result<Vec<u8>> {
+    /// Seals `plain` whose digest (`keys.digester()`) the caller already computed (to name
+    /// a chunk), on this thread: callers that seal many small objects parallelise across
+    /// objects instead.
+    pub fn seal_known(
+        &self,
+        plain: &[u8],
+        digest: Sha256Sum,
+        keys: &Keys,
+        class: Class,
+    ) -> Result<Vec<u8>> {
         let (compression, payload) = if self.level == 0 {
             (Compression::None, std::borrow::Cow::Borrowed(plain))
         } else {
@@ -164,10 +188,19 @@ impl Compressor {
                 .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
             (Compression::Zstd, std::borrow::Cow::Owned(payload))
         };
+        let (scheme, key, payload) = match keys.is_enabled() {
+            false => (Scheme::None, None, payload),
+            true => {
+                let (scheme, key, sealed) = keys.seal(class, &payload)?;
+                (scheme, key, std::borrow::Cow::Owned(sealed))
+            }
+        };
         let env = Envelope {
             compression,
             plain_len: plain.len() as u64,
-            sha256,
+            digest,
+            scheme,
+            key,
         };
         let mut out = Vec::with_capacity(ENVELOPE_LEN + payload.len());
         out.extend_from_slice(&env.encode());
@@ -182,10 +215,12 @@ impl Compressor {
         &self,
         input: &mut dyn Read,
         size_hint: u64,
+        keys: &Keys,
+        class: Class,
     ) -> std::io::Result<(Vec<u8>, Envelope)> {
         let mut out = Vec::with_capacity(ENVELOPE_LEN + (size_hint as usize / 6).max(4096));
         out.resize(ENVELOPE_LEN, 0);
-        let mut hasher = Sha256::new();
+        let mut hasher = keys.digester().start();
         let mut buf = vec![0u8; STREAM_CHUNK];
         let mut total = 0u64;
         let mut pump = |sink: &mut dyn Write| -> std::io::Result<()> {
@@ -216,10 +251,22 @@ impl Compressor {
             out = enc.finish()?;
             Compression::Zstd
         };
+        let (scheme, key) = if keys.is_enabled() {
+            let (scheme, key, sealed) = keys
+                .seal(class, &out[ENVELOPE_LEN..])
+                .map_err(std::io::Error::other)?;
+            out.truncate(ENVELOPE_LEN);
+            out.extend_from_slice(&sealed);
+            (scheme, key)
+        } else {
+            (Scheme::None, None)
+        };
         let env = Envelope {
             compression,
             plain_len: total,
-            sha256: Sha256Sum(hasher.finalize().into()),
+            digest: Sha256Sum(hasher.finish()),
+            scheme,
+            key,
         };
         out[..ENVELOPE_LEN].copy_from_slice(&env.encode());
         Ok((out, env))
@@ -228,10 +275,40 @@ impl Compressor {
 
 /// Recovers and verifies the plain content of a stored object: the length and sha256 must
 /// match the envelope before any byte is handed to the caller.
-pub fn open(key: &str, stored: &[u8]) -> Result<(Vec<u8>, Envelope)> {
-    let (plain, env) = decompress(key, stored)?;
-    verify(key, &env, Sha256Sum::of(&plain))?;
-    Ok((plain, env))
+pub fn open(key: &str, stored: &[u8], keys: &Keys) -> Result<(Vec<u8>, Envelope)> {
+    decompress(key, stored, keys)
+}
+
+/// The payload after the envelope, unsealed. In an encrypted repository (the tool holds
+/// keys) a payload that is not sealed is refused: anyone with write access to the store
+/// could have planted it.
+fn payload<'a>(
+    key: &str,
+    stored: &'a [u8],
+    env: &Envelope,
+    keys: &Keys,
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    let body = &stored[ENVELOPE_LEN..];
+    match env.key {
+        None if keys.is_enabled() => Err(Error::corrupt(
+            key,
+            "is not encrypted, in an encrypted repository: refusing it",
+        )),
+        None => Ok(std::borrow::Cow::Borrowed(body)),
+        Some(id) => Ok(std::borrow::Cow::Owned(keys.unseal(
+            key, env.scheme, id, body,
+        )?)),
+    }
+}
+
+/// How the object's digest was computed.
+fn digester(key: &str, env: &Envelope, keys: &Keys) -> Result<Digester> {
+    keys.digester_for(env.key).ok_or_else(|| {
+        Error::Denied(format!(
+            "{key} was sealed with key {}, which is not configured",
+            env.key.map(|k| k.to_string()).unwrap_or_default()
+        ))
+    })
 }
 
 /// Streams the verified content of a stored object into `sink`, which must be undoable
@@ -240,9 +317,16 @@ pub fn open(key: &str, stored: &[u8]) -> Result<(Vec<u8>, Envelope)> {
 /// Decompression runs on this thread in 1 MiB steps; hashing and writing run on a second
 /// thread, so a restore costs about the larger of the two rather than their sum, and never
 /// allocates a segment-sized buffer.
-pub fn open_to(key: &str, stored: &[u8], sink: &mut (dyn Write + Send)) -> Result<Envelope> {
+pub fn open_to(
+    key: &str,
+    stored: &[u8],
+    sink: &mut (dyn Write + Send),
+    keys: &Keys,
+) -> Result<Envelope> {
     let env = Envelope::decode(key, stored)?;
-    let payload = &stored[ENVELOPE_LEN..];
+    let digester = digester(key, &env, keys)?;
+    let payload = payload(key, stored, &env, keys)?;
+    let payload = &payload[..];
     let corrupt =
         |e: std::io::Error| Error::corrupt(key, format!("zstd payload does not decompress: {e}"));
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
@@ -252,7 +336,7 @@ pub fn open_to(key: &str, stored: &[u8], sink: &mut (dyn Write + Send)) -> Resul
     }
     let (written, produced) = std::thread::scope(|s| {
         let writer = s.spawn(move || -> std::io::Result<(Sha256Sum, u64)> {
-            let mut hasher = Sha256::new();
+            let mut hasher = digester.start();
             let mut total = 0u64;
             for (buf, n) in full_rx {
                 hasher.update(&buf[..n]);
@@ -260,7 +344,7 @@ pub fn open_to(key: &str, stored: &[u8], sink: &mut (dyn Write + Send)) -> Resul
                 total += n as u64;
                 let _ = empty_tx.send(buf);
             }
-            Ok((Sha256Sum(hasher.finalize().into()), total))
+            Ok((Sha256Sum(hasher.finish()), total))
         });
         let produced = (|| -> Result<()> {
             let mut reader: Box<dyn Read> = match env.compression {
@@ -313,9 +397,15 @@ pub fn open_to(key: &str, stored: &[u8], sink: &mut (dyn Write + Send)) -> Resul
 
 /// The envelope and the first `len` bytes of the content (fewer if it is shorter),
 /// unverified: for checks that must not wait for the whole object.
-pub fn read_head(key: &str, stored: &[u8], len: usize) -> Result<(Envelope, Vec<u8>)> {
+pub fn read_head(
+    key: &str,
+    stored: &[u8],
+    len: usize,
+    keys: &Keys,
+) -> Result<(Envelope, Vec<u8>)> {
     let env = Envelope::decode(key, stored)?;
-    let payload = &stored[ENVELOPE_LEN..];
+    let payload = payload(key, stored, &env, keys)?;
+    let payload = &payload[..];
     let mut head = Vec::with_capacity(len);
     let read = match env.compression {
         Compression::None => payload.take(len as u64).read_to_end(&mut head),
@@ -327,18 +417,21 @@ pub fn read_head(key: &str, stored: &[u8], len: usize) -> Result<(Envelope, Vec<
 }
 
 fn verify(key: &str, env: &Envelope, got: Sha256Sum) -> Result<()> {
-    if got != env.sha256 {
+    if got != env.digest {
+        let what = if env.key.is_some() { "keyed digest" } else { "sha256" };
         return Err(Error::corrupt(
             key,
-            format!("sha256 {got} does not match the recorded {}", env.sha256),
+            format!("{what} {got} does not match the recorded {}", env.digest),
         ));
     }
     Ok(())
 }
 
-fn decompress(key: &str, stored: &[u8]) -> Result<(Vec<u8>, Envelope)> {
+fn decompress(key: &str, stored: &[u8], keys: &Keys) -> Result<(Vec<u8>, Envelope)> {
     let env = Envelope::decode(key, stored)?;
-    let payload = &stored[ENVELOPE_LEN..];
+    let digester = digester(key, &env, keys)?;
+    let payload = payload(key, stored, &env, keys)?;
+    let payload = &payload[..];
     let plain = match env.compression {
         Compression::None => payload.to_vec(),
         Compression::Zstd => zstd::bulk::decompress(payload, env.plain_len as usize + 1)
@@ -354,13 +447,7 @@ fn decompress(key: &str, stored: &[u8]) -> Result<(Vec<u8>, Envelope)> {
             ),
         ));
     }
-    let got = Sha256Sum::of(&plain);
-    if got != env.sha256 {
-        return Err(Error::corrupt(
-            key,
-            format!("sha256 {got} does not match the recorded {}", env.sha256),
-        ));
-    }
+    verify(key, &env, Sha256Sum(digester.of(&plain)))?;
     Ok((plain, env))
 }
 
@@ -387,10 +474,10 @@ mod tests {
                 workers: 0,
             },
         ] {
-            let (stored, env) = c.seal_reader(&mut &plain[..], 0).unwrap();
+            let (stored, env) = c.seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data).unwrap();
             assert_eq!(env.plain_len, plain.len() as u64);
-            assert_eq!(env.sha256, Sha256Sum::of(&plain));
-            let (back, env2) = open("k", &stored).unwrap();
+            assert_eq!(env.digest, Sha256Sum::of(&plain));
+            let (back, env2) = open("k", &stored, &Keys::none()).unwrap();
             assert_eq!(back, plain);
             assert_eq!(env, env2);
             if c.level > 0 {
@@ -415,21 +502,92 @@ mod tests {
                 workers: 0,
             },
         ] {
-            let (stored, env) = c.seal_reader(&mut &plain[..], plain.len() as u64).unwrap();
-            assert_eq!(env.sha256, Sha256Sum::of(&plain));
-            assert_eq!(open("k", &stored).unwrap().0, plain);
+            let (stored, env) = c
+                .seal_reader(&mut &plain[..], plain.len() as u64, &Keys::none(), Class::Data)
+                .unwrap();
+            assert_eq!(env.digest, Sha256Sum::of(&plain));
+            assert_eq!(open("k", &stored, &Keys::none()).unwrap().0, plain);
             let mut out = Vec::new();
-            assert_eq!(open_to("k", &stored, &mut out).unwrap(), env);
+            assert_eq!(open_to("k", &stored, &mut out, &Keys::none()).unwrap(), env);
             assert_eq!(out, plain);
             let mut bad = stored.clone();
             let at = bad.len() - 100;
             bad[at] ^= 4;
             let mut out = Vec::new();
             assert_eq!(
-                open_to("k", &bad, &mut out).unwrap_err().code(),
+                open_to("k", &bad, &mut out, &Keys::none()).unwrap_err().code(),
                 crate::error::EXIT_CORRUPT
             );
         }
+    }
+
+    #[test]
+    fn encrypted_objects_round_trip_and_refuse_tampering() {
+        let d = tempfile::tempdir().unwrap();
+        let (identity, recipient) = crate::crypto::generate();
+        std::fs::write(d.path().join("id"), identity).unwrap();
+        let reader = Keys::load(&crate::crypto::KeySource {
+            identity_file: Some(d.path().join("id")),
+            ..Default::default()
+        })
+        .unwrap();
+        let writer = Keys::load(&crate::crypto::KeySource {
+            recipients: vec![recipient],
+            ..Default::default()
+        })
+        .unwrap();
+        let plain: Vec<u8> = b"customer 4711 Jane Doe ".repeat(5000);
+        let c = Compressor {
+            level: 3,
+            workers: 0,
+        };
+        for class in [Class::Data, Class::Metadata] {
+            let (stored, env) = c
+                .seal_reader(&mut &plain[..], 0, &writer, class)
+                .unwrap();
+            assert!(env.key.is_some());
+            assert!(!stored.windows(8).any(|w| w == b"customer"));
+            assert_eq!(env.digest.0, reader.digester().of(&plain));
+            let (back, _) = open("k", &stored, &reader).unwrap();
+            assert_eq!(back, plain);
+            let mut out = Vec::new();
+            open_to("k", &stored, &mut out, &reader).unwrap();
+            assert_eq!(out, plain);
+            // Without keys: refused as a missing credential, not read as garbage.
+            assert_eq!(
+                open("k", &stored, &Keys::none()).unwrap_err().code(),
+                crate::error::EXIT_DENIED
+            );
+            for at in [40, ENVELOPE_LEN + 2, stored.len() - 2] {
+                let mut bad = stored.clone();
+                bad[at] ^= 0x10;
+                assert_eq!(
+                    open("k", &bad, &reader).unwrap_err().code(),
+                    crate::error::EXIT_CORRUPT,
+                    "byte {at}"
+                );
+            }
+        }
+        // The push host reads metadata, not data.
+        let (meta, _) = c
+            .seal_reader(&mut &plain[..], 0, &writer, Class::Metadata)
+            .unwrap();
+        assert_eq!(open("k", &meta, &writer).unwrap().0, plain);
+        let (data, _) = c
+            .seal_reader(&mut &plain[..], 0, &writer, Class::Data)
+            .unwrap();
+        assert_eq!(
+            open("k", &data, &writer).unwrap_err().code(),
+            crate::error::EXIT_DENIED
+        );
+        // A plain object in an encrypted repository is refused.
+        let (plain_obj, _) = c
+            .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
+            .unwrap();
+        assert_eq!(
+            open("k", &plain_obj, &reader).unwrap_err().code(),
+            crate::error::EXIT_CORRUPT
+        );
     }
 
     #[test]
@@ -439,14 +597,14 @@ mod tests {
             level: 3,
             workers: 0,
         }
-        .seal_reader(&mut &plain[..], 0)
+        .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
         .unwrap();
         for at in [0, 20, 40, ENVELOPE_LEN + 3, stored.len() - 1] {
             let mut bad = stored.clone();
             bad[at] ^= 0x40;
-            let e = open("wal/x", &bad).unwrap_err();
+            let e = open("wal/x", &bad, &Keys::none()).unwrap_err();
             assert_eq!(e.code(), crate::error::EXIT_CORRUPT, "byte {at}: {e}");
         }
-        assert!(open("k", &stored[..stored.len() - 5]).is_err());
+        assert!(open("k", &stored[..stored.len() - 5], &Keys::none()).is_err());
     }
 }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::storage::{ObjectKey, PutMode, PutOutcome, Store};
 use crate::wal::{SegmentHeader, WalFileName};
@@ -28,7 +29,13 @@ pub struct RepoRoot {
     /// RFC 3339, UTC.
     pub created_at: String,
     pub created_by: String,
+    /// `age-x25519` when every object is encrypted (see `crypto`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
 }
+
+/// The value of [`RepoRoot::encryption`] for an encrypted repository.
+pub const ENCRYPTION_SCHEME: &str = "age-x25519";
 
 pub(crate) mod u64_string {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
@@ -58,14 +65,27 @@ impl From<&SegmentHeader> for ClusterIdentity {
     }
 }
 
-/// A repository behind some store.
+/// A repository behind some store, with the keys this tool holds for it.
 pub struct Repository {
     store: Box<dyn Store>,
+    keys: Keys,
 }
 
 impl Repository {
+    /// A repository opened without encryption keys.
     pub fn new(store: Box<dyn Store>) -> Self {
-        Repository { store }
+        Repository {
+            store,
+            keys: Keys::none(),
+        }
+    }
+
+    pub fn with_keys(store: Box<dyn Store>, keys: Keys) -> Self {
+        Repository { store, keys }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -126,7 +146,31 @@ impl Repository {
                 root.format_version
             )));
         }
+        self.check_encryption(&root)?;
         Ok(Some(root))
+    }
+
+    /// A tool must never store plaintext into an encrypted repository, nor mix encrypted
+    /// objects into a plain one: the root decides, and the keys configured must agree.
+    fn check_encryption(&self, root: &RepoRoot) -> Result<()> {
+        match (root.encryption.as_deref(), self.keys.is_enabled()) {
+            (None, false) => Ok(()),
+            (Some(ENCRYPTION_SCHEME), true) => Ok(()),
+            (Some(ENCRYPTION_SCHEME), false) => Err(Error::Usage(format!(
+                "repository {} is encrypted ({ENCRYPTION_SCHEME}): configure \
+                 encryption_recipients (to push) or encryption_identity_file (to read and restore)",
+                self.location()
+            ))),
+            (Some(other), _) => Err(Error::Conflict(format!(
+                "repository {} uses encryption '{other}', which this pitrkit does not know",
+                self.location()
+            ))),
+            (None, true) => Err(Error::Conflict(format!(
+                "repository {} is not encrypted, but encryption keys are configured: refusing \
+                 to mix encrypted and plain objects (use a new repository for encryption)",
+                self.location()
+            ))),
+        }
     }
 
     /// Records which cluster the repository belongs to. When two writers race, the first
@@ -139,6 +183,10 @@ impl Repository {
             pg_major: header.pg_major,
             created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             created_by: concat!("pitrkit ", env!("CARGO_PKG_VERSION")).into(),
+            encryption: self
+                .keys
+                .is_enabled()
+                .then(|| ENCRYPTION_SCHEME.to_string()),
         };
         let mut json = serde_json::to_vec_pretty(&root).map_err(|e| Error::Usage(e.to_string()))?;
         json.push(b'\n');

@@ -371,6 +371,7 @@ mod tests {
                 chunks,
             }],
             delta_bases: bases.iter().copied().collect(),
+            sealed_with: None,
             totals: Totals {
                 files: 1,
                 bytes: 0,
@@ -384,12 +385,17 @@ mod tests {
     }
 
     fn put_chunk(repo: &Repository, data: &[u8]) -> ChunkId {
-        let id = ChunkId::of(data);
+        let id = ChunkId::of(data, &crate::crypto::Digester::Sha256);
         let sealed = Compressor {
             level: 1,
             workers: 0,
         }
-        .seal_known(data, crate::object::Sha256Sum(id.0))
+        .seal_known(
+            data,
+            crate::object::Sha256Sum(id.0),
+            repo.keys(),
+            crate::crypto::Class::Data,
+        )
         .unwrap();
         repo.store()
             .put(&id.key(), &sealed, PutMode::CreateNew)

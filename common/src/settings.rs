@@ -73,6 +73,11 @@ pub struct ConfigFile {
     /// Retention applied after each backup and by `bb-push --expire`.
     pub retain_full: Option<u32>,
     pub retain_window: Option<String>,
+    /// Encryption (see README): `age1…` recipients, the first seals new objects.
+    pub encryption_recipients: Option<Vec<String>>,
+    pub encryption_recipients_file: Option<PathBuf>,
+    pub encryption_identity_file: Option<PathBuf>,
+    pub encryption_identity_command: Option<String>,
 }
 
 /// Where the repository lives.
@@ -149,6 +154,8 @@ pub struct Settings {
     pub compress_level: Option<i32>,
     /// The retention policy of the configuration file (flags may override it).
     pub retention: crate::retention::Policy,
+    /// Where encryption keys come from; empty for a plain repository.
+    pub encryption: crate::crypto::KeySource,
     pub verbose: bool,
 }
 
@@ -168,7 +175,9 @@ impl std::fmt::Debug for Settings {
 }
 
 /// The environment variables pitrkit reads, in one place.
-pub const ENV_VARS: [&str; 10] = [
+pub const ENV_VARS: [&str; 12] = [
+    "PITR_ENCRYPTION_RECIPIENTS_FILE",
+    "PITR_ENCRYPTION_IDENTITY_FILE",
     "PITR_REPO",
     "PITR_CONFIG",
     "AWS_ACCESS_KEY_ID",
@@ -347,6 +356,18 @@ impl Settings {
                     .map(|w| parse_duration("retain_window", w))
                     .transpose()?,
             },
+            encryption: crate::crypto::KeySource {
+                recipients: file.encryption_recipients.clone().unwrap_or_default(),
+                recipients_file: env
+                    .get("PITR_ENCRYPTION_RECIPIENTS_FILE")
+                    .map(PathBuf::from)
+                    .or(file.encryption_recipients_file.clone()),
+                identity_file: env
+                    .get("PITR_ENCRYPTION_IDENTITY_FILE")
+                    .map(PathBuf::from)
+                    .or(file.encryption_identity_file.clone()),
+                identity_command: file.encryption_identity_command.clone(),
+            },
             verbose: args.verbose,
         })
     }
@@ -354,6 +375,13 @@ impl Settings {
     /// Resolves from the process environment.
     pub fn from_args(args: &RepoArgs) -> Result<Self> {
         Self::resolve(args, &process_env())
+    }
+
+    /// Opens the repository with the encryption keys configured (read from their files now:
+    /// a missing or malformed key fails before anything touches the store).
+    pub fn open_repo(&self) -> Result<crate::repo::Repository> {
+        let keys = crate::crypto::Keys::load(&self.encryption)?;
+        Ok(crate::repo::Repository::with_keys(self.open_store()?, keys))
     }
 
     /// Opens the store these settings point at. No network traffic happens here.

@@ -1,0 +1,559 @@
+//! Client-side encryption at rest, with the `age` format (age-encryption.org/v1) and X25519
+//! keys: objects are compressed, then encrypted on the database host, so the store only ever
+//! holds ciphertext.
+//!
+//! Why age: an audited, specified format with a maintained Rust implementation (the `age`
+//! crate, also behind `rage`), authenticated encryption (ChaCha20-Poly1305 in 64 KiB chunks,
+//! so any tampering fails decryption), and public-key recipients: a database host that only
+//! pushes holds the *recipient* (public key); the *identity* (private key) is needed only
+//! where backups are read (restore hosts, `pitr-check verify`), so a compromised primary
+//! can't read old backups from the repository. Keys are those of the stock `age-keygen`.
+//!
+//! Content digests. A plain repository names chunks by the sha256 of their content and
+//! records a content sha256 in every envelope; in an encrypted repository that would let
+//! anyone with read access to the bucket confirm a guess of the content. Encrypted objects
+//! record HMAC-SHA256 instead, keyed by a key derived (HKDF-SHA256) from the recipient, and
+//! chunks are named by that keyed digest: deduplication keeps working for whoever holds the
+//! recipient, and leaks nothing to whoever holds only the bucket. The recipient is therefore
+//! not public in pitrkit: keep it as private as a credential (it still can't decrypt).
+//!
+//! Two kinds of objects. *Data* (WAL segments, backup chunks: the rows) is sealed with age to
+//! the recipient, readable only with the identity. *Metadata* (backup manifests, timeline
+//! history files: no row data) is sealed with XChaCha20-Poly1305 under a key derived from the
+//! recipient, so the hosts that push can also read it: `bb-push` finds the previous backup's
+//! chunks, retention reads what each backup needs, `pitr-check status` computes windows —
+//! all without the identity, while someone with only the bucket still reads nothing.
+//!
+//! Key rotation: objects record the id of the key that sealed them (4 bytes of a hash of
+//! the recipient). New objects use the first recipient; old objects stay readable with any
+//! identity configured, so a restore host keeps old identities until their objects expire.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use age::x25519;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::XChaCha20Poly1305;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Which key sealed an object: the first 4 bytes of sha256("pitrkit key id" ‖ recipient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 4]);
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What the keys derived from one recipient do.
+#[derive(Clone)]
+struct Derived {
+    id: KeyId,
+    /// Keys content digests (and so chunk names).
+    mac: [u8; 32],
+    /// Seals metadata objects.
+    meta: [u8; 32],
+}
+
+impl Derived {
+    fn of(recipient: &x25519::Recipient) -> Self {
+        let text = recipient.to_string();
+        let mut id = [0u8; 4];
+        id.copy_from_slice(&Sha256::new_with_prefix(b"pitrkit key id\0").chain_update(text.as_bytes()).finalize()[..4]);
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"pitrkit"), text.as_bytes());
+        let derive = |info: &[u8]| {
+            let mut k = [0u8; 32];
+            hk.expand(info, &mut k)
+                .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
+            k
+        };
+        Derived {
+            id: KeyId(id),
+            mac: derive(b"content digest v1"),
+            meta: derive(b"metadata seal v1"),
+        }
+    }
+}
+
+/// How a content digest is computed: sha256 in a plain repository, HMAC-SHA256 with the
+/// key's derived MAC key in an encrypted one.
+#[derive(Clone)]
+pub enum Digester {
+    Sha256,
+    Keyed([u8; 32]),
+}
+
+impl Digester {
+    pub fn of(&self, data: &[u8]) -> [u8; 32] {
+        let mut s = self.start();
+        s.update(data);
+        s.finish()
+    }
+
+    pub fn start(&self) -> DigestState {
+        match self {
+            Digester::Sha256 => DigestState::Sha(Sha256::new()),
+            Digester::Keyed(k) => DigestState::Mac(
+                <Hmac<Sha256> as Mac>::new_from_slice(k)
+                    .unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
+            ),
+        }
+    }
+}
+
+/// An incremental digest.
+pub enum DigestState {
+    Sha(Sha256),
+    Mac(Hmac<Sha256>),
+}
+
+impl DigestState {
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            DigestState::Sha(h) => h.update(data),
+            DigestState::Mac(m) => m.update(data),
+        }
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        match self {
+            DigestState::Sha(h) => h.finalize().into(),
+            DigestState::Mac(m) => m.finalize().into_bytes().into(),
+        }
+    }
+}
+
+/// Where the keys come from (configuration file or environment; never the command line).
+#[derive(Debug, Clone, Default)]
+pub struct KeySource {
+    /// `age1…` recipients; the first seals new objects, the others only let a push host
+    /// recognise objects an earlier key sealed.
+    pub recipients: Vec<String>,
+    /// A file of `age1…` recipients, one per line (`#` comments), as `age -R` reads.
+    pub recipients_file: Option<PathBuf>,
+    /// An age identity file (`AGE-SECRET-KEY-1…` lines, as `age-keygen` writes).
+    pub identity_file: Option<PathBuf>,
+    /// A command whose stdout is an identity file (Vault, a KMS, a password manager).
+    pub identity_command: Option<String>,
+}
+
+impl KeySource {
+    pub fn is_set(&self) -> bool {
+        !self.recipients.is_empty()
+            || self.recipients_file.is_some()
+            || self.identity_file.is_some()
+            || self.identity_command.is_some()
+    }
+}
+
+/// The keys a tool holds. Cheap to clone; never printed.
+#[derive(Clone, Default)]
+pub struct Keys(Option<Arc<KeyRing>>);
+
+struct KeyRing {
+    /// Seals new objects.
+    write: (x25519::Recipient, Derived),
+    /// Recipients whose digests this tool can compute (including `write`).
+    known: Vec<Derived>,
+    /// Identities that can open objects, with their derived keys.
+    read: Vec<(x25519::Identity, Derived)>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("Keys(none)"),
+            Some(r) => write!(
+                f,
+                "Keys(write {}, {} identities)",
+                r.write.1.id,
+                r.read.len()
+            ),
+        }
+    }
+}
+
+impl Keys {
+    /// No encryption: a plain repository.
+    pub fn none() -> Self {
+        Keys(None)
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Loads the keys `source` names. With identities only, new objects are sealed to the
+    /// first identity's recipient.
+    pub fn load(source: &KeySource) -> Result<Self> {
+        if !source.is_set() {
+            return Ok(Keys(None));
+        }
+        let mut recipients = Vec::new();
+        let mut texts: Vec<(String, String)> = source
+            .recipients
+            .iter()
+            .map(|r| ("encryption_recipients".to_string(), r.clone()))
+            .collect();
+        if let Some(path) = &source.recipients_file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::local_io(path, e))?;
+            texts.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| (path.display().to_string(), l.to_string())),
+            );
+        }
+        for (from, text) in texts {
+            let r: x25519::Recipient = text.trim().parse().map_err(|_| {
+                // The value itself is not echoed: it is a credential here.
+                Error::Usage(format!(
+                    "{from}: not an age X25519 recipient (expected age1…, as `age-keygen -y` prints)"
+                ))
+            })?;
+            recipients.push(r);
+        }
+        let mut read = Vec::new();
+        if let Some(path) = &source.identity_file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::local_io(path, e))?;
+            read.extend(parse_identities(&text, &path.display().to_string())?);
+        }
+        if let Some(cmd) = &source.identity_command {
+            read.extend(parse_identities(
+                &run_identity_command(cmd)?,
+                "encryption_identity_command",
+            )?);
+        }
+        let write = match (recipients.first(), read.first()) {
+            (Some(r), _) => r.clone(),
+            (None, Some(i)) => i.to_public(),
+            (None, None) => {
+                return Err(Error::Usage(
+                    "encryption is configured but no recipient or identity was found".into(),
+                ));
+            }
+        };
+        let mut known: Vec<Derived> = recipients.iter().map(Derived::of).collect();
+        let read: Vec<(x25519::Identity, Derived)> = read
+            .into_iter()
+            .map(|i| {
+                let d = Derived::of(&i.to_public());
+                (i, d)
+            })
+            .collect();
+        known.extend(read.iter().map(|(_, d)| d.clone()));
+        let write_derived = Derived::of(&write);
+        Ok(Keys(Some(Arc::new(KeyRing {
+            write: (write, write_derived),
+            known,
+            read,
+        }))))
+    }
+
+    /// The key new objects are sealed with, if any.
+    pub fn write_key(&self) -> Option<KeyId> {
+        self.0.as_ref().map(|r| r.write.1.id)
+    }
+
+    /// How new content is digested (and chunks named).
+    pub fn digester(&self) -> Digester {
+        match &self.0 {
+            None => Digester::Sha256,
+            Some(r) => Digester::Keyed(r.write.1.mac),
+        }
+    }
+
+    /// How content sealed with `id` was digested, when this tool knows that key.
+    pub fn digester_for(&self, id: Option<KeyId>) -> Option<Digester> {
+        match (id, &self.0) {
+            (None, _) => Some(Digester::Sha256),
+            (Some(_), None) => None,
+            (Some(id), Some(r)) => r
+                .known
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| Digester::Keyed(d.mac)),
+        }
+    }
+
+    /// Whether an identity for `id` is configured.
+    pub fn can_open(&self, id: KeyId) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|r| r.read.iter().any(|(_, d)| d.id == id))
+    }
+
+    /// The ids of the identities configured, for messages.
+    pub fn identity_ids(&self) -> Vec<KeyId> {
+        self.0
+            .as_ref()
+            .map(|r| r.read.iter().map(|(_, d)| d.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Seals `payload` (already compressed): data with age to the write recipient, metadata
+    /// with the recipient-derived metadata key. Returns the scheme, key id and sealed bytes.
+    pub fn seal(&self, class: Class, payload: &[u8]) -> Result<(Scheme, Option<KeyId>, Vec<u8>)> {
+        let Some(r) = &self.0 else {
+            return Ok((Scheme::None, None, payload.to_vec()));
+        };
+        let (recipient, derived) = &r.write;
+        let sealed = match class {
+            Class::Data => {
+                let recipient: &dyn age::Recipient = recipient;
+                let enc = age::Encryptor::with_recipients(std::iter::once(recipient))
+                    .map_err(|e| Error::Usage(format!("age: {e}")))?;
+                let mut out = Vec::with_capacity(payload.len() + 256);
+                let io = |e: std::io::Error| Error::Usage(format!("age: {e}"));
+                let mut w = enc.wrap_output(&mut out).map_err(io)?;
+                w.write_all(payload).map_err(io)?;
+                w.finish().map_err(io)?;
+                out
+            }
+            Class::Metadata => {
+                let mut nonce = [0u8; 24];
+                getrandom::getrandom(&mut nonce)
+                    .map_err(|e| Error::Usage(format!("no randomness for a nonce: {e}")))?;
+                let cipher = XChaCha20Poly1305::new(&derived.meta.into());
+                let mut out = nonce.to_vec();
+                out.extend(
+                    cipher
+                        .encrypt(&nonce.into(), payload)
+                        .map_err(|_| Error::Usage("XChaCha20-Poly1305 refused".into()))?,
+                );
+                out
+            }
+        };
+        let scheme = match class {
+            Class::Data => Scheme::Age,
+            Class::Metadata => Scheme::Metadata,
+        };
+        Ok((scheme, Some(derived.id), sealed))
+    }
+
+    /// Opens the body of the object `key`, sealed with `scheme` and key `id`. A missing key is
+    /// a refusal (like a missing credential); a failed decryption with the right key is
+    /// corruption or tampering.
+    pub fn unseal(&self, key: &str, scheme: Scheme, id: KeyId, body: &[u8]) -> Result<Vec<u8>> {
+        let corrupt = |e: &dyn std::fmt::Display| {
+            Error::corrupt(key, format!("does not decrypt with key {id}: {e}"))
+        };
+        match scheme {
+            Scheme::None => Ok(body.to_vec()),
+            Scheme::Age => {
+                let identity = self
+                    .0
+                    .as_ref()
+                    .and_then(|r| r.read.iter().find(|(_, d)| d.id == id))
+                    .map(|(i, _)| i)
+                    .ok_or_else(|| self.missing(key, id, "identity", "encryption_identity_file"))?;
+                let dec = age::Decryptor::new_buffered(body).map_err(|e| corrupt(&e))?;
+                let mut r = dec
+                    .decrypt(std::iter::once(identity as &dyn age::Identity))
+                    .map_err(|e| corrupt(&e))?;
+                let mut out = Vec::with_capacity(body.len());
+                r.read_to_end(&mut out).map_err(|e| corrupt(&e))?;
+                Ok(out)
+            }
+            Scheme::Metadata => {
+                let d = self
+                    .0
+                    .as_ref()
+                    .and_then(|r| r.known.iter().find(|d| d.id == id))
+                    .ok_or_else(|| self.missing(key, id, "recipient or identity", "encryption_recipients"))?;
+                if body.len() < 24 {
+                    return Err(corrupt(&"shorter than its nonce"));
+                }
+                let (nonce, ct) = body.split_at(24);
+                XChaCha20Poly1305::new(&d.meta.into())
+                    .decrypt(nonce.into(), ct)
+                    .map_err(|_| corrupt(&"authentication failed"))
+            }
+        }
+    }
+
+    fn missing(&self, key: &str, id: KeyId, what: &str, setting: &str) -> Error {
+        let configured = match &self.0 {
+            None => "no encryption keys are configured".to_string(),
+            Some(r) => format!(
+                "configured: {}",
+                r.known
+                    .iter()
+                    .map(|d| d.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Error::Denied(format!(
+            "{key} is encrypted with key {id}; no {what} for it ({setting}; {configured})"
+        ))
+    }
+}
+
+/// What an object holds, which decides how it is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Rows: WAL segments, backup chunks. Only the identity opens them.
+    Data,
+    /// Manifests, timeline histories: the recipient opens them too.
+    Metadata,
+}
+
+/// How an object's payload is sealed (byte 19 of the envelope).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    None = 0,
+    /// age-encryption.org/v1 to an X25519 recipient.
+    Age = 1,
+    /// 24-byte random nonce, then XChaCha20-Poly1305 under the recipient-derived metadata key.
+    Metadata = 2,
+}
+
+impl Scheme {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Scheme::None),
+            1 => Some(Scheme::Age),
+            2 => Some(Scheme::Metadata),
+            _ => None,
+        }
+    }
+}
+
+fn parse_identities(text: &str, from: &str) -> Result<Vec<x25519::Identity>> {
+    let ids: Vec<x25519::Identity> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            l.parse().map_err(|_| {
+                Error::Usage(format!(
+                    "{from}: a line is not an age X25519 identity (expected AGE-SECRET-KEY-1…)"
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        return Err(Error::Usage(format!("{from}: no age identity in it")));
+    }
+    Ok(ids)
+}
+
+/// Runs the identity command through `sh -c`; its stdout is the identity file. Its stderr
+/// goes to ours; the identity never appears in a message.
+fn run_identity_command(cmd: &str) -> Result<String> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::local_io(Path::new("sh"), e))?;
+    if !out.status.success() {
+        return Err(Error::Denied(format!(
+            "encryption_identity_command failed ({})",
+            out.status
+        )));
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|_| Error::Usage("encryption_identity_command printed non-UTF-8".into()))
+}
+
+/// A new identity, as `age-keygen` would make it: the identity file text and the recipient.
+pub fn generate() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let id = x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    (
+        format!(
+            "# created by pitrkit\n# public key: {recipient}\n{}\n",
+            id.to_string().expose_secret()
+        ),
+        recipient,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_with_identity() -> (Keys, String, tempfile::TempDir) {
+        let d = tempfile::tempdir().unwrap();
+        let (identity, recipient) = generate();
+        let p = d.path().join("key.txt");
+        std::fs::write(&p, identity).unwrap();
+        let k = Keys::load(&KeySource {
+            identity_file: Some(p),
+            ..Default::default()
+        })
+        .unwrap();
+        (k, recipient, d)
+    }
+
+    #[test]
+    fn push_with_the_recipient_reads_with_the_identity() {
+        let (reader, recipient, _d) = keys_with_identity();
+        let writer = Keys::load(&KeySource {
+            recipients: vec![recipient],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(writer.write_key(), reader.write_key());
+        let (scheme, id, sealed) = writer.seal(Class::Data, b"secret rows").unwrap();
+        assert_eq!(scheme, Scheme::Age);
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        let id = id.unwrap();
+        assert_eq!(id, writer.write_key().unwrap());
+        assert_eq!(reader.unseal("k", scheme, id, &sealed).unwrap(), b"secret rows");
+        // The push host can't read the rows it wrote, but can read metadata.
+        assert_eq!(
+            writer.unseal("k", scheme, id, &sealed).unwrap_err().code(),
+            crate::error::EXIT_DENIED
+        );
+        let (mscheme, _, meta) = writer.seal(Class::Metadata, b"manifest").unwrap();
+        assert!(!meta.windows(8).any(|w| w == b"manifest"));
+        assert_eq!(writer.unseal("m", mscheme, id, &meta).unwrap(), b"manifest");
+        assert_eq!(reader.unseal("m", mscheme, id, &meta).unwrap(), b"manifest");
+        let mut badmeta = meta.clone();
+        badmeta[30] ^= 1;
+        assert_eq!(
+            reader.unseal("m", mscheme, id, &badmeta).unwrap_err().code(),
+            crate::error::EXIT_CORRUPT
+        );
+        // Same key, same digest on both sides; a different key, a different digest.
+        assert_eq!(writer.digester().of(b"x"), reader.digester().of(b"x"));
+        let (other, _, _d2) = keys_with_identity();
+        assert_ne!(other.digester().of(b"x"), reader.digester().of(b"x"));
+        assert_ne!(Digester::Sha256.of(b"x"), reader.digester().of(b"x"));
+        // Tampering is corruption, not a wrong key.
+        let mut bad = sealed.clone();
+        let at = bad.len() - 3;
+        bad[at] ^= 1;
+        assert_eq!(
+            reader.unseal("k", scheme, id, &bad).unwrap_err().code(),
+            crate::error::EXIT_CORRUPT
+        );
+    }
+
+    #[test]
+    fn bad_key_material_is_named_not_echoed() {
+        let e = Keys::load(&KeySource {
+            recipients: vec!["age1notakey".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_USAGE);
+        assert!(!e.to_string().contains("age1notakey"), "{e}");
+    }
+}

@@ -11,12 +11,12 @@ use std::path::Path;
 
 use jiff::Timestamp;
 use pitrkit::chunk::ChunkWriter;
+use pitrkit::db::db_err;
 use pitrkit::error::{Error, Result};
 use pitrkit::manifest::Entry;
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::runner::note;
 use pitrkit::wal::Lsn;
-use pitrkit::db::db_err;
 
 use std::time::Duration;
 

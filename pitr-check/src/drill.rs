@@ -1,11 +1,578 @@
-//! `pitr-check drill`.
+//! `pitr-check drill`: the weekly restore drill a runbook prescribes, as one command.
+//!
+//! It restores a backup into a throwaway directory with bb-restore's library, starts
+//! PostgreSQL on it (which replays the archive through wal-fetch, as a real restore would),
+//! waits until the server has promoted at the target, checks what it holds (connections,
+//! pg_amcheck, the caller's queries, row counts against the live cluster), then stops it and
+//! removes the directory. The report is one JSON object on stdout.
+//!
+//! What is a finding and what is an error: anything the backup or the archive is to blame
+//! for (a restore that fails, recovery that stops early, corruption, a wrong query result, a
+//! missing row) is a failed check in the report, verdict CRITICAL (exit 2). A problem with
+//! the drill's own inputs (a bad flag or target, an unreadable --sql file, no PostgreSQL
+//! binaries, an unreachable --dbname) is an error, UNKNOWN (exit 3): that drill proved
+//! nothing either way.
+
+mod rows;
+mod script;
+mod server;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
-use pitrkit::runner::Verdict;
-use pitrkit::settings::RepoArgs;
+use pitrkit::repo::Repository;
+use pitrkit::runner::{Verdict, note};
+use pitrkit::settings::{RepoArgs, Settings, parse_duration};
+use postgres::{Client, SimpleQueryMessage};
+use serde::Serialize;
 
 use crate::DrillArgs;
+use rows::Baseline;
+use script::{Step, Value};
+use server::{NotPromoted, Owner, Scratch, Server, error_message};
 
-pub fn run(_args: &DrillArgs, _repo: &RepoArgs) -> Result<Verdict> {
-    Err(Error::Usage("not yet".into()))
+/// The JSON report printed on stdout.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// The backup restored; null when none was.
+    backup_id: Option<String>,
+    /// Where recovery was asked to stop: `latest`, `time …`, `restore point '…'`…
+    target: String,
+    verdict: Verdict,
+    checks: Vec<Check>,
+    timings: Timings,
+    bytes_restored: u64,
+    /// The throwaway server's loopback port, once it was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    /// Why the drill stopped before its last check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Timings {
+    /// Choosing the backup and downloading it.
+    restore_seconds: Option<f64>,
+    /// Starting the server until it has promoted: replaying the archive.
+    replay_seconds: Option<f64>,
+    total_seconds: f64,
+}
+
+/// A check's result: `Ok(detail)` passed, `Err(detail)` failed.
+type Outcome = std::result::Result<String, String>;
+
+/// Why a drill ended early.
+enum Stop {
+    /// A check failed and the later ones can't run; it is in the report.
+    Failed,
+    /// The drill itself could not run: UNKNOWN.
+    Error(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+impl Report {
+    fn record(&mut self, name: impl Into<String>, outcome: Outcome) {
+        let (ok, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        self.checks.push(Check {
+            name: name.into(),
+            ok,
+            detail,
+        });
+    }
+
+    /// Records a failed check that ends the drill.
+    fn fail(&mut self, name: &str, detail: String) -> Stop {
+        self.error = Some(format!("{name}: {detail}"));
+        self.record(name, Err(detail));
+        Stop::Failed
+    }
+
+    fn first_failure(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| !c.ok)
+    }
+
+    /// One line for a human (or a cron mail) on stderr.
+    fn summary(&self) -> String {
+        match self.first_failure() {
+            None => format!(
+                "drill OK: backup {} ({:.1} MB) restored in {:.1} s and recovered to {} in {:.1} s; {} checks passed",
+                self.backup_id.as_deref().unwrap_or("?"),
+                self.bytes_restored as f64 / 1e6,
+                self.timings.restore_seconds.unwrap_or_default(),
+                self.target,
+                self.timings.replay_seconds.unwrap_or_default(),
+                self.checks.len()
+            ),
+            Some(c) => {
+                let failed = self.checks.iter().filter(|c| !c.ok).count();
+                let more = match failed {
+                    1 => String::new(),
+                    n => format!(" (and {} more failed checks)", n - 1),
+                };
+                format!("drill CRITICAL: {}: {}{more}", c.name, c.detail)
+            }
+        }
+    }
+}
+
+/// The drill's options, checked before anything is restored.
+struct Plan<'a> {
+    args: &'a DrillArgs,
+    owner: Option<Owner>,
+    workdir: PathBuf,
+    recovery_timeout: Duration,
+    script: Vec<Step>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(args: &'a DrillArgs) -> Result<Self> {
+        let script = match &args.sql {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::local_io(path, e))?;
+                script::parse(path, &text)?
+            }
+            None => Vec::new(),
+        };
+        if let Some(dir) = &args.pg_bin {
+            if !dir.join("postgres").is_file() {
+                return Err(Error::Usage(format!(
+                    "--pg-bin {}: no postgres binary there",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(Plan {
+            args,
+            owner: Owner::for_server(&args.run_as)?,
+            workdir: args.workdir.clone().unwrap_or_else(std::env::temp_dir),
+            recovery_timeout: parse_duration("--recovery-timeout", &args.recovery_timeout)?,
+            script,
+        })
+    }
+
+    /// The target as the report names it.
+    fn target(&self) -> String {
+        let a = self.args;
+        if let Some(t) = &a.target_time {
+            format!("time {t}")
+        } else if let Some(x) = a.target_xid {
+            format!("xid {x}")
+        } else if let Some(l) = &a.target_lsn {
+            format!("lsn {l}")
+        } else if let Some(n) = &a.target_name {
+            format!("restore point '{n}'")
+        } else if a.target_immediate {
+            "immediate".into()
+        } else {
+            "latest".into()
+        }
+    }
+}
+
+/// Runs one drill and prints its report: OK when every check passed, CRITICAL otherwise;
+/// an error (UNKNOWN) prints no report.
+pub fn run(args: &DrillArgs, repo: &RepoArgs) -> Result<Verdict> {
+    let plan = Plan::new(args)?;
+    let started = Instant::now();
+    let mut report = Report {
+        backup_id: None,
+        target: plan.target(),
+        verdict: Verdict::Critical,
+        checks: Vec::new(),
+        timings: Timings {
+            restore_seconds: None,
+            replay_seconds: None,
+            total_seconds: 0.0,
+        },
+        bytes_restored: 0,
+        port: None,
+        error: None,
+    };
+    match drill(&plan, repo, &mut report) {
+        Ok(()) | Err(Stop::Failed) => {}
+        Err(Stop::Error(e)) => return Err(e),
+    }
+    report.timings.total_seconds = seconds(started.elapsed());
+    report.verdict = if report.first_failure().is_none() && report.error.is_none() {
+        Verdict::Ok
+    } else {
+        Verdict::Critical
+    };
+    let json = serde_json::to_string(&report)
+        .map_err(|e| Error::Usage(format!("cannot write the report: {e}")))?;
+    writeln!(std::io::stdout().lock(), "{json}").map_err(|e| Error::local_io("stdout", e))?;
+    note(report.summary());
+    Ok(report.verdict)
+}
+
+/// The drill, step by step. The guards (`scratch`, then `server`) stop the server and
+/// remove the directory however this returns.
+fn drill(plan: &Plan, repo: &RepoArgs, report: &mut Report) -> Result<(), Stop> {
+    let user = plan.args.db_user.as_str();
+    let scratch = Scratch::create(&plan.workdir, plan.owner.clone(), plan.args.keep)?;
+    let baseline = match &plan.args.dbname {
+        Some(conninfo) => Some(baseline(conninfo, plan.recovery_timeout, report)?),
+        None => None,
+    };
+    let summary = restore(plan, repo, &scratch, baseline.as_ref(), report)?;
+    let bindir = pg_bindir(plan.args.pg_bin.as_deref(), repo, &summary.backup_id)?;
+
+    let (server, db) = start(&scratch, &bindir, plan, report)?;
+    let amcheck = amcheck(&scratch, &bindir, &server, user)?;
+    report.record("amcheck", amcheck);
+    run_script(&plan.script, &server, user, db, report);
+    if let Some(base) = &baseline {
+        let outcome = server
+            .connect(user, &base.dbname)
+            .map_err(|e| format!("database {}: {}", base.dbname, error_message(&e)))
+            .and_then(|mut db| rows::compare(base, &mut db));
+        report.record("row_counts", outcome);
+    }
+    Ok(())
+}
+
+/// Starts the server on the restored directory and waits until it has promoted; records
+/// the `connect` and `recovery` checks.
+fn start(
+    scratch: &Scratch,
+    bindir: &Path,
+    plan: &Plan,
+    report: &mut Report,
+) -> Result<(Server, Client), Stop> {
+    let user = plan.args.db_user.as_str();
+    let port = server::free_port()?;
+    report.port = Some(port);
+    let started = Instant::now();
+    let mut server = scratch.start(bindir, port)?;
+    let promoted = server.wait_promoted(plan.recovery_timeout, user);
+    let replay = seconds(started.elapsed());
+    report.timings.replay_seconds = Some(replay);
+    let db = match promoted {
+        Ok(db) => db,
+        Err(NotPromoted::Recovery(why)) => return Err(report.fail("recovery", why)),
+        Err(NotPromoted::Connect(why)) => return Err(report.fail("connect", why)),
+    };
+    report.record(
+        "connect",
+        Ok(format!(
+            "accepts connections as {user} on 127.0.0.1:{port} and in {}",
+            server.socket_dir().display()
+        )),
+    );
+    let mut detail = format!("promoted after {replay:.1} s");
+    let lines = server.recovery_lines();
+    if !lines.is_empty() {
+        detail.push_str(": ");
+        detail.push_str(&lines);
+    }
+    report.record("recovery", Ok(detail));
+    Ok((server, db))
+}
+
+/// With --dbname: counts the live database's rows at a fresh restore point and waits until
+/// the archive holds it; the restore then targets that point.
+fn baseline(conninfo: &str, limit: Duration, report: &mut Report) -> Result<Baseline, Stop> {
+    let name = format!(
+        "pitrkit-drill-{}-{}",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    );
+    let (base, mut live) = rows::take(conninfo, &name)?;
+    report.target = format!("restore point '{name}'");
+    match rows::wait_archived(&mut live, &base.segment, limit)? {
+        Ok(detail) => report.record("archive", Ok(detail)),
+        Err(why) => return Err(report.fail("archive", why)),
+    }
+    Ok(base)
+}
+
+/// Restores into the scratch directory. A restore that fails is the drill's main finding;
+/// only a usage error (a target no backup can reach, an unparsable one) is the caller's.
+fn restore(
+    plan: &Plan,
+    repo: &RepoArgs,
+    scratch: &Scratch,
+    baseline: Option<&Baseline>,
+    report: &mut Report,
+) -> Result<bb_restore::Summary, Stop> {
+    let a = plan.args;
+    let cli = bb_restore::Cli {
+        pgdata: scratch.data(),
+        target_time: a.target_time.clone(),
+        target_xid: a.target_xid,
+        target_lsn: a.target_lsn.clone(),
+        target_name: baseline
+            .map(|b| b.restore_point.clone())
+            .or_else(|| a.target_name.clone()),
+        target_immediate: a.target_immediate,
+        target_exclusive: false,
+        target_action: "promote".into(),
+        target_timeline: None,
+        backup: a.backup.clone(),
+        // The drill's cluster must never archive into the repository (a new timeline there
+        // would change what later restores follow).
+        archive_mode: "off".into(),
+        standby: false,
+        delta: false,
+        force: false,
+        jobs: a.jobs,
+        repo: repo.clone(),
+    };
+    let started = Instant::now();
+    let result = bb_restore::restore(cli);
+    report.timings.restore_seconds = Some(seconds(started.elapsed()));
+    match result {
+        Ok(s) => {
+            report.backup_id = Some(s.backup_id.clone());
+            report.bytes_restored = s.bytes;
+            report.record(
+                "restore",
+                Ok(format!(
+                    "backup {}: {} files, {} bytes in {:.1} s",
+                    s.backup_id, s.files, s.bytes, s.seconds
+                )),
+            );
+            Ok(s)
+        }
+        Err(e @ Error::Usage(_)) => Err(Stop::Error(e)),
+        Err(e) => Err(report.fail("restore", e.to_string())),
+    }
+}
+
+/// PostgreSQL's server binaries: `--pg-bin`, else those of the backup's major version in
+/// Debian's and Ubuntu's layout, else `pg_config`'s when it is the same major version (an
+/// older or newer server would refuse the data directory, less clearly).
+fn pg_bindir(explicit: Option<&Path>, repo: &RepoArgs, backup_id: &str) -> Result<PathBuf> {
+    if let Some(dir) = explicit {
+        return Ok(dir.to_path_buf());
+    }
+    let store = Settings::from_args(repo)?.open_store()?;
+    let manifest = Repository::new(store).read_manifest(&backup_id.parse()?)?;
+    let major = manifest.pg_version_num / 10000;
+    let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    if debian.join("postgres").is_file() {
+        return Ok(debian);
+    }
+    let found = match (pg_config("--bindir"), pg_config("--version")) {
+        (Some(dir), Some(version)) => {
+            let dir = PathBuf::from(dir);
+            match pg_major(&version) {
+                Some(m) if m == major && dir.join("postgres").is_file() => return Ok(dir),
+                _ => format!("pg_config finds {version} in {}", dir.display()),
+            }
+        }
+        _ => "pg_config is not on PATH".into(),
+    };
+    Err(Error::Usage(format!(
+        "backup {backup_id} needs PostgreSQL {major}: {}/postgres is missing and {found}; \
+         install PostgreSQL {major} or give --pg-bin DIR",
+        debian.display()
+    )))
+}
+
+fn pg_config(arg: &str) -> Option<String> {
+    let out = Command::new("pg_config")
+        .arg(arg)
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `PostgreSQL 15.5 (Debian 15.5-1.pgdg120+1)` → 15.
+fn pg_major(version: &str) -> Option<u32> {
+    let digits: String = version
+        .strip_prefix("PostgreSQL ")?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// pg_amcheck over every database: heap and B-tree structure, and that every heap tuple is
+/// in its indexes. `--install-missing` creates the amcheck extension where it is missing,
+/// which is harmless in a throwaway cluster.
+fn amcheck(scratch: &Scratch, bindir: &Path, server: &Server, user: &str) -> Result<Outcome> {
+    let exe = bindir.join("pg_amcheck");
+    if !exe.is_file() {
+        return Ok(Ok("pg_amcheck not installed".into()));
+    }
+    let out = scratch
+        .command(&exe)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LC_ALL", "C")
+        .arg("-h")
+        .arg(server.socket_dir())
+        .args(["-p", &server.port().to_string(), "-U", user])
+        .args(["--all", "--install-missing", "--heapallindexed"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::local_io(&exe, e))?;
+    if out.status.success() {
+        return Ok(Ok(
+            "pg_amcheck --all --heapallindexed found no corruption".into()
+        ));
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(6)
+        .collect();
+    Ok(Err(format!(
+        "pg_amcheck {}: {}",
+        out.status,
+        lines.join(" | ")
+    )))
+}
+
+/// Runs the --sql script: each query is a check named `sql:LINE`. A `\c` that fails is a
+/// failed check too, and the queries after it fail as not run.
+fn run_script(steps: &[Step], server: &Server, user: &str, first: Client, report: &mut Report) {
+    // The connection the next query runs on, or why there is none.
+    let mut db: std::result::Result<Client, String> = Ok(first);
+    for step in steps {
+        match step {
+            Step::Connect { line, dbname } => {
+                db = server.connect(user, dbname).map_err(|e| {
+                    format!(
+                        "cannot connect to database {dbname} (line {line}): {}",
+                        error_message(&e)
+                    )
+                });
+                if let Err(why) = &db {
+                    report.record(format!("sql:{line}"), Err(why.clone()));
+                }
+            }
+            Step::Query { line, sql, expect } => {
+                let outcome = match &mut db {
+                    Ok(client) => query(client, sql, expect.as_ref()),
+                    Err(why) => Err(format!("{}: not run: {why}", one_line(sql))),
+                };
+                report.record(format!("sql:{line}"), outcome);
+            }
+        }
+    }
+}
+
+/// Runs one query through the simple protocol, which returns every value as PostgreSQL's
+/// text, the form a runbook writes its expectation in.
+fn query(db: &mut Client, sql: &str, expect: Option<&Value>) -> Outcome {
+    let shown = one_line(sql);
+    let messages = db
+        .simple_query(sql)
+        .map_err(|e| format!("{shown}: {}", error_message(&e)))?;
+    let got = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .and_then(|r| r.try_get(0).ok())
+        .map(|v| v.map_or(Value::Null, |t| Value::Text(t.to_string())));
+    match (expect, got) {
+        (None, Some(g)) => Ok(format!("{shown} → {g}")),
+        (None, None) => Ok(format!("{shown} → ok")),
+        (Some(e), Some(g)) if *e == g => Ok(format!("{shown} → {g} as expected")),
+        (Some(e), Some(g)) => Err(format!("{shown}: expected {e}, got {g}")),
+        (Some(e), None) => Err(format!("{shown}: expected {e}, got no rows")),
+    }
+}
+
+/// A query as a report shows it: on one line, at most 80 characters.
+fn one_line(sql: &str) -> String {
+    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &flat[..at]),
+        None => flat,
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_version_of_pg_config() {
+        assert_eq!(
+            pg_major("PostgreSQL 15.5 (Debian 15.5-1.pgdg120+1)"),
+            Some(15)
+        );
+        assert_eq!(pg_major("PostgreSQL 17beta1"), Some(17));
+        assert_eq!(pg_major("postgres (PostgreSQL) 15.5"), None);
+    }
+
+    #[test]
+    fn queries_are_shown_on_one_short_line() {
+        assert_eq!(
+            one_line("select *\n  from t\n where i = 1;"),
+            "select * from t where i = 1;"
+        );
+        let long = format!("select '{}';", "é".repeat(100));
+        let shown = one_line(&long);
+        assert_eq!(shown.chars().count(), 81);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn the_summary_names_the_first_failure() {
+        let mut r = Report {
+            backup_id: Some("20260101T000000Z".into()),
+            target: "latest".into(),
+            verdict: Verdict::Critical,
+            checks: Vec::new(),
+            timings: Timings {
+                restore_seconds: Some(1.0),
+                replay_seconds: Some(2.0),
+                total_seconds: 3.0,
+            },
+            bytes_restored: 25_000_000,
+            port: None,
+            error: None,
+        };
+        r.record("restore", Ok("fine".into()));
+        assert!(
+            r.summary()
+                .starts_with("drill OK: backup 20260101T000000Z (25.0 MB)"),
+            "{}",
+            r.summary()
+        );
+        r.record("sql:3", Err("select 1: expected '2', got '1'".into()));
+        r.record("sql:5", Err("x".into()));
+        assert_eq!(
+            r.summary(),
+            "drill CRITICAL: sql:3: select 1: expected '2', got '1' (and 1 more failed checks)"
+        );
+    }
 }

@@ -368,9 +368,7 @@ pub fn build(
                 ),
             );
         } else if backups.iter().any(|b| {
-            b.restorable
-                && b.keep.is_none()
-                && b.start_lsn.segno(seg) <= gap.first_segno()
+            b.restorable && b.keep.is_none() && b.start_lsn.segno(seg) <= gap.first_segno()
         }) {
             flag(
                 Severity::Warning,

@@ -674,16 +674,16 @@ impl Site {
     pub fn backup(&self) -> serde_json::Value {
         let out = self.tool(
             "bb-push",
-            &["--pgdata", self.primary.data.to_str().unwrap()],
+            &["--pgdata", self.primary.data.to_str().expect("UTF-8 path")],
         );
         out.assert_ok();
-        serde_json::from_str(out.stdout.trim()).unwrap()
+        serde_json::from_str(out.stdout.trim()).expect("bb-push prints its summary as JSON")
     }
 
     /// Restores into a fresh directory, starts it, and waits until recovery has ended.
     pub fn restore(&self, name: &str, args: &[&str]) -> Pg {
         let dir = self.sb.path().join(name);
-        let mut all = vec!["--pgdata", dir.to_str().unwrap()];
+        let mut all = vec!["--pgdata", dir.to_str().expect("UTF-8 path")];
         all.extend_from_slice(args);
         let out = self.tool("bb-restore", &all);
         out.assert_ok();

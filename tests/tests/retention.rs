@@ -88,10 +88,7 @@ fn expire_keeps_what_restores(backend: Backend) {
     let mark = json(&s.tool("bb-push", &["--keep", &b1, "--keep-reason", "audit 2026"]));
     assert_eq!(mark["keep"], true);
     let before = s.repo.snapshot();
-    let dry = json(&s.tool(
-        "bb-push",
-        &["--expire", "--retain-full", "1", "--dry-run"],
-    ));
+    let dry = json(&s.tool("bb-push", &["--expire", "--retain-full", "1", "--dry-run"]));
     assert_eq!(s.repo.snapshot(), before, "a dry run changes nothing");
     assert_eq!(dry["dry_run"], true);
     assert_eq!(ids(&dry["expired_backups"]), vec![b2.clone()]);
@@ -187,11 +184,24 @@ fn a_backup_running_during_expire_loses_nothing() {
         }
     };
     let (mut stdout, mut stderr) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "{stderr}");
     println!("{expires} expires ran during the backup, {deferred} deferred chunk cleanup");
-    assert!(deferred > 0, "no expire overlapped the backup: {expires} ran");
+    assert!(
+        deferred > 0,
+        "no expire overlapped the backup: {expires} ran"
+    );
     let newest: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let id = newest["backup_id"].as_str().unwrap().to_string();
     json(&s.tool("bb-push", &["--expire", "--retain-full", "1"]));

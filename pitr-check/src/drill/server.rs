@@ -1,0 +1,556 @@
+//! The throwaway cluster of a drill: its private directory, the PostgreSQL server started in
+//! it with settings that keep the production configuration (restored with the backup) out
+//! of the way, and the server log watched while it recovers.
+//!
+//! Both halves are guards. Dropping the [`Server`] stops PostgreSQL, dropping the
+//! [`Scratch`] directory removes it, so a drill that fails half-way, or returns an error,
+//! leaves nothing running and nothing behind (unless `--keep`). Declare the server after
+//! the directory: locals drop in reverse order, so the server stops before its files go.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Gid, Pid, Uid, User};
+use pitrkit::error::{Error, Result};
+use pitrkit::runner::note;
+use postgres::{Client, NoTls};
+
+/// Trust for every local connection: safe only because the socket lives in a directory
+/// nobody else can enter and TCP listens on loopback for the few minutes a drill lasts.
+const HBA: &str = "local all all trust\nhost all all 127.0.0.1/32 trust\n";
+
+/// `sizeof(sun_path)` on Linux: PostgreSQL refuses a socket path that does not fit.
+const SOCKET_PATH_MAX: usize = 107;
+
+/// How long a fast shutdown may take before the server is stopped harder.
+const FAST_SHUTDOWN: Duration = Duration::from_secs(60);
+
+/// The unprivileged OS user PostgreSQL runs as when pitr-check runs as root (PostgreSQL
+/// refuses to run as root).
+#[derive(Debug, Clone)]
+pub struct Owner {
+    uid: Uid,
+    gid: Gid,
+}
+
+impl Owner {
+    /// `None` when not running as root: then everything runs as the current user.
+    pub fn for_server(name: &str) -> Result<Option<Owner>> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        let user = User::from_name(name)
+            .map_err(|e| Error::Usage(format!("cannot look up --run-as user '{name}': {e}")))?
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--run-as user '{name}' does not exist: give the OS user PostgreSQL runs as"
+                ))
+            })?;
+        if user.uid.is_root() {
+            return Err(Error::Usage(format!(
+                "--run-as {name} is root, and PostgreSQL refuses to run as root"
+            )));
+        }
+        Ok(Some(Owner {
+            uid: user.uid,
+            gid: user.gid,
+        }))
+    }
+}
+
+/// The drill's private directory: `data/` (the restored cluster), `postgres.log`, the
+/// server's socket and our pg_hba.conf. Mode 0700, owned by the server's user.
+pub struct Scratch {
+    dir: PathBuf,
+    owner: Option<Owner>,
+    keep: bool,
+}
+
+impl Scratch {
+    /// Makes the directory under `base` with an empty `data/` ready for bb-restore, which
+    /// gives the restored files to the owner of `data/`'s parent, that is to `owner`.
+    pub fn create(base: &Path, owner: Option<Owner>, keep: bool) -> Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix("pitrkit-drill-")
+            .tempdir_in(base)
+            .map_err(|e| Error::local_io(base, e))?
+            .keep();
+        // From here on, dropping `scratch` cleans up.
+        let scratch = Scratch { dir, owner, keep };
+        let socket = scratch.dir.join(".s.PGSQL.65535");
+        if socket.as_os_str().len() > SOCKET_PATH_MAX {
+            return Err(Error::Usage(format!(
+                "{} is too long a path for the server's Unix socket: give a shorter --workdir",
+                scratch.dir.display()
+            )));
+        }
+        scratch.make_private(&scratch.dir, true)?;
+        scratch.write_private("pg_hba.conf", HBA)?;
+        scratch.write_private("pg_ident.conf", "")?;
+        scratch.make_private(&scratch.data(), false)?;
+        Ok(scratch)
+    }
+
+    /// Where the backup is restored.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn make_private(&self, dir: &Path, exists: bool) -> Result<()> {
+        if !exists {
+            fs::create_dir(dir).map_err(|e| Error::local_io(dir, e))?;
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::local_io(dir, e))?;
+        self.give(dir)
+    }
+
+    fn write_private(&self, name: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(name);
+        fs::write(&path, text).map_err(|e| Error::local_io(&path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::local_io(&path, e))?;
+        self.give(&path)
+    }
+
+    /// Hands a path to the server's user (when running as root).
+    fn give(&self, path: &Path) -> Result<()> {
+        match &self.owner {
+            Some(o) => std::os::unix::fs::lchown(path, Some(o.uid.as_raw()), Some(o.gid.as_raw()))
+                .map_err(|e| Error::local_io(path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// A command run as the server's user, in this directory (the caller's working
+    /// directory may be one that user can't enter).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(&self.dir);
+        if let Some(o) = &self.owner {
+            c.uid(o.uid.as_raw()).gid(o.gid.as_raw());
+        }
+        c
+    }
+
+    /// Starts PostgreSQL on the restored data directory, on `port` of 127.0.0.1 and a socket
+    /// in this directory.
+    pub fn start(&self, bindir: &Path, port: u16) -> Result<Server> {
+        let data = self.data();
+        // Debian keeps postgresql.conf in /etc, outside the data directory and so outside
+        // the backup; PostgreSQL won't start without one. Our -c settings are enough.
+        let conf = data.join("postgresql.conf");
+        if !conf.exists() {
+            fs::write(
+                &conf,
+                "# written by pitr-check drill: the backup had none\n",
+            )
+            .map_err(|e| Error::local_io(&conf, e))?;
+            self.give(&conf)?;
+        }
+        let log_path = self.dir.join("postgres.log");
+        let log = File::create(&log_path).map_err(|e| Error::local_io(&log_path, e))?;
+        self.give(&log_path)?;
+        let err_log = log.try_clone().map_err(|e| Error::local_io(&log_path, e))?;
+        let postgres = bindir.join("postgres");
+        let mut cmd = self.command(&postgres);
+        cmd.arg("-D").arg(&data);
+        for (name, value) in overrides(&self.dir, &data, port) {
+            cmd.arg("-c").arg(format!("{name}={value}"));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(|e| Error::local_io(&postgres, e))?;
+        Ok(Server {
+            child: Some(child),
+            port,
+            socket_dir: self.dir.clone(),
+            data,
+            log: LogWatch::new(log_path),
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.keep {
+            note(format!(
+                "kept {} for inspection: data/ holds the stopped cluster (data/postmaster.opts \
+                 the command line it ran with), postgres.log its log; remove it when done",
+                self.dir.display()
+            ));
+        } else if let Err(e) = fs::remove_dir_all(&self.dir) {
+            note(format!("could not remove {}: {e}", self.dir.display()));
+        }
+    }
+}
+
+/// Settings given on the command line, which outrank postgresql.conf and
+/// postgresql.auto.conf, so that the production configuration restored with the backup can't
+/// reach outside the drill: listen elsewhere, archive into the repository, write the
+/// production pid file, run recovery hooks, wait for a synchronous standby that will never
+/// answer (pg_amcheck's CREATE EXTENSION would hang), or log somewhere we don't watch.
+///
+/// Durability settings (fsync, synchronous_commit) stay as they were: the drill's replay time
+/// is what a real restore would take, which is the number a runbook's RTO needs.
+fn overrides(dir: &Path, data: &Path, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("data_directory", data.display().to_string()),
+        ("port", port.to_string()),
+        ("listen_addresses", "127.0.0.1".into()),
+        // A list setting: quoted, so a path with a comma or space stays one entry.
+        (
+            "unix_socket_directories",
+            format!("\"{}\"", dir.display().to_string().replace('"', "\"\"")),
+        ),
+        ("unix_socket_group", String::new()),
+        ("unix_socket_permissions", "0700".into()),
+        ("hba_file", dir.join("pg_hba.conf").display().to_string()),
+        (
+            "ident_file",
+            dir.join("pg_ident.conf").display().to_string(),
+        ),
+        ("ssl", "off".into()),
+        ("archive_mode", "off".into()),
+        ("external_pid_file", String::new()),
+        ("recovery_end_command", String::new()),
+        ("archive_cleanup_command", String::new()),
+        ("synchronous_standby_names", String::new()),
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+        // The log is read for FATAL and PANIC: untranslated.
+        ("lc_messages", "C".into()),
+    ]
+}
+
+/// Why a server did not get to run normally.
+#[derive(Debug)]
+pub enum NotPromoted {
+    /// Recovery failed, stopped early, or took too long.
+    Recovery(String),
+    /// Recovery got far enough to accept connections, but not ours.
+    Connect(String),
+}
+
+pub use pitrkit::db::message as error_message;
+
+/// The running throwaway server. Dropping it stops it.
+pub struct Server {
+    child: Option<Child>,
+    port: u16,
+    socket_dir: PathBuf,
+    data: PathBuf,
+    log: LogWatch,
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// Waits until recovery has ended, and returns a connection as `user` to the promoted
+    /// server. `Err` says why not: the first FATAL or PANIC line of the log (which, for a
+    /// restore_command failure, follows wal-fetch's own message naming the object), an exit,
+    /// the timeout, or a server that runs but refuses `user`.
+    pub fn wait_promoted(
+        &mut self,
+        timeout: Duration,
+        user: &str,
+    ) -> std::result::Result<Client, NotPromoted> {
+        let started = Instant::now();
+        let mut db: Option<Client> = None;
+        loop {
+            let exited = match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => Some(status.to_string()),
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            // Read after the exit check, so the last lines before an exit are seen.
+            if let Some(problem) = self.log.poll() {
+                return Err(NotPromoted::Recovery(problem));
+            }
+            if let Some(status) = exited {
+                return Err(NotPromoted::Recovery(format!(
+                    "the server exited ({status}) during recovery; its last log line: {}",
+                    self.log.last_line()
+                )));
+            }
+            // Connect only once the postmaster says it accepts connections: attempts before
+            // that would log "the database system is starting up" as FATAL.
+            if db.is_none() && self.status().as_deref() == Some("ready") {
+                db = Some(self.connect(user, "postgres").map_err(|e| {
+                    NotPromoted::Connect(format!("as {user}: {}", error_message(&e)))
+                })?);
+            }
+            if let Some(client) = db.as_mut() {
+                let in_recovery: bool = client
+                    .query_one("select pg_is_in_recovery()", &[])
+                    .map_err(|e| NotPromoted::Recovery(error_message(&e)))?
+                    .get(0);
+                if !in_recovery {
+                    // The lines saying where recovery stopped come just before.
+                    let _ = self.log.poll();
+                    return db.ok_or_else(|| NotPromoted::Recovery("no connection".into()));
+                }
+            }
+            if started.elapsed() > timeout {
+                return Err(NotPromoted::Recovery(format!(
+                    "recovery did not end within {} (--recovery-timeout); its last log line: {}",
+                    humantime::format_duration(timeout),
+                    self.log.last_line()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The postmaster's state from `postmaster.pid`, which is what `pg_ctl -w` watches:
+    /// "starting", "ready" (accepting connections, also during hot standby), "standby"
+    /// (recovering with hot_standby off: no connections until promoted), "stopping".
+    fn status(&self) -> Option<String> {
+        let pid = self.child.as_ref()?.id().to_string();
+        let text = fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        let lines: Vec<&str> = text.lines().collect();
+        (lines.first().map(|l| l.trim()) == Some(pid.as_str()))
+            .then(|| lines.get(7).map(|s| s.trim().to_string()))
+            .flatten()
+    }
+
+    /// The log lines that say where recovery stopped, for the report.
+    pub fn recovery_lines(&self) -> String {
+        self.log.recovery.join("; ")
+    }
+
+    /// A connection over the socket in the throwaway directory.
+    pub fn connect(
+        &self,
+        user: &str,
+        dbname: &str,
+    ) -> std::result::Result<Client, postgres::Error> {
+        postgres::Config::new()
+            .host_path(&self.socket_dir)
+            .port(self.port)
+            .user(user)
+            .dbname(dbname)
+            .application_name("pitr-check drill")
+            .connect_timeout(Duration::from_secs(30))
+            .connect(NoTls)
+    }
+
+    /// Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let Ok(pid) = i32::try_from(child.id()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        };
+        for (signal, patience) in [
+            (Signal::SIGINT, FAST_SHUTDOWN),
+            (Signal::SIGQUIT, Duration::from_secs(10)),
+        ] {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            let _ = kill(Pid::from_raw(pid), signal);
+            let started = Instant::now();
+            while started.elapsed() < patience {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        note(format!(
+            "the drill's server (pid {pid}) ignored shutdown requests: killing it"
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Follows the server log as it grows.
+struct LogWatch {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+    last: String,
+    /// The latest line from a pitrkit tool (wal-fetch writes its errors to the log).
+    tool: Option<String>,
+    /// Lines that say where recovery stopped.
+    recovery: Vec<String>,
+}
+
+impl LogWatch {
+    fn new(path: PathBuf) -> Self {
+        LogWatch {
+            path,
+            offset: 0,
+            partial: String::new(),
+            last: String::new(),
+            tool: None,
+            recovery: Vec::new(),
+        }
+    }
+
+    fn last_line(&self) -> String {
+        if self.last.is_empty() {
+            "(none)".into()
+        } else {
+            message(&self.last).to_string()
+        }
+    }
+
+    /// Reads what was appended; returns the first FATAL or PANIC among it, with the
+    /// preceding tool message when there is one.
+    fn poll(&mut self) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut f = File::open(&self.path).ok()?;
+        f.seek(SeekFrom::Start(self.offset)).ok()?;
+        f.read_to_end(&mut buf).ok()?;
+        self.offset += buf.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        let end = self.partial.rfind('\n')?;
+        let complete: String = self.partial.drain(..=end).collect();
+        for line in complete.lines() {
+            if let Some(problem) = self.line(line) {
+                return Some(problem);
+            }
+        }
+        None
+    }
+
+    fn line(&mut self, line: &str) -> Option<String> {
+        if line.trim().is_empty() {
+            return None;
+        }
+        self.last = line.to_string();
+        if let Some(sev) = ["FATAL:  ", "PANIC:  "].iter().find(|s| line.contains(*s)) {
+            let at = line.find(sev).unwrap_or(0);
+            let quoted = line[at..].replacen("  ", " ", 1);
+            return Some(match &self.tool {
+                Some(tool) => format!("{quoted} (after: {tool})"),
+                None => quoted,
+            });
+        }
+        if ["wal-fetch: ", "wal-push: "]
+            .iter()
+            .any(|t| line.starts_with(t))
+        {
+            self.tool = Some(line.to_string());
+        }
+        if [
+            "recovery stopping",
+            "last completed transaction",
+            "recovery has paused",
+        ]
+        .iter()
+        .any(|m| line.contains(m))
+        {
+            self.recovery.push(
+                message(line)
+                    .trim_start_matches("LOG:")
+                    .trim_start()
+                    .to_string(),
+            );
+        }
+        None
+    }
+}
+
+/// A log line without its prefix (time, pid): from its severity on.
+fn message(line: &str) -> &str {
+    ["LOG:  ", "FATAL:  ", "PANIC:  ", "ERROR:  ", "WARNING:  "]
+        .iter()
+        .filter_map(|s| line.find(s))
+        .min()
+        .map_or(line, |at| &line[at..])
+}
+
+/// A loopback port nothing listens on now. (Another process could take it before the
+/// server binds it; the server's log then says so.)
+pub fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::local_io("127.0.0.1:0", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch(lines: &[&str]) -> (LogWatch, Option<String>) {
+        let mut w = LogWatch::new(PathBuf::new());
+        let found = lines.iter().find_map(|l| w.line(l));
+        (w, found)
+    }
+
+    #[test]
+    fn the_first_fatal_line_is_quoted_with_what_wal_fetch_said() {
+        let (_, found) = watch(&[
+            "2026-01-01 00:00:00.000 UTC [10] LOG:  starting archive recovery",
+            "wal-fetch: corrupt object wal/00000001/000000010000000000000003.zst: sha256 mismatch",
+            "2026-01-01 00:00:01.000 UTC [10] FATAL:  could not restore file \"000000010000000000000003\" from archive: child process exited with exit code 135",
+            "2026-01-01 00:00:01.000 UTC [9] LOG:  startup process (PID 10) exited with exit code 1",
+        ]);
+        assert_eq!(
+            found.unwrap(),
+            "FATAL: could not restore file \"000000010000000000000003\" from archive: child \
+             process exited with exit code 135 (after: wal-fetch: corrupt object \
+             wal/00000001/000000010000000000000003.zst: sha256 mismatch)"
+        );
+    }
+
+    #[test]
+    fn where_recovery_stopped_is_remembered() {
+        let (w, found) = watch(&[
+            "2026-01-01 00:00:00.000 UTC [10] LOG:  recovery stopping at restore point \"x\", time 2026-01-01 00:00:00+00",
+            "2026-01-01 00:00:00.000 UTC [10] LOG:  last completed transaction was at log time 2026-01-01 00:00:00+00",
+            "2026-01-01 00:00:00.000 UTC [9] LOG:  database system is ready to accept connections",
+        ]);
+        assert_eq!(found, None);
+        assert_eq!(
+            w.recovery,
+            vec![
+                "recovery stopping at restore point \"x\", time 2026-01-01 00:00:00+00",
+                "last completed transaction was at log time 2026-01-01 00:00:00+00"
+            ]
+        );
+        assert_eq!(
+            w.last_line(),
+            "LOG:  database system is ready to accept connections"
+        );
+    }
+
+    #[test]
+    fn socket_directory_is_one_quoted_list_entry() {
+        let o = overrides(Path::new("/tmp/a b,c"), Path::new("/tmp/a b,c/data"), 5433);
+        let dirs = o
+            .iter()
+            .find(|(k, _)| *k == "unix_socket_directories")
+            .unwrap();
+        assert_eq!(dirs.1, "\"/tmp/a b,c\"");
+    }
+}

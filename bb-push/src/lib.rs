@@ -126,7 +126,7 @@ const EXPIRE_WAIT: Duration = Duration::from_secs(15 * 60);
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
-    let repo = Repository::new(settings.open_store()?);
+    let repo = settings.open_repo()?;
     let policy = retention::Policy {
         retain_full: cli.retain_full.or(settings.retention.retain_full),
         retain_window: match &cli.retain_window {
@@ -160,7 +160,11 @@ pub fn run(cli: Cli) -> Result<()> {
     repo.store().create()?;
     let lock = RepoLock::acquire(&repo, LockKind::Backup)?;
     wait_for_expire(&lock)?;
-    let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 })?;
+    let writer = ChunkWriter::new(
+        repo.store(),
+        Compressor { level, workers: 0 },
+        repo.keys(),
+    )?;
     let captured = match (&cli.stdin, &cli.pgdata) {
         (Some(dash), _) if dash == "-" => stream::capture(&cli, &repo, &writer, jobs)?,
         (Some(other), _) => {
@@ -317,6 +321,7 @@ fn publish(
             _ => &[],
         })),
         entries: c.entries,
+        sealed_with: repo.keys().write_key(),
         totals: Totals {
             files,
             bytes,

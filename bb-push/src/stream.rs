@@ -138,7 +138,7 @@ pub(crate) fn capture(
                                 .get(&path)
                                 .and_then(|p| p.get(chunks.len()))
                                 .copied();
-                            chunks.push(ChunkId::of(&buf[..n]));
+                            chunks.push(ChunkId::of(&buf[..n], &repo.keys().digester()));
                             let mut item = (buf[..n].to_vec(), prev);
                             loop {
                                 match tx.try_send(item) {

@@ -113,7 +113,7 @@ pub fn restore(cli: Cli) -> Result<Summary> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
     let target = parse_target(&cli)?;
-    let repo = Repository::new(settings.open_store()?);
+    let repo = settings.open_repo()?;
     let root = repo.read_root()?.ok_or_else(|| {
         Error::Conflict(format!(
             "{} is not a pitrkit repository (no pitrkit.json)",
@@ -380,6 +380,9 @@ fn restore_files(
 ) -> Result<u64> {
     let mut pieces = Vec::new();
     let mut wanted = std::collections::HashSet::new();
+    // Chunks are named with the key that sealed the manifest; without it, --delta can't
+    // recognise a matching chunk and fetches everything.
+    let digester = repo.keys().digester_for(m.sealed_with);
     for e in &m.entries {
         let path = dir.join(e.path());
         wanted.insert(path.clone());
@@ -419,7 +422,9 @@ fn restore_files(
                             .min(*size as usize)
                             .min(d.len());
                         d.get(offset as usize..end)
-                            .is_some_and(|c| ChunkId::of(c) == *id)
+                            .is_some_and(|c| {
+                                digester.as_ref().is_some_and(|g| ChunkId::of(c, g) == *id)
+                            })
                     });
                     if !same {
                         pieces.push(Piece {
@@ -436,7 +441,7 @@ fn restore_files(
         remove_unwanted(dir, &wanted)?;
     }
     let fetched = parallel::map(jobs, &pieces, |p| {
-        let data = chunk::read(repo.store(), p.id)?;
+        let data = chunk::read(repo.store(), repo.keys(), p.id)?;
         let f = fs::OpenOptions::new()
             .write(true)
             .open(&p.path)

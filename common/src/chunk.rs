@@ -339,7 +339,12 @@ fn read_object(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<(Stored, 
     let stored = store.get(&key)?.ok_or_else(|| {
         Error::corrupt(&key, "missing from the repository (a backup refers to it)")
     })?;
-    let (plain, env) = object::open(key.as_str(), &stored, keys)?;
+    parse_object(keys, id, &stored)
+}
+
+fn parse_object(keys: &Keys, id: &ChunkId, stored: &[u8]) -> Result<(Stored, Digester)> {
+    let key = id.key();
+    let (plain, env) = object::open(key.as_str(), stored, keys)?;
     // open() succeeded, so the key that sealed it is known.
     let digester = keys.digester_for(env.key).unwrap_or(Digester::Sha256);
     if env.digest.0 == id.0 {
@@ -371,7 +376,23 @@ fn read_full(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<Vec<u8>> {
 /// Fetches a chunk, rebuilding it from its base if it is a page delta, and proves the content
 /// has the sha256 it is named by.
 pub fn read(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<Vec<u8>> {
-    match read_object(store, keys, id)? {
+    rebuild(store, keys, id, read_object(store, keys, id)?)
+}
+
+/// Verifies a chunk object already fetched (`stored`): its envelope and digest, and for a
+/// page delta that it rebuilds, from its base, into content with its name. Returns the
+/// content's length.
+pub fn verify(store: &dyn Store, keys: &Keys, id: &ChunkId, stored: &[u8]) -> Result<u64> {
+    rebuild(store, keys, id, parse_object(keys, id, stored)?).map(|c| c.len() as u64)
+}
+
+fn rebuild(
+    store: &dyn Store,
+    keys: &Keys,
+    id: &ChunkId,
+    object: (Stored, Digester),
+) -> Result<Vec<u8>> {
+    match object {
         (Stored::Full(content), _) => Ok(content),
         (Stored::Delta(d), digester) => {
             let mut content = read_full(store, keys, &d.base)?;

@@ -23,7 +23,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
-use pitrkit::repo::Repository;
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
 use postgres::{Client, SimpleQueryMessage};
@@ -365,8 +364,9 @@ fn pg_bindir(explicit: Option<&Path>, repo: &RepoArgs, backup_id: &str) -> Resul
     if let Some(dir) = explicit {
         return Ok(dir.to_path_buf());
     }
-    let store = Settings::from_args(repo)?.open_store()?;
-    let manifest = Repository::new(store).read_manifest(&backup_id.parse()?)?;
+    let manifest = Settings::from_args(repo)?
+        .open_repo()?
+        .read_manifest(&backup_id.parse()?)?;
     let major = manifest.pg_version_num / 10000;
     let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
     if debian.join("postgres").is_file() {

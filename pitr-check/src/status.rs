@@ -41,7 +41,7 @@ pub struct Inventory {
 impl Inventory {
     pub fn load(repo_args: &RepoArgs) -> Result<Self> {
         let settings = Settings::from_args(repo_args)?;
-        let repo = Repository::new(settings.open_store()?);
+        let repo = settings.open_repo()?;
         let root = repo.read_root()?.ok_or_else(|| {
             Error::Conflict(format!(
                 "{} is not a pitrkit repository (no pitrkit.json): is --repo right?",

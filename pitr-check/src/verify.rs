@@ -4,14 +4,15 @@
 //! `status` trusts listings; this reads the bytes, so it finds the silent failures listings
 //! can't: a flipped bit on a disk, a truncated upload, an object replaced by something else.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jiff::Timestamp;
 use pitrkit::chunk::{self, ChunkId};
 use pitrkit::error::{Error, Result};
-use pitrkit::object;
+use pitrkit::object::{self, Envelope};
 use pitrkit::parallel;
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings};
@@ -34,7 +35,8 @@ pub struct Broken {
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
     pub key: String,
-    /// `corrupt` (read but failed its checks) or `missing` (referenced but absent).
+    /// `corrupt` (read but failed its checks), `missing` (referenced but absent) or
+    /// `no-key` (encrypted with a key no configured identity opens).
     pub problem: String,
     pub detail: String,
     pub breaks: Vec<Broken>,
@@ -49,6 +51,9 @@ pub struct VerifyReport {
     pub objects_checked: u64,
     pub bytes_checked: u64,
     pub seconds: f64,
+    /// How many objects each key sealed (`none`: not encrypted): what a key rotation must
+    /// keep readable until those objects expire.
+    pub keys: BTreeMap<String, u64>,
     pub problems: Vec<Problem>,
 }
 
@@ -93,17 +98,29 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         .map(|o| o.key)
         .collect();
     let bytes = AtomicU64::new(0);
+    let by_key: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+    let keys = inv.repo.keys();
     // Corruption is a finding; an unreachable store stops the run (UNKNOWN).
     let found = parallel::map(jobs, &objects, |key| -> Result<Option<Problem>> {
+        let Some(stored) = store.get(key)? else {
+            return Ok(None); // removed since the listing (retention)
+        };
+        let sealed_with = Envelope::decode(key.as_str(), &stored)
+            .ok()
+            .map(|e| e.key.map_or_else(|| "none".to_string(), |k| k.to_string()));
+        if let Some(k) = sealed_with {
+            *by_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(k)
+                .or_default() += 1;
+        }
         let outcome = match kind_of(key) {
-            Kind::Chunk(id) => chunk::read(store, &id).map(|c| c.len() as u64),
-            Kind::Wal(_) | Kind::Other => match store.get(key)? {
-                None => return Ok(None), // removed since the listing (retention)
-                Some(stored) => {
-                    let mut sink = std::io::sink();
-                    object::open_to(key.as_str(), &stored, &mut sink).map(|e| e.plain_len)
-                }
-            },
+            Kind::Chunk(id) => chunk::verify(store, keys, &id, &stored),
+            Kind::Wal(_) | Kind::Other => {
+                let mut sink = std::io::sink();
+                object::open_to(key.as_str(), &stored, &mut sink, keys).map(|e| e.plain_len)
+            }
         };
         match outcome {
             Ok(n) => {
@@ -113,6 +130,14 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
             Err(Error::Corrupt { reason, .. }) => Ok(Some(Problem {
                 key: key.to_string(),
                 problem: "corrupt".into(),
+                detail: reason,
+                breaks: vec![],
+            })),
+            // Encrypted with a key this host has no identity for: can't be checked here,
+            // and can't be restored with these keys either.
+            Err(Error::Denied(reason)) => Ok(Some(Problem {
+                key: key.to_string(),
+                problem: "no-key".into(),
                 detail: reason,
                 breaks: vec![],
             })),
@@ -178,6 +203,7 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         objects_checked: objects.len() as u64,
         bytes_checked: bytes.load(Ordering::Relaxed),
         seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        keys: by_key.into_inner().unwrap_or_else(|p| p.into_inner()),
         problems,
     };
     print_report(
@@ -271,6 +297,15 @@ fn table(out: &mut dyn std::io::Write, r: &VerifyReport) -> std::io::Result<()> 
         r.objects_checked,
         human_bytes(r.bytes_checked),
         r.seconds
+    )?;
+    writeln!(
+        out,
+        "keys        {}",
+        r.keys
+            .iter()
+            .map(|(k, n)| format!("{k}: {n} objects"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )?;
     writeln!(out, "status      {}", verdict_word(r.verdict))?;
     for p in &r.problems {

@@ -656,8 +656,17 @@ pub struct Site {
 }
 
 pub fn site(name: &str, backend: Backend, extra_conf: &str) -> Site {
+    site_with(name, backend, extra_conf, "")
+}
+
+/// A site whose pitrkit config file gets `config_lines` too (encryption keys…) before the
+/// primary starts archiving with it.
+pub fn site_with(name: &str, backend: Backend, extra_conf: &str, config_lines: &str) -> Site {
     let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
     let repo = TestRepo::new(&sb, backend);
+    let mut config = fs::read_to_string(&repo.config).expect("config");
+    config.push_str(config_lines);
+    fs::write(&repo.config, config).expect("config");
     let mut primary = Pg::init(&sb, "primary");
     primary.configure(&format!("{}{extra_conf}", repo.archiving_conf(&sb)));
     primary.start();

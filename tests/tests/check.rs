@@ -137,6 +137,7 @@ struct Verify {
     objects_checked: u64,
     bytes_checked: u64,
     seconds: f64,
+    keys: std::collections::BTreeMap<String, u64>,
     problems: Vec<Problem>,
 }
 
@@ -272,6 +273,11 @@ fn gaps_timelines_and_verify(backend: Backend) {
     assert_eq!(out.code, 0, "{out}");
     assert!(clean.problems.is_empty());
     assert!(clean.objects_checked > 50, "{clean:?}");
+    assert_eq!(
+        clean.keys.get("none").copied(),
+        Some(clean.objects_checked),
+        "a plain repository: every object unencrypted"
+    );
 
     // A flipped byte in one chunk of the backup.
     let chunk_dir = s.repo.files.join("chunks");

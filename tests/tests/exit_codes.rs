@@ -95,7 +95,7 @@ fn status_0_push_and_fetch_through_pipes() {
         let out = run_with_stdin(&mut c, Some(history));
         out.assert_ok();
         let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON line");
-        assert_eq!(report["sha256"], pitrkit_tests::sha256_hex(history));
+        assert_eq!(report["digest"], pitrkit_tests::sha256_hex(history));
         let out = f.fetch(&["00000002.history", "-"]);
         out.assert_ok();
         assert_eq!(out.stdout_bytes, history);

@@ -42,7 +42,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
     let name: WalFileName = cli.name.parse()?;
-    let repo = Repository::new(settings.open_store()?);
+    let repo = settings.open_repo()?;
     let key = Repository::wal_key(&name);
     let Some(stored) = repo.store().get(&key)? else {
         return Err(not_found(&repo, &name, &key.to_string()));
@@ -50,13 +50,18 @@ pub fn run(cli: Cli) -> Result<()> {
     if name.has_wal_pages() {
         // The checksum (verified below, before anything is published) proves the bytes are
         // what was pushed; the header proves they were pushed under the right name.
-        let (env, head) = object::read_head(key.as_str(), &stored, wal::LONG_PAGE_HEADER_SIZE)?;
+        let (env, head) = object::read_head(
+            key.as_str(),
+            &stored,
+            wal::LONG_PAGE_HEADER_SIZE,
+            repo.keys(),
+        )?;
         wal::validate_segment_start(key.as_str(), &name, &head, env.plain_len)
             .map_err(|e| Error::corrupt(&key, format!("content does not match its name: {e}")))?;
     }
     let bytes = if cli.dest.as_os_str() == "-" {
         // Nothing unverified may reach a pipe: verify first, then write.
-        let (plain, _) = object::open(key.as_str(), &stored)?;
+        let (plain, _) = object::open(key.as_str(), &stored, repo.keys())?;
         let mut out = std::io::stdout().lock();
         out.write_all(&plain)
             .and_then(|()| out.flush())
@@ -67,7 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
         // the length and sha256 are verified, and removed otherwise.
         let dest = &cli.dest;
         let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;
-        let env = object::open_to(key.as_str(), &stored, &mut tmp).map_err(|e| match e {
+        let env = object::open_to(key.as_str(), &stored, &mut tmp, repo.keys()).map_err(|e| match e {
             Error::LocalIo { source, .. } => Error::local_io(dest, source),
             other => other,
         })?;

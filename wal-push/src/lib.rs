@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use pitrkit::error::{Error, Result};
-use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope};
+use pitrkit::crypto::Class;
+use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
@@ -30,7 +31,7 @@ pub const DEFAULT_COMPRESS_LEVEL: i32 = 3;
     version,
     about = "Archive one WAL file into a pitrkit repository",
     after_help = "Use as: archive_command = 'wal-push --config /etc/pitrkit.toml %p'\n\
-                  Prints one JSON line (name, bytes, stored_bytes, sha256, seconds) on success."
+                  Prints one JSON line (name, bytes, stored_bytes, digest, seconds, status) on success."
 )]
 pub struct Cli {
     /// The WAL file to archive (%p), or - to read it from stdin (needs --name)
@@ -55,7 +56,8 @@ pub struct PushReport {
     pub name: String,
     pub bytes: u64,
     pub stored_bytes: u64,
-    pub sha256: String,
+    /// sha256 of the file; in an encrypted repository its keyed digest (see docs/FORMAT.md).
+    pub digest: String,
     pub seconds: f64,
     /// `stored`; `already-archived` when identical content was there already; `repaired`
     /// when the stored copy was damaged and has been rewritten from this file.
@@ -90,8 +92,14 @@ pub fn run(cli: Cli) -> Result<()> {
         workers: if workers > 1 { workers } else { 0 },
     };
 
-    let repo = Repository::new(settings.open_store()?);
+    let repo = settings.open_repo()?;
     let key = Repository::wal_key(&name);
+    // Segments hold rows; history and backup-history files hold only positions.
+    let class = if name.has_wal_pages() {
+        Class::Data
+    } else {
+        Class::Metadata
+    };
     // Read, hash and compress while the repository answers whether the file is there
     // already: on a remote store the round trips cost as much as the compression.
     let (sealed, probe) = std::thread::scope(|s| {
@@ -101,7 +109,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
-        let sealed = compressor.seal_reader(&mut (&head[..]).chain(&mut input), len);
+        let sealed = compressor.seal_reader(
+            &mut (&head[..]).chain(&mut input),
+            len,
+            repo.keys(),
+            class,
+        );
         (sealed, probe.join())
     });
     let (stored, envelope) = sealed.map_err(|e| Error::local_io(&display, e))?;
@@ -121,7 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     let status = match existing {
-        Some(prefix) => verify_existing(&repo, &key, &display, &prefix, &envelope, &stored)?,
+        Some(prefix) => verify_existing(&repo, &key, &cli.path, &display, &prefix, &envelope, &stored)?,
         None => match repo.store().put(&key, &stored, PutMode::CreateNew)? {
             PutOutcome::Stored => "stored",
             PutOutcome::AlreadyExists => {
@@ -130,7 +143,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     .store()
                     .get_prefix(&key, ENVELOPE_LEN)?
                     .unwrap_or_default();
-                verify_existing(&repo, &key, &display, &prefix, &envelope, &stored)?
+                verify_existing(&repo, &key, &cli.path, &display, &prefix, &envelope, &stored)?
             }
         },
     };
@@ -141,7 +154,7 @@ pub fn run(cli: Cli) -> Result<()> {
         name: name.to_string(),
         bytes: envelope.plain_len,
         stored_bytes: stored.len() as u64,
-        sha256: envelope.sha256.to_string(),
+        digest: envelope.digest.to_string(),
         seconds: (started.elapsed().as_secs_f64() * 1e4).round() / 1e4,
         status,
     };
@@ -203,26 +216,47 @@ fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, u64)> {
 ///
 /// "The same" is proven on the whole stored object, not just its envelope: PostgreSQL
 /// removes its own copy once this returns 0, so a damaged archived copy must be found now.
-/// When the envelope records exactly this file's sha256 and length but the body no longer
+/// When the envelope records exactly this file's digest and length but the body no longer
 /// matches, rewriting it with this file is a repair that replaces nothing of value.
+///
+/// In an encrypted repository a push host usually holds only the recipient: it proves the
+/// stored copy's keyed digest (which only a holder of the key can produce) and length, and
+/// leaves the body to `pitr-check verify`, which holds the identity.
 fn verify_existing(
     repo: &Repository,
     key: &ObjectKey,
+    path: &Path,
     display: &str,
     stored_prefix: &[u8],
     ours: &Envelope,
     sealed: &[u8],
 ) -> Result<&'static str> {
     let theirs = Envelope::decode(key.as_str(), stored_prefix)?;
-    if theirs.sha256 != ours.sha256 || theirs.plain_len != ours.plain_len {
+    let our_digest = if theirs.key == ours.key {
+        ours.digest
+    } else {
+        // Sealed before a key rotation: digest this file again with the old key.
+        let digester = repo.keys().digester_for(theirs.key).ok_or_else(|| {
+            Error::Conflict(format!(
+                "{display}: {key} was stored with key {}, which this host does not hold, so it \
+                 can't prove the stored copy is this file; list the old recipient after the \
+                 current one in encryption_recipients",
+                theirs.key.map(|k| k.to_string()).unwrap_or_else(|| "none".into())
+            ))
+        })?;
+        let data = std::fs::read(path).map_err(|e| Error::local_io(path, e))?;
+        Sha256Sum(digester.of(&data))
+    };
+    if theirs.digest != our_digest || theirs.plain_len != ours.plain_len {
         return Err(conflict(key.as_str(), display, &theirs, ours));
     }
     let whole = repo.store().get(key)?.unwrap_or_default();
-    match object::open(key.as_str(), &whole) {
+    match object::open(key.as_str(), &whole, repo.keys()) {
         Ok(_) => Ok("already-archived"),
+        Err(Error::Denied(_)) => Ok("already-archived"),
         Err(e) => {
             note(format!(
-                "{e}; rewriting it from {display}, which has the recorded sha256"
+                "{e}; rewriting it from {display}, which has the recorded digest"
             ));
             repo.store().put(key, sealed, PutMode::Overwrite)?;
             Ok("repaired")
@@ -232,8 +266,8 @@ fn verify_existing(
 
 fn conflict(key: &str, display: &str, theirs: &Envelope, ours: &Envelope) -> Error {
     Error::Conflict(format!(
-        "{display}: {key} already exists with different content (stored sha256 {} length {}, \
-         this file sha256 {} length {}); refusing to overwrite archived WAL",
-        theirs.sha256, theirs.plain_len, ours.sha256, ours.plain_len
+        "{display}: {key} already exists with different content (stored digest {} length {}, \
+         this file digest {} length {}); refusing to overwrite archived WAL",
+        theirs.digest, theirs.plain_len, ours.digest, ours.plain_len
     ))
 }

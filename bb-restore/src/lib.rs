@@ -286,14 +286,15 @@ fn check_archive(
     };
     match target {
         RecoveryTarget::Lsn(l) if *l >= window.to_lsn => Err(Error::Usage(format!(
-            "target lsn {l} is beyond what the archive can replay from backup {} on timeline \
-             {tli}, which ends at {}: {why}",
+            "target lsn {l} is beyond the archive: from backup {} on timeline {tli} it replays \
+             up to {}: {why}",
             m.backup_id, window.to_lsn
         ))),
         RecoveryTarget::Time(t) if window.to_time.is_some_and(|end| *t > end) => {
             Err(Error::Usage(format!(
                 "target time {t} is after the last WAL the archive can replay from backup {} on \
-                 timeline {tli} was stored ({}): {why}",
+                 timeline {tli} was stored ({}), so the WAL for it is not in the archive yet: \
+                 {why}",
                 m.backup_id,
                 window.to_time.map(|t| t.to_string()).unwrap_or_default()
             )))

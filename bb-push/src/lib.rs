@@ -160,11 +160,7 @@ pub fn run(cli: Cli) -> Result<()> {
     repo.store().create()?;
     let lock = RepoLock::acquire(&repo, LockKind::Backup)?;
     wait_for_expire(&lock)?;
-    let writer = ChunkWriter::new(
-        repo.store(),
-        Compressor { level, workers: 0 },
-        repo.keys(),
-    )?;
+    let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 }, repo.keys())?;
     let captured = match (&cli.stdin, &cli.pgdata) {
         (Some(dash), _) if dash == "-" => stream::capture(&cli, &repo, &writer, jobs)?,
         (Some(other), _) => {

@@ -422,10 +422,9 @@ fn restore_files(
                         let end = ((offset + m.chunk_size) as usize)
                             .min(*size as usize)
                             .min(d.len());
-                        d.get(offset as usize..end)
-                            .is_some_and(|c| {
-                                digester.as_ref().is_some_and(|g| ChunkId::of(c, g) == *id)
-                            })
+                        d.get(offset as usize..end).is_some_and(|c| {
+                            digester.as_ref().is_some_and(|g| ChunkId::of(c, g) == *id)
+                        })
                     });
                     if !same {
                         pieces.push(Piece {

@@ -20,9 +20,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-
-use crate::error::{Error, Result};
 use crate::crypto::{Class, Digester, Keys};
+use crate::error::{Error, Result};
 use crate::object::{self, Compressor, Sha256Sum};
 use crate::storage::{ObjectKey, PutMode, Store};
 
@@ -185,9 +184,12 @@ impl<'a> ChunkWriter<'a> {
                     if !lock(&self.claimed).insert(id) {
                         return Ok(id);
                     }
-                    let sealed =
-                        self.compressor
-                            .seal_known(data, Sha256Sum(id.0), &self.keys, Class::Data)?;
+                    let sealed = self.compressor.seal_known(
+                        data,
+                        Sha256Sum(id.0),
+                        &self.keys,
+                        Class::Data,
+                    )?;
                     self.store.put(&id.key(), &sealed, PutMode::Overwrite)?;
                     self.count(sealed.len());
                     lock(&self.kinds).insert(id, None);
@@ -477,8 +479,12 @@ mod tests {
         assert_eq!(read(&store, &keys, &third).unwrap(), v1);
         // A damaged base fails the rebuild loudly.
         let base_key = first.key();
-        let (plain, _) =
-            object::open(base_key.as_str(), &store.get(&base_key).unwrap().unwrap(), &keys).unwrap();
+        let (plain, _) = object::open(
+            base_key.as_str(),
+            &store.get(&base_key).unwrap().unwrap(),
+            &keys,
+        )
+        .unwrap();
         let mut other = plain.clone();
         other[100] ^= 1;
         store

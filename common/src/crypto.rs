@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use age::x25519;
-use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::XChaCha20Poly1305;
+use chacha20poly1305::aead::{Aead, KeyInit};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -70,7 +70,11 @@ impl Derived {
     fn of(recipient: &x25519::Recipient) -> Self {
         let text = recipient.to_string();
         let mut id = [0u8; 4];
-        id.copy_from_slice(&Sha256::new_with_prefix(b"pitrkit key id\0").chain_update(text.as_bytes()).finalize()[..4]);
+        id.copy_from_slice(
+            &Sha256::new_with_prefix(b"pitrkit key id\0")
+                .chain_update(text.as_bytes())
+                .finalize()[..4],
+        );
         let hk = hkdf::Hkdf::<Sha256>::new(Some(b"pitrkit"), text.as_bytes());
         let derive = |info: &[u8]| {
             let mut k = [0u8; 32];
@@ -371,7 +375,9 @@ impl Keys {
                     .0
                     .as_ref()
                     .and_then(|r| r.known.iter().find(|d| d.id == id))
-                    .ok_or_else(|| self.missing(key, id, "recipient or identity", "encryption_recipients"))?;
+                    .ok_or_else(|| {
+                        self.missing(key, id, "recipient or identity", "encryption_recipients")
+                    })?;
                 if body.len() < 24 {
                     return Err(corrupt(&"shorter than its nonce"));
                 }
@@ -515,7 +521,10 @@ mod tests {
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         let id = id.unwrap();
         assert_eq!(id, writer.write_key().unwrap());
-        assert_eq!(reader.unseal("k", scheme, id, &sealed).unwrap(), b"secret rows");
+        assert_eq!(
+            reader.unseal("k", scheme, id, &sealed).unwrap(),
+            b"secret rows"
+        );
         // The push host can't read the rows it wrote, but can read metadata.
         assert_eq!(
             writer.unseal("k", scheme, id, &sealed).unwrap_err().code(),
@@ -528,7 +537,10 @@ mod tests {
         let mut badmeta = meta.clone();
         badmeta[30] ^= 1;
         assert_eq!(
-            reader.unseal("m", mscheme, id, &badmeta).unwrap_err().code(),
+            reader
+                .unseal("m", mscheme, id, &badmeta)
+                .unwrap_err()
+                .code(),
             crate::error::EXIT_CORRUPT
         );
         // Same key, same digest on both sides; a different key, a different digest.

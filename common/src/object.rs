@@ -129,7 +129,9 @@ impl Envelope {
             .ok_or_else(|| bad(&format!("unknown encryption scheme {}", stored[19])))?;
         let key = match scheme {
             Scheme::None if stored[20..24].iter().any(|b| *b != 0) => {
-                return Err(bad("envelope flags set that this pitrkit does not understand"));
+                return Err(bad(
+                    "envelope flags set that this pitrkit does not understand",
+                ));
             }
             Scheme::None => None,
             _ => Some(KeyId([stored[20], stored[21], stored[22], stored[23]])),
@@ -295,9 +297,9 @@ fn payload<'a>(
             "is not encrypted, in an encrypted repository: refusing it",
         )),
         None => Ok(std::borrow::Cow::Borrowed(body)),
-        Some(id) => Ok(std::borrow::Cow::Owned(keys.unseal(
-            key, env.scheme, id, body,
-        )?)),
+        Some(id) => Ok(std::borrow::Cow::Owned(
+            keys.unseal(key, env.scheme, id, body)?,
+        )),
     }
 }
 
@@ -397,12 +399,7 @@ pub fn open_to(
 
 /// The envelope and the first `len` bytes of the content (fewer if it is shorter),
 /// unverified: for checks that must not wait for the whole object.
-pub fn read_head(
-    key: &str,
-    stored: &[u8],
-    len: usize,
-    keys: &Keys,
-) -> Result<(Envelope, Vec<u8>)> {
+pub fn read_head(key: &str, stored: &[u8], len: usize, keys: &Keys) -> Result<(Envelope, Vec<u8>)> {
     let env = Envelope::decode(key, stored)?;
     let payload = payload(key, stored, &env, keys)?;
     let payload = &payload[..];
@@ -418,7 +415,11 @@ pub fn read_head(
 
 fn verify(key: &str, env: &Envelope, got: Sha256Sum) -> Result<()> {
     if got != env.digest {
-        let what = if env.key.is_some() { "keyed digest" } else { "sha256" };
+        let what = if env.key.is_some() {
+            "keyed digest"
+        } else {
+            "sha256"
+        };
         return Err(Error::corrupt(
             key,
             format!("{what} {got} does not match the recorded {}", env.digest),
@@ -474,7 +475,9 @@ mod tests {
                 workers: 0,
             },
         ] {
-            let (stored, env) = c.seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data).unwrap();
+            let (stored, env) = c
+                .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
+                .unwrap();
             assert_eq!(env.plain_len, plain.len() as u64);
             assert_eq!(env.digest, Sha256Sum::of(&plain));
             let (back, env2) = open("k", &stored, &Keys::none()).unwrap();
@@ -503,7 +506,12 @@ mod tests {
             },
         ] {
             let (stored, env) = c
-                .seal_reader(&mut &plain[..], plain.len() as u64, &Keys::none(), Class::Data)
+                .seal_reader(
+                    &mut &plain[..],
+                    plain.len() as u64,
+                    &Keys::none(),
+                    Class::Data,
+                )
                 .unwrap();
             assert_eq!(env.digest, Sha256Sum::of(&plain));
             assert_eq!(open("k", &stored, &Keys::none()).unwrap().0, plain);
@@ -515,7 +523,9 @@ mod tests {
             bad[at] ^= 4;
             let mut out = Vec::new();
             assert_eq!(
-                open_to("k", &bad, &mut out, &Keys::none()).unwrap_err().code(),
+                open_to("k", &bad, &mut out, &Keys::none())
+                    .unwrap_err()
+                    .code(),
                 crate::error::EXIT_CORRUPT
             );
         }
@@ -542,9 +552,7 @@ mod tests {
             workers: 0,
         };
         for class in [Class::Data, Class::Metadata] {
-            let (stored, env) = c
-                .seal_reader(&mut &plain[..], 0, &writer, class)
-                .unwrap();
+            let (stored, env) = c.seal_reader(&mut &plain[..], 0, &writer, class).unwrap();
             assert!(env.key.is_some());
             assert!(!stored.windows(8).any(|w| w == b"customer"));
             assert_eq!(env.digest.0, reader.digester().of(&plain));

@@ -79,7 +79,9 @@ fn encrypted_round_trip(backend: Backend) {
     );
     let p = &s.primary;
     p.sql("create table customers(id int primary key, name text)");
-    p.sql("insert into customers select i, 'customer-secret-' || i from generate_series(1, 5000) i");
+    p.sql(
+        "insert into customers select i, 'customer-secret-' || i from generate_series(1, 5000) i",
+    );
     let backup = s.backup(); // bb-push with the recipient only
     let id = backup["backup_id"].as_str().unwrap().to_string();
     p.sql("insert into customers select i, 'customer-secret-' || i from generate_series(5001, 5500) i");
@@ -156,7 +158,9 @@ fn encrypted_round_trip(backend: Backend) {
     r.start_recovery();
     r.wait_promoted(Duration::from_secs(120));
     assert_eq!(
-        r.sql("select count(*), count(*) filter (where name like 'customer-secret-%') from customers"),
+        r.sql(
+            "select count(*), count(*) filter (where name like 'customer-secret-%') from customers"
+        ),
         "5500|5500"
     );
     r.stop();
@@ -185,15 +189,28 @@ fn refusals(s: &Site, restore_cfg: &Path, segment: &str, backup: &str) {
         s,
         &wrong,
         "bb-restore",
-        &["--pgdata", s.sb.path().join("r-wrong").to_str().unwrap(), "--backup", backup],
+        &[
+            "--pgdata",
+            s.sb.path().join("r-wrong").to_str().unwrap(),
+            "--backup",
+            backup,
+        ],
     );
     assert_eq!(out.code, 6, "{out}");
-    assert!(!out.stderr.contains(&other_recipient), "keys are never echoed: {out}");
+    assert!(
+        !out.stderr.contains(&other_recipient),
+        "keys are never echoed: {out}"
+    );
 
     // No keys at all: refused before anything is stored.
     let plain = config(s, "plain.toml", "");
     let seg_copy = s.sb.path().join(segment);
-    let out = tool(s, &restore_cfg.to_path_buf(), "wal-fetch", &[segment, seg_copy.to_str().unwrap()]);
+    let out = tool(
+        s,
+        restore_cfg,
+        "wal-fetch",
+        &[segment, seg_copy.to_str().unwrap()],
+    );
     assert_eq!(out.code, 0, "{out}");
     let out = tool(s, &plain, "wal-push", &[seg_copy.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{out}");
@@ -220,7 +237,8 @@ fn refusals(s: &Site, restore_cfg: &Path, segment: &str, backup: &str) {
     let mut c = s.sb.tool("wal-push");
     let plain_repo = s.sb.path().join("plain-repo");
     fs::create_dir_all(&plain_repo).unwrap();
-    c.args(["--repo", plain_repo.to_str().unwrap()]).arg(&seg_copy);
+    c.args(["--repo", plain_repo.to_str().unwrap()])
+        .arg(&seg_copy);
     run(c).assert_ok();
     let mixed = s.sb.path().join("mixed.toml");
     fs::write(
@@ -281,7 +299,11 @@ fn key_rotation_keeps_old_backups_readable() {
     let out = tool(&s, &restore_cfg, "pitr-check", &["verify", "--json"]);
     assert_eq!(out.code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(v["keys"].as_object().unwrap().len(), 2, "two keys in use: {v}");
+    assert_eq!(
+        v["keys"].as_object().unwrap().len(),
+        2,
+        "two keys in use: {v}"
+    );
     // Only the old identity: the new backup's objects are reported as needing the new key.
     let old_only = s.sb.path().join("old-key.txt");
     fs::write(&old_only, &identity1).unwrap();

@@ -72,10 +72,11 @@ pub fn run(cli: Cli) -> Result<()> {
         // the length and sha256 are verified, and removed otherwise.
         let dest = &cli.dest;
         let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;
-        let env = object::open_to(key.as_str(), &stored, &mut tmp, repo.keys()).map_err(|e| match e {
-            Error::LocalIo { source, .. } => Error::local_io(dest, source),
-            other => other,
-        })?;
+        let env =
+            object::open_to(key.as_str(), &stored, &mut tmp, repo.keys()).map_err(|e| match e {
+                Error::LocalIo { source, .. } => Error::local_io(dest, source),
+                other => other,
+            })?;
         tmp.persist(dest).map_err(|e| Error::local_io(dest, e))?;
         env.plain_len
     };

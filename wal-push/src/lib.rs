@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use pitrkit::error::{Error, Result};
 use pitrkit::crypto::Class;
+use pitrkit::error::{Error, Result};
 use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
@@ -109,12 +109,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
-        let sealed = compressor.seal_reader(
-            &mut (&head[..]).chain(&mut input),
-            len,
-            repo.keys(),
-            class,
-        );
+        let sealed =
+            compressor.seal_reader(&mut (&head[..]).chain(&mut input), len, repo.keys(), class);
         (sealed, probe.join())
     });
     let (stored, envelope) = sealed.map_err(|e| Error::local_io(&display, e))?;
@@ -134,7 +130,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 
     let status = match existing {
-        Some(prefix) => verify_existing(&repo, &key, &cli.path, &display, &prefix, &envelope, &stored)?,
+        Some(prefix) => verify_existing(
+            &repo, &key, &cli.path, &display, &prefix, &envelope, &stored,
+        )?,
         None => match repo.store().put(&key, &stored, PutMode::CreateNew)? {
             PutOutcome::Stored => "stored",
             PutOutcome::AlreadyExists => {
@@ -143,7 +141,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     .store()
                     .get_prefix(&key, ENVELOPE_LEN)?
                     .unwrap_or_default();
-                verify_existing(&repo, &key, &cli.path, &display, &prefix, &envelope, &stored)?
+                verify_existing(
+                    &repo, &key, &cli.path, &display, &prefix, &envelope, &stored,
+                )?
             }
         },
     };
@@ -241,7 +241,10 @@ fn verify_existing(
                 "{display}: {key} was stored with key {}, which this host does not hold, so it \
                  can't prove the stored copy is this file; list the old recipient after the \
                  current one in encryption_recipients",
-                theirs.key.map(|k| k.to_string()).unwrap_or_else(|| "none".into())
+                theirs
+                    .key
+                    .map(|k| k.to_string())
+                    .unwrap_or_else(|| "none".into())
             ))
         })?;
         let data = std::fs::read(path).map_err(|e| Error::local_io(path, e))?;

@@ -544,7 +544,9 @@ fn recovery_settings(
             "S3 credentials came from the environment: the server needs them too (its environment, or a --config file)",
         );
     }
-    let mut out = vec![("restore_command", cmd)];
+    // Prefetched segments recovery did not use (past the target) go when recovery ends.
+    let cleanup = format!("{} --prefetch-cleanup", shell_quote(&wal_fetch));
+    let mut out = vec![("restore_command", cmd), ("recovery_end_command", cleanup)];
     if cli.archive_mode == "off" {
         out.push(("archive_mode", "off".into()));
     }
@@ -583,7 +585,8 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-const MANAGED: [&str; 11] = [
+const MANAGED: [&str; 12] = [
+    "recovery_end_command",
     "archive_mode",
     "restore_command",
     "recovery_target",

@@ -1,21 +1,26 @@
 //! `wal-fetch`: restore one WAL file from a pitrkit repository, as PostgreSQL's
 //! `restore_command = 'wal-fetch %f %p'`, or to stdout with `-` as destination.
 //!
-//! Nothing appears at the destination until its length and sha256 have been verified
-//! against the object's envelope: a temporary file beside it is fsynced and renamed.
+//! Nothing appears at the destination until its length and digest have been verified
+//! against the object's envelope: a temporary file beside it is fsynced and renamed. The
+//! next segments are prefetched in the same call (see `prefetch`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
 use pitrkit::error::{Error, Result};
 use pitrkit::object;
+use pitrkit::parallel;
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::fs::TempFile;
 use pitrkit::wal::{self, WalFileName};
+
+pub mod prefetch;
+use prefetch::Prefetch;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,56 +34,86 @@ use pitrkit::wal::{self, WalFileName};
 )]
 pub struct Cli {
     /// The WAL file to restore (%f)
-    #[arg(value_name = "WALNAME")]
-    pub name: String,
+    #[arg(value_name = "WALNAME", required_unless_present = "prefetch_cleanup")]
+    pub name: Option<String>,
     /// Where to write it (%p), or - for stdout
-    #[arg(value_name = "DEST")]
-    pub dest: PathBuf,
+    #[arg(value_name = "DEST", required_unless_present = "prefetch_cleanup")]
+    pub dest: Option<PathBuf>,
+    /// Segments of the same timeline fetched ahead, in parallel, into the prefetch
+    /// directory, so that the next calls only move a verified file into place; 0 disables
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub prefetch: usize,
+    /// Where prefetched segments wait [default: pitrkit-prefetch beside DEST, i.e.
+    /// pg_wal/pitrkit-prefetch in the data directory]
+    #[arg(long, value_name = "DIR")]
+    pub prefetch_dir: Option<PathBuf>,
+    /// Parallel downloads for prefetching [default: the CPUs; 4 × the CPUs for S3]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Remove every prefetched file and exit (bb-restore sets this as recovery_end_command)
+    #[arg(long, conflicts_with_all = ["name", "dest"])]
+    pub prefetch_cleanup: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
-    let settings = Settings::from_args(&cli.repo)?;
-    let name: WalFileName = cli.name.parse()?;
-    let repo = settings.open_repo()?;
-    let key = Repository::wal_key(&name);
-    let Some(stored) = repo.store().get(&key)? else {
-        return Err(not_found(&repo, &name, &key.to_string()));
-    };
-    if name.has_wal_pages() {
-        // The checksum (verified below, before anything is published) proves the bytes are
-        // what was pushed; the header proves they were pushed under the right name.
-        let (env, head) = object::read_head(
-            key.as_str(),
-            &stored,
-            wal::LONG_PAGE_HEADER_SIZE,
-            repo.keys(),
-        )?;
-        wal::validate_segment_start(key.as_str(), &name, &head, env.plain_len)
-            .map_err(|e| Error::corrupt(&key, format!("content does not match its name: {e}")))?;
+    if cli.prefetch_cleanup {
+        let dir = cli
+            .prefetch_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("pg_wal").join(prefetch::DIR));
+        return Prefetch::new(dir).clear();
     }
-    let bytes = if cli.dest.as_os_str() == "-" {
-        // Nothing unverified may reach a pipe: verify first, then write.
-        let (plain, _) = object::open(key.as_str(), &stored, repo.keys())?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(&plain)
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::local_io("stdout", e))?;
-        plain.len() as u64
-    } else {
-        // Stream into a temporary file beside DEST; it is renamed into place only once
-        // the length and sha256 are verified, and removed otherwise.
-        let dest = &cli.dest;
-        let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;
-        let env =
-            object::open_to(key.as_str(), &stored, &mut tmp, repo.keys()).map_err(|e| match e {
-                Error::LocalIo { source, .. } => Error::local_io(dest, source),
-                other => other,
-            })?;
-        tmp.persist(dest).map_err(|e| Error::local_io(dest, e))?;
-        env.plain_len
+    let (Some(raw), Some(dest)) = (&cli.name, &cli.dest) else {
+        return Err(Error::Usage("give WALNAME and DEST (see --help)".into()));
+    };
+    let settings = Settings::from_args(&cli.repo)?;
+    let name: WalFileName = raw.parse()?;
+    let to_stdout = dest.as_os_str() == "-";
+    // Only whole segments are prefetched and served from prefetch: a .history or .partial
+    // request always goes to the repository.
+    let prefetch = (!to_stdout && cli.prefetch > 0 && matches!(name, WalFileName::Segment { .. }))
+        .then(|| {
+            Prefetch::new(cli.prefetch_dir.clone().unwrap_or_else(|| {
+                dest.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .join(prefetch::DIR)
+            }))
+        });
+    if let Some(p) = &prefetch {
+        if p.serve(&name, dest)? {
+            if settings.verbose {
+                note(format!(
+                    "{name}: served from {} in {:.4} s",
+                    p.dir().display(),
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            return Ok(());
+        }
+    }
+    let repo = settings.open_repo()?;
+    let bytes = match &prefetch {
+        None => fetch(&repo, &name, dest)?,
+        Some(p) => {
+            let jobs = cli
+                .jobs
+                .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+                .max(1);
+            // This file first, alone: PostgreSQL waits for it. Then the next ones, while
+            // PostgreSQL has not asked yet; each lands verified, or not at all.
+            let bytes = fetch(&repo, &name, dest)?;
+            p.forget_other_timelines_and_older(&name);
+            // A segment's length is the cluster's segment size.
+            let next = p.wanted_after(&name, cli.prefetch, bytes as u32);
+            let _ = parallel::map(jobs.min(next.len().max(1)), &next, |n| {
+                p.fill(n, |tmp| fetch_into(&repo, n, tmp))
+            });
+            bytes
+        }
     };
     if settings.verbose {
         note(format!(
@@ -89,6 +124,56 @@ pub fn run(cli: Cli) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Fetches `name` to `dest` (`-`: stdout), verified before anything appears there.
+fn fetch(repo: &Repository, name: &WalFileName, dest: &Path) -> Result<u64> {
+    if dest.as_os_str() == "-" {
+        let (key, stored) = get(repo, name)?;
+        // Nothing unverified may reach a pipe: verify first, then write.
+        let (plain, _) = object::open(key.as_str(), &stored, repo.keys())?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&plain)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::local_io("stdout", e))?;
+        return Ok(plain.len() as u64);
+    }
+    // Stream into a temporary file beside DEST; it is renamed into place only once the
+    // length and digest are verified, and removed otherwise.
+    let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;
+    let n = fetch_into(repo, name, &mut tmp).map_err(|e| match e {
+        Error::LocalIo { source, .. } => Error::local_io(dest, source),
+        other => other,
+    })?;
+    tmp.persist(dest).map_err(|e| Error::local_io(dest, e))?;
+    Ok(n)
+}
+
+/// The stored object of `name`, or "not found" when the repository says so.
+fn get(repo: &Repository, name: &WalFileName) -> Result<(pitrkit::storage::ObjectKey, Vec<u8>)> {
+    let key = Repository::wal_key(name);
+    let Some(stored) = repo.store().get(&key)? else {
+        return Err(not_found(repo, name, key.as_str()));
+    };
+    if name.has_wal_pages() {
+        // The digest (verified while streaming, before anything is published) proves the
+        // bytes are what was pushed; the header proves they were pushed under this name.
+        let (env, head) = object::read_head(
+            key.as_str(),
+            &stored,
+            wal::LONG_PAGE_HEADER_SIZE,
+            repo.keys(),
+        )?;
+        wal::validate_segment_start(key.as_str(), name, &head, env.plain_len)
+            .map_err(|e| Error::corrupt(&key, format!("content does not match its name: {e}")))?;
+    }
+    Ok((key, stored))
+}
+
+/// Streams the verified content of `name` into `sink` (an undoable temporary file).
+fn fetch_into(repo: &Repository, name: &WalFileName, sink: &mut TempFile) -> Result<u64> {
+    let (key, stored) = get(repo, name)?;
+    Ok(object::open_to(key.as_str(), &stored, sink, repo.keys())?.plain_len)
 }
 
 /// Exit 1 tells PostgreSQL the archive has ended, so it must be true: a wrong bucket,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # WAL archive/restore benchmark: pitrkit (wal-push / wal-fetch) side by side with the
-# peer tools, in one run, on the same real 16 MiB segments, and BENCHMARKS.md from it.
+# peer tools, in one run, on the same real 16 MiB segments, and WAL-BENCHMARKS.md from it.
 #
 #   sudo bench/wal-bench.sh                      # full run: NSEG=64 segments, RUNS=3
 #   NSEG=8 RUNS=1 bench/wal-bench.sh             # smoke run (numbers not for quoting)
@@ -13,7 +13,8 @@
 #   VARIANTS='...'           subset of: pitrkit-local pitrkit-s3 zstd-local gzip-local
 #                            pgbr-posix-zst pgbr-s3-zst gzip-aws-s3
 #   RESULTS=DIR              raw results (default: /tmp/peerbench/pitrkit-results/<time>)
-#   OUT=FILE                 the report (default: BENCHMARKS.md next to this script)
+#   OUT=FILE                 the report (default: WAL-BENCHMARKS.md next to this script;
+#                            BENCHMARKS.md is written by run-all.sh)
 #
 # What it does: installs missing peers (apt/pip, as the peers README says), builds the
 # walset once with setup-pg.sh (then stops the cluster: the WAL tests need none), starts
@@ -29,7 +30,7 @@ ROOT_DIR=$(cd "$BENCH_DIR/.." && pwd)
 PEERS=${PEERS:-$(cd "$BENCH_DIR/../../shared/peers" && pwd)}
 PITRKIT_BIN=${PITRKIT_BIN:-$ROOT_DIR/target/release}
 PITRKIT_PUSH_ARGS=${PITRKIT_PUSH_ARGS:-}
-OUT=${OUT:-$BENCH_DIR/BENCHMARKS.md}
+OUT=${OUT:-$BENCH_DIR/WAL-BENCHMARKS.md}   # BENCHMARKS.md is run-all.sh's
 NSEG=${NSEG:-64}
 RUNS=${RUNS:-3}
 ALL_VARIANTS="pitrkit-local pitrkit-s3 zstd-local gzip-local pgbr-posix-zst pgbr-s3-zst gzip-aws-s3"

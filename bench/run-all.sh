@@ -1,0 +1,504 @@
+#!/usr/bin/env bash
+# Every pitrkit benchmark against its peers, in one run, and bench/BENCHMARKS.md from it.
+#
+#   sudo bench/run-all.sh                    # full run: NSEG=64 segments, RUNS=3 (~30 min)
+#   NSEG=8 RUNS=1 SUSTAIN_SECONDS=15 bench/run-all.sh   # smoke run (numbers not for quoting)
+#
+# Workloads (WORKLOADS, default all, in this order):
+#   wal        1+2+5: archive the walset as PostgreSQL calls archive_command (cwd = a fake data
+#              directory whose pg_wal/ holds the segments with archive_status/<seg>.ready;
+#              `CMD pg_wal/<seg>` per segment, .ready renamed to .done after each success),
+#              then recover it as PostgreSQL calls restore_command (`CMD <seg>
+#              pg_wal/RECOVERYXLOG` per segment, every restored file compared with the
+#              walset); pitrkit (look-ahead / --jobs 1, prefetch / --prefetch 0, plain /
+#              encrypted), pgBackRest sync and async, gzip | aws s3 cp; local dir and S3
+#              (s3s-fs; pgBackRest through the peers' TLS front). Then peak RSS of wal-push
+#              --jobs 8 and wal-fetch --prefetch 8.
+#   sustained  3: pgbench -c 8 -j 2 -T $SUSTAIN_SECONDS -M prepared (synchronous_commit=off)
+#              on the peers' cluster with archive_command = wal-push, then pgBackRest async
+#              archive-push (bench/sustained.sh), per target in SUSTAIN_TARGETS.
+#   backup     4: bench/backup-bench.sh, pgbench workload (pitrkit local + S3, pgBackRest full).
+#   bbenc      5: bb-push / bb-restore of the pgbench cluster, plain vs encrypted (local repo).
+#
+# Environment (all optional):
+#   NSEG=64 RUNS=3           segments per loop, hyperfine runs per variant (medians quoted)
+#   GZIP_AWS_RUNS=1          runs of the slow gzip | aws s3 cp push loop (0: skip, cite the
+#                            previous measurement)
+#   SUSTAIN_SECONDS=60       pgbench duration per tool;  SUSTAIN_TARGETS='s3 local'
+#   WORKLOADS='wal sustained backup bbenc'
+#   PITRKIT_BIN=DIR          default ../target/release (copied to $BENCH_ROOT/pitrkit-bin-all
+#                            first, so a rebuild during the run can't mix binaries)
+#   PEERS=DIR                the shared peer scripts (default: ../../shared/peers)
+#   RESULTS=DIR              raw results (default: /tmp/peerbench/pitrkit-results/all-<time>)
+#   OUT=FILE                 the report (default: BENCHMARKS.md next to this script)
+#   IDLE_WAIT_MAX=1800       before each timed step, wait while cargo/rustc/test binaries run
+#   REPORT_ONLY=DIR          only rewrite OUT from the raw results of an earlier run in DIR
+#
+# It never builds pitrkit: build the release binaries first (cargo build --release --bins).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT_DIR=$(cd "$BENCH_DIR/.." && pwd)
+PEERS=${PEERS:-$(cd "$BENCH_DIR/../../shared/peers" && pwd)}
+PITRKIT_BIN=${PITRKIT_BIN:-$ROOT_DIR/target/release}
+OUT=${OUT:-$BENCH_DIR/BENCHMARKS.md}
+NSEG=${NSEG:-64}
+RUNS=${RUNS:-3}
+GZIP_AWS_RUNS=${GZIP_AWS_RUNS:-1}
+SUSTAIN_SECONDS=${SUSTAIN_SECONDS:-60}
+SUSTAIN_TARGETS=${SUSTAIN_TARGETS:-s3 local}
+WORKLOADS=${WORKLOADS:-wal sustained backup bbenc}
+IDLE_WAIT_MAX=${IDLE_WAIT_MAX:-1800}
+export NSEG RUNS PEERS SUSTAIN_SECONDS
+
+say() { printf '[%(%H:%M:%S)T] run-all: %s\n' -1 "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+has_wl() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+q() { printf '%q' "$1"; }
+
+[ "$(id -u)" = 0 ] || die "run as root (the peer scripts use runuser and apt-get)"
+[ -f "$PEERS/push-bench.sh" ] || die "peer scripts not found in $PEERS (set PEERS=)"
+for b in wal-push wal-fetch bb-push bb-restore; do
+  [ -x "$PITRKIT_BIN/$b" ] || die "$PITRKIT_BIN/$b missing: build it (cargo build --release --bins) or set PITRKIT_BIN"
+done
+T_START=$SECONDS
+
+# ---------------------------------------------------------------- tools, installed once
+apt_missing=()
+command -v pgbackrest >/dev/null || apt_missing+=(pgbackrest)
+command -v hyperfine  >/dev/null || apt_missing+=(hyperfine)
+command -v socat      >/dev/null || apt_missing+=(socat)
+command -v zstd       >/dev/null || apt_missing+=(zstd)
+command -v gzip       >/dev/null || apt_missing+=(gzip)
+command -v age-keygen >/dev/null || apt_missing+=(age)
+command -v bc         >/dev/null || apt_missing+=(bc)
+command -v runuser    >/dev/null || apt_missing+=(util-linux)
+[ -x /usr/bin/time ]             || apt_missing+=(time)
+[ -x /usr/lib/postgresql/15/bin/pgbench ] || apt_missing+=(postgresql-15)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  say "installing (apt): ${apt_missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+pip_missing=()
+command -v aws >/dev/null || pip_missing+=(awscli)
+python3 -c 'import boto3' 2>/dev/null || pip_missing+=(boto3)
+if [ "${#pip_missing[@]}" -gt 0 ]; then
+  say "installing (pip): ${pip_missing[*]}"; python3 -m pip install -q "${pip_missing[@]}"; hash -r
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v s3s-fs >/dev/null; then
+  say "installing s3s-fs 0.14.1 (cargo install, ~2 min; 0.17 needs a newer rustc)"
+  cargo install s3s-fs@0.14.1 --features binary
+fi
+
+# ---------------------------------------------------------------- settings
+USER_RESULTS=${RESULTS:-}
+. "$PEERS/common.sh"        # BENCH_ROOT, WALSET, WALSTUB, PGDATA, S3_*, AWS_* (local server), as_pg, psql_pg
+: "${S3_TLS_PORT:=9443}"
+export S3_TLS_PORT
+unset PITR_REPO PITR_CONFIG PITR_S3_URL_STYLE PITR_ENCRYPTION_RECIPIENTS_FILE PITR_ENCRYPTION_IDENTITY_FILE \
+      AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN AWS_PROFILE AWS_REGION
+if [ -n "${REPORT_ONLY:-}" ]; then       # REPORT_ONLY=RESULTS_DIR: rewrite the report from an earlier run, time nothing
+  export OUT RA=$BENCH_ROOT/ra C=$BENCH_ROOT/ra/conf
+  python3 "$BENCH_DIR/report-all.py" "$REPORT_ONLY" "$BENCH_DIR/previous-run.md" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+  say "wrote $OUT from $REPORT_ONLY"; exit 0
+fi
+RESULTS=${USER_RESULTS:-$BENCH_ROOT/pitrkit-results/all-$(date -u +%Y%m%dT%H%M%SZ)}
+export RESULTS
+mkdir -p "$RESULTS"
+RA=$BENCH_ROOT/ra                      # everything this script creates (repos, fake data dirs, configs)
+rm -rf "$RA"; install -d -o "$PGUSER_OS" "$RA" "$RA/repo" "$RA/conf" "$RA/pgbr" "$RA/pgbr/lock" "$RA/keys" "$RA/rss"
+install -d "$RA/scripts"
+say "results in $RESULTS; NSEG=$NSEG RUNS=$RUNS; workloads: $WORKLOADS"
+FAILED=()
+fail() { FAILED+=("$1"); echo "$1" >> "$RESULTS/failures.txt"; say "!! FAILED: $1"; }
+: > "$RESULTS/failures.txt"
+
+# pitrkit binaries: a private copy, executable by postgres (PostgreSQL runs archive_command as postgres)
+BIN=$BENCH_ROOT/pitrkit-bin-all
+rm -rf "$BIN"; mkdir -p "$BIN"
+for b in wal-push wal-fetch bb-push bb-restore pitr-check; do [ -x "$PITRKIT_BIN/$b" ] && cp -p "$PITRKIT_BIN/$b" "$BIN/"; done
+chmod 755 "$BIN" "$BIN"/*
+install -m 755 "$BENCH_DIR/pgloop.sh" "$RA/pgloop.sh"
+PK_GIT="$(git -C "$ROOT_DIR" log -1 --format='%h %s' 2>/dev/null | cut -c1-90 || echo '?')$(git -C "$ROOT_DIR" diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo ' (+uncommitted changes)')"
+
+# ---------------------------------------------------------------- the machine must be quiet
+busy_procs() {  # compilers and test binaries (not merely a command line mentioning .cargo)
+  ps -eo pid=,comm=,args= | awk '$2 == "cargo" || $2 == "rustc" || $2 == "clippy-driver" || $3 ~ /target\/(debug|release)\/deps\// {print $1, $2}'
+}
+wait_idle() {
+  local t=0 p
+  while p=$(busy_procs) && [ -n "$p" ]; do
+    if [ "$t" -ge "$IDLE_WAIT_MAX" ]; then
+      say "WARNING: still busy after ${t}s ($(echo "$p" | head -3 | tr '\n' ' ')); going on"
+      echo "$(date -u +%H:%M:%S) busy: $(echo "$p" | tr '\n' ' ')" >> "$RESULTS/busy.txt"; return 0
+    fi
+    [ "$t" = 0 ] && say "waiting for other heavy work to end: $(echo "$p" | head -3 | tr '\n' ' ')"
+    sleep 30; t=$((t + 30))
+  done
+  [ "$t" = 0 ] || echo "$(date -u +%H:%M:%S) waited ${t}s for other work" >> "$RESULTS/busy.txt"
+}
+
+# ---------------------------------------------------------------- servers; cleanup
+S3_PIDF=$BENCH_ROOT/run/s3-$S3_PORT.pid
+TLS_PIDF=$BENCH_ROOT/run/tls-$S3_TLS_PORT.pid
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+STARTED_S3=0 STARTED_TLS=0 STARTED_PG=0 ORIG_ARCHIVE=
+CGL=/sys/fs/cgroup/cpuacct/pitrkit-bench-loop
+set_archive() {
+  psql_pg -v "cmd=$1" >/dev/null <<'EOF'
+ALTER SYSTEM SET archive_command = :'cmd';
+SELECT pg_reload_conf();
+EOF
+  sleep 1
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  if [ -n "$ORIG_ARCHIVE" ] && [ -f "$PGDATA/postmaster.pid" ] && psql_pg -Atc 'select 1' >/dev/null 2>&1; then
+    psql_pg -c "ALTER SYSTEM RESET archive_command" -c "select pg_reload_conf()" >/dev/null || true
+    sleep 1
+    [ "$(psql_pg -Atc 'show archive_command')" = "$ORIG_ARCHIVE" ] || set_archive "$ORIG_ARCHIVE" || true
+    say "archive_command back to: $(psql_pg -Atc 'show archive_command' 2>/dev/null)"
+  fi
+  if [ "$STARTED_PG" = 1 ] && [ -f "$PGDATA/postmaster.pid" ]; then "$PEERS/setup-pg.sh" stop >/dev/null 2>&1 || true; fi
+  [ "$STARTED_TLS" = 1 ] && { "$PEERS/setup-s3.sh" tls-stop || true; }
+  [ "$STARTED_S3" = 1 ] && { "$PEERS/setup-s3.sh" stop || true; }
+  rmdir "$CGL" 2>/dev/null || true
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+logrun() { local f=$1; shift; { "$@" 2>&1 1>&3 3>&- | tee -a "$RESULTS/$f.steps.log" >&2; } 3>&1; }
+
+# ---------------------------------------------------------------- walset and cluster
+need=$(( NSEG > 64 ? NSEG : 64 ))
+have=$(ls "$WALSET" 2>/dev/null | grep -cE '^[0-9A-F]{24}$' || true)
+if [ "$have" -lt "$need" ] || [ ! -f "$WALSTUB/global/pg_control" ]; then
+  say "walset has $have of $need segments: running setup-pg.sh (pgbench scale 100, a few minutes)"
+  STARTED_PG=1
+  logrun setup-pg env NSEG="$need" "$PEERS/setup-pg.sh"
+fi
+have=$(ls "$WALSET" | grep -cE '^[0-9A-F]{24}$')
+SEGS=$(ls "$WALSET" | grep -E '^[0-9A-F]{24}$' | LC_ALL=C sort | head -n "$NSEG")
+FIRST_SEG=$(echo "$SEGS" | head -1)
+if has_wl sustained || has_wl backup || has_wl bbenc; then
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    STARTED_PG=1; logrun setup-pg "$PEERS/setup-pg.sh"
+  elif ! "$PEERS/setup-pg.sh" status >/dev/null 2>&1; then
+    say "starting the cluster in $PGDATA"; STARTED_PG=1; "$PEERS/setup-pg.sh" start >/dev/null
+  fi
+  ORIG_ARCHIVE=$(psql_pg -Atc "show archive_command")
+  say "archive_command now: $ORIG_ARCHIVE (restored at the end)"
+fi
+
+alive "$S3_PIDF" || STARTED_S3=1
+"$PEERS/setup-s3.sh" start >&2
+alive "$TLS_PIDF" || { STARTED_TLS=1; "$PEERS/setup-s3.sh" tls-start; }
+S3PID=$(cat "$S3_PIDF") TLSPID=$(cat "$TLS_PIDF")
+
+# ---------------------------------------------------------------- keys and configs
+KEY=$RA/keys/key.txt
+age-keygen -o "$KEY" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$KEY")
+chown -R "$PGUSER_OS": "$RA/keys"; chmod 600 "$KEY"
+C=$RA/conf
+S3R=s3://$S3_BUCKET/ra            # pitrkit's S3 repositories live under this prefix
+mkconf() {  # mkconf NAME REPO plain|push|fetch
+  {
+    echo "repo = \"$2\""
+    case $2 in s3://*)
+      echo "s3_endpoint = \"$S3_ENDPOINT\""; echo "s3_region = \"$S3_REGION\""
+      echo "s3_access_key_id = \"$AWS_ACCESS_KEY_ID\""; echo "s3_secret_access_key = \"$AWS_SECRET_ACCESS_KEY\"" ;;
+    esac
+    case $3 in
+      push)  echo "encryption_recipients = [\"$RECIPIENT\"]" ;;
+      fetch) echo "encryption_identity_file = \"$KEY\"" ;;
+    esac
+  } > "$C/$1.toml"
+  chown "$PGUSER_OS": "$C/$1.toml"; chmod 600 "$C/$1.toml"
+}
+for t in local s3; do
+  base=$([ $t = local ] && echo "$RA/repo" || echo "$S3R")
+  mkconf pk-$t        "$base/pk-$t"        plain
+  mkconf pk-$t-j1     "$base/pk-$t-j1"     plain
+  mkconf pk-$t-enc    "$base/pk-$t-enc"    push
+  mkconf pk-$t-enc-id "$base/pk-$t-enc"    fetch
+  mkconf rss-$t       "$base/rss-$t"       plain
+  mkconf sus-pk-$t    "$base/sus-pk-$t"    plain
+done
+mkconf bb-plain     "$RA/repo/bb-plain" plain
+mkconf bb-enc       "$RA/repo/bb-enc"   push
+mkconf bb-enc-id    "$RA/repo/bb-enc"   fetch
+
+# pgBackRest: stanza 'wal' on the walset (pg1-path = the fake data directory, given on the
+# command line), sync and async, posix and S3 (through the TLS front: pgBackRest only speaks https)
+pgbr_conf() {  # pgbr_conf NAME (extra [global] lines on stdin)
+  { echo "[global]"; cat
+    echo "compress-type=zst"; echo "log-level-console=warn"; echo "log-level-file=off"
+    echo "lock-path=$RA/pgbr/lock"; } > "$RA/pgbr/$1.conf"
+  chown "$PGUSER_OS": "$RA/pgbr/$1.conf"; chmod 600 "$RA/pgbr/$1.conf"
+}
+s3_lines() {  # s3_lines PATH
+  printf '%s\n' "repo1-type=s3" "repo1-path=$1" "repo1-s3-bucket=$S3_BUCKET" "repo1-s3-endpoint=$S3_HOST" \
+    "repo1-storage-port=$S3_TLS_PORT" "repo1-s3-region=$S3_REGION" "repo1-s3-key=$AWS_ACCESS_KEY_ID" \
+    "repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY" "repo1-s3-uri-style=path" "repo1-storage-verify-tls=n"
+}
+ASYNC_LINES() { printf '%s\n' "archive-async=y" "process-max=2" "spool-path=$RA/pgbr/spool-$1" "archive-get-queue-max=2GiB"; }
+{ echo "repo1-path=$RA/pgbr-repo-posix-sync"; echo "archive-async=n"; }                  | pgbr_conf posix-sync
+{ echo "repo1-path=$RA/pgbr-repo-posix-async"; ASYNC_LINES posix-async; }                | pgbr_conf posix-async
+{ s3_lines /ra-pgbr-s3-sync; echo "archive-async=n"; }                                   | pgbr_conf s3-sync
+{ s3_lines /ra-pgbr-s3-async; ASYNC_LINES s3-async; }                                    | pgbr_conf s3-async
+# sustained: stanza 'main' on the live cluster, async
+for t in local s3; do
+  { if [ $t = local ]; then echo "repo1-path=$RA/pgbr-repo-sus-local"; else s3_lines /ra-pgbr-sus-s3; fi
+    ASYNC_LINES sus-$t; echo; echo "[main]"; echo "pg1-path=$PGDATA"; echo "pg1-port=$PGPORT"; echo "pg1-socket-path=$PGSOCK"; } | pgbr_conf sus-$t
+done
+
+# ---------------------------------------------------------------- machine facts
+fact() { printf '%s\t%s\n' "$1" "$2" >> "$RESULTS/machine.tsv"; }
+ver() { "$@" 2>&1 | head -1 || true; }
+: > "$RESULTS/machine.tsv"
+fact "date (UTC)" "$(date -u '+%Y-%m-%d %H:%M')"
+fact "nproc" "$(nproc)"
+fact "CPU model" "$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
+fact "memory" "$(free -g | awk '/^Mem:/{print $2 " GiB"}')"
+fact "disk" "$(df -h "$BENCH_ROOT" | awk 'NR==2{print $1 " (" $2 ")"}') $(findmnt -no FSTYPE -T "$BENCH_ROOT" 2>/dev/null), shared by walset, repos, the S3 store and the cluster"
+fact "kernel" "$(uname -r)"
+fact "OS" "$(. /etc/os-release && echo "$PRETTY_NAME")"
+fact "PostgreSQL" "$(ver "$PGBIN/postgres" --version)"
+fact "walset" "$NSEG of $have segments in $WALSET ($FIRST_SEG …), $(sed 's/^Database //' "$WALSET/SYSTEM_ID" 2>/dev/null | tr -s ' ' || echo '?')"
+fact "pitrkit" "$(ver "$BIN/wal-push" --version), git $PK_GIT; binaries copied from $PITRKIT_BIN (built $(date -u -r "$PITRKIT_BIN/wal-push" '+%Y-%m-%d %H:%M'))"
+fact "pgBackRest" "$(ver pgbackrest version)"
+fact "hyperfine" "$(ver hyperfine --version)"
+fact "age" "$(ver age --version)"
+fact "aws" "$(ver aws --version)"
+fact "S3 server" "$(ver s3s-fs --version) on $S3_ENDPOINT (TLS front for pgBackRest: socat on :$S3_TLS_PORT)"
+fact "load before" "$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "NSEG=$NSEG RUNS=$RUNS GZIP_AWS_RUNS=$GZIP_AWS_RUNS SUSTAIN_SECONDS=$SUSTAIN_SECONDS SUSTAIN_TARGETS='$SUSTAIN_TARGETS' WORKLOADS='$WORKLOADS'" > "$RESULTS/invocation.txt"
+sync
+
+# ---------------------------------------------------------------- helpers for the loops
+# lib.sh: sourced by the untimed prepare scripts
+cat > "$RA/lib.sh" <<EOF
+set -e
+. $(q "$PEERS/common.sh")
+SEGS="$(echo $SEGS)"
+mkdatadir() {  # mkdatadir DIR push|restore: a fake data directory as PostgreSQL would have it
+  rm -rf "\$1"; mkdir -p "\$1/pg_wal/archive_status" "\$1/global"
+  cp "\$WALSTUB/PG_VERSION" "\$1/"; cp "\$WALSTUB/global/pg_control" "\$1/global/"
+  if [ "\$2" = push ]; then
+    for f in \$SEGS; do ln "\$WALSET/\$f" "\$1/pg_wal/\$f" 2>/dev/null || cp "\$WALSET/\$f" "\$1/pg_wal/\$f"; : > "\$1/pg_wal/archive_status/\$f.ready"; done
+  fi
+  chown -R $PGUSER_OS: "\$1"; chmod 700 "\$1"
+}
+wait_async() {  # pgBackRest's detached async processes of an earlier run
+  for _ in \$(seq 1 300); do pgrep -f 'pgbackrest.*:async' >/dev/null || return 0; sleep 0.1; done
+  echo "pgBackRest async process still running" >&2
+}
+EOF
+PUSHDIR=$RA/pushdir RESTDIR=$RA/restdir VERIFY=$RA/verify
+in_bytes=$(for f in $SEGS; do stat -c %s "$WALSET/$f"; done | awk '{s+=$1} END{print s}')
+echo -e "name\tkind\tuser\tcommand\tend_command\tprepare" > "$RESULTS/commands.tsv"
+srv_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat"))); done; echo "$t"; }
+
+# timeloop NAME KIND(push|restore) USER TARGET 'CMD' 'PREPARE' 'SIZE_CMD' ['END_CMD'] [RUNS]
+timeloop() {
+  local name=$1 kind=$2 user=$3 target=$4 cmd=$5 prep=$6 size=$7 endc=${8:-} runs=${9:-$RUNS}
+  local dir log prepf runf c0 s0 rc=0 cg stored verify="-" callog=$RESULTS/$name.$kind.calls
+  [ "$kind" = push ] && dir=$PUSHDIR || dir=$RESTDIR
+  prepf=$RA/scripts/$name.$kind.prep.sh runf=$RA/scripts/$name.$kind.run.sh
+  local vd=; [ "$kind" = restore ] && vd=$(q "$VERIFY")
+  {
+    echo ". $RA/lib.sh"
+    echo "wait_async"
+    echo "$prep"
+    if [ "$kind" = push ]; then echo "mkdatadir $dir push"
+    else echo "mkdatadir $dir restore"; echo "rm -rf $VERIFY && install -d -o $user $VERIFY"; fi
+    echo "sync"
+  } > "$prepf"
+  {
+    echo "echo \$\$ > $CGL/cgroup.procs"
+    echo "exec runuser -u $user -- env WALSET=$(q "$WALSET") NSEG=$NSEG CALL_LOG=$(q "$callog") VERIFY_DIR=$vd END_CMD=$(q "$endc") bash $RA/pgloop.sh $kind $dir $(q "$cmd")"
+  } > "$runf"
+  : > "$callog"; : > "$callog.out"; chown "$user": "$callog" "$callog.out"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$user" "$cmd" "${endc:--}" "$(echo "$prep" | tr '\n' ';')" >> "$RESULTS/commands.tsv"
+  wait_idle
+  say "[$name] $kind ($runs run(s)): $cmd"
+  rmdir "$CGL" 2>/dev/null || true; mkdir -p "$CGL"
+  s0=$(srv_ticks "$S3PID" "$TLSPID")
+  hyperfine --runs "$runs" --style basic --shell bash --prepare "bash $prepf" \
+    --export-json "$RESULTS/$name.$kind.json" "bash $runf" > "$RESULTS/$name.$kind.log" 2>&1 || rc=$?
+  cg=$(cat "$CGL/cpuacct.usage"); rmdir "$CGL" 2>/dev/null || true
+  s0=$(( $(srv_ticks "$S3PID" "$TLSPID") - s0 ))
+  if [ "$rc" != 0 ]; then
+    fail "$name.$kind (hyperfine rc=$rc; $RESULTS/$name.$kind.log)"; tail -5 "$RESULTS/$name.$kind.log" >&2; return 0
+  fi
+  bash -c ". $RA/lib.sh; wait_async"
+  stored=$(bash -c ". $PEERS/common.sh; $size" 2>/dev/null || echo 0)
+  if [ "$kind" = restore ]; then   # every restored segment byte for byte, and what is left behind
+    local ok=0 bad=0 miss=0 f left
+    for f in $SEGS; do
+      if [ ! -f "$VERIFY/$f" ]; then miss=$((miss + 1))
+      elif cmp -s "$WALSET/$f" "$VERIFY/$f"; then ok=$((ok + 1))
+      else bad=$((bad + 1)); say "MISMATCH $name $f"; fi
+    done
+    left=$(find "$RESTDIR/pg_wal" -mindepth 1 -not -path "$RESTDIR/pg_wal/archive_status" | wc -l)
+    verify="$ok ok, $bad mismatched, $miss missing; $left left in pg_wal"
+    [ "$bad" = 0 ] && [ "$miss" = 0 ] || fail "$name.restore verify: $verify"
+    say "[$name] restore verify: $verify"
+  fi
+  python3 - "$RESULTS/$name.$kind.json" "$RESULTS/wal.tsv" "$name" "$kind" "$target" "$NSEG" "$in_bytes" "$cg" "$s0" "$stored" "$verify" <<'PY'
+import json, os, statistics, sys
+js, out, name, kind, target, nseg, in_b, cg, srv, stored, verify = sys.argv[1:]
+r = json.load(open(js))["results"][0]; t = r["times"]; med = statistics.median(t)
+nseg, in_b, runs = int(nseg), int(in_b), len(t)
+stored = int(stored or 0)
+tick = os.sysconf("SC_CLK_TCK")
+row = dict(name=name, kind=kind, target=target, median_s=f"{med:.2f}", min_s=f"{min(t):.2f}", max_s=f"{max(t):.2f}",
+           runs=str(runs), seg_per_s=f"{nseg / med:.2f}", ms_per_seg=f"{1000 * med / nseg:.1f}",
+           cpu_ms_per_seg=f"{int(cg) / 1e6 / runs / nseg:.1f}", server_cpu_ms_per_seg=f"{1000 * int(srv) / tick / runs / nseg:.1f}",
+           stored_bytes=str(stored), ratio=f"{in_b / stored:.2f}" if stored else "-", verify=verify)
+new = not os.path.exists(out)
+with open(out, "a") as fh:
+    if new: fh.write("\t".join(row) + "\n")
+    fh.write("\t".join(row.values()) + "\n")
+print("  ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr)
+PY
+}
+
+# ================================================================ 1 + 2 + 5: WAL loops
+if has_wl wal; then
+  PK_LOCAL_SIZE() { echo "dir_bytes $RA/repo/$1/wal"; }
+  PK_S3_SIZE() { echo "s3_bytes $S3R/$1/wal/"; }
+  for t in local s3; do
+    if [ $t = local ]; then
+      repo_reset() { echo "rm -rf $RA/repo/$1 && install -d -o $PGUSER_OS $RA/repo/$1"; }; size=PK_LOCAL_SIZE
+    else
+      repo_reset() { echo "s3_rm_prefix $S3R/$1/"; }; size=PK_S3_SIZE
+    fi
+    # pitrkit, look-ahead (default --jobs), then its restores: prefetch (default 8) and --prefetch 0
+    timeloop pk-$t push "$PGUSER_OS" $t "$BIN/wal-push --config $C/pk-$t.toml %p" "$(repo_reset pk-$t)" "$($size pk-$t)"
+    timeloop pk-$t restore "$PGUSER_OS" $t "$BIN/wal-fetch --config $C/pk-$t.toml %f %p" "true" "echo 0" \
+      "$BIN/wal-fetch --config $C/pk-$t.toml --prefetch-cleanup"
+    timeloop pk-$t-p0 restore "$PGUSER_OS" $t "$BIN/wal-fetch --config $C/pk-$t.toml --prefetch 0 %f %p" "true" "echo 0"
+    # no look-ahead
+    timeloop pk-$t-j1 push "$PGUSER_OS" $t "$BIN/wal-push --config $C/pk-$t-j1.toml --jobs 1 %p" "$(repo_reset pk-$t-j1)" "$($size pk-$t-j1)"
+    # encrypted (a fresh repository every run: the first push makes it encrypted)
+    timeloop pk-$t-enc push "$PGUSER_OS" $t "$BIN/wal-push --config $C/pk-$t-enc.toml %p" "$(repo_reset pk-$t-enc)" "$($size pk-$t-enc)"
+    timeloop pk-$t-enc restore "$PGUSER_OS" $t "$BIN/wal-fetch --config $C/pk-$t-enc-id.toml %f %p" "true" "echo 0" \
+      "$BIN/wal-fetch --config $C/pk-$t-enc-id.toml --prefetch-cleanup"
+    # pgBackRest sync and async (pg1-path = the fake data directory, which is the cwd)
+    pt=$([ $t = local ] && echo posix || echo s3)
+    for m in sync async; do
+      cf=$RA/pgbr/$pt-$m.conf
+      PB="pgbackrest --config=$cf --stanza=wal"
+      if [ $t = local ]; then
+        preset="rm -rf $RA/pgbr-repo-$pt-$m && install -d -o $PGUSER_OS $RA/pgbr-repo-$pt-$m"; psize="dir_bytes $RA/pgbr-repo-$pt-$m/archive/wal/15-1"
+      else
+        preset="s3_rm_prefix s3://$S3_BUCKET/ra-pgbr-$pt-$m/"; psize="s3_bytes s3://$S3_BUCKET/ra-pgbr-$pt-$m/archive/wal/15-1/"
+      fi
+      preset+=$'\n'"rm -rf $RA/pgbr/spool-$pt-$m && install -d -o $PGUSER_OS $RA/pgbr/spool-$pt-$m"
+      preset+=$'\n'"mkdatadir $PUSHDIR push && runuser -u $PGUSER_OS -- $PB --pg1-path=$PUSHDIR --no-online stanza-create >/dev/null"
+      timeloop pgbr-$pt-$m push "$PGUSER_OS" $t "$PB --pg1-path=$PUSHDIR archive-push %p" "$preset" "$psize"
+      timeloop pgbr-$pt-$m restore "$PGUSER_OS" $t "$PB --pg1-path=$RESTDIR archive-get %f %p" \
+        "rm -rf $RA/pgbr/spool-$pt-$m && install -d -o $PGUSER_OS $RA/pgbr/spool-$pt-$m" "echo 0"
+    done
+  done
+  # the classic pipeline, push only (it is slow: GZIP_AWS_RUNS runs)
+  if [ "$GZIP_AWS_RUNS" -gt 0 ]; then
+    timeloop gzip-aws push root s3 "gzip < %p | aws s3 cp - $S3R/gzip-aws/%f.gz --endpoint-url $S3_ENDPOINT --only-show-errors" \
+      "s3_rm_prefix $S3R/gzip-aws/" "s3_bytes $S3R/gzip-aws/" "" "$GZIP_AWS_RUNS"
+  fi
+
+  # ---------------------------------------------------------------- peak RSS (untimed)
+  wait_idle
+  echo -e "label\tmax_rss_kib\tnote" > "$RESULTS/rss.tsv"
+  rss() {  # rss LABEL DIR CHECK CMD...   (as postgres, cwd DIR, /usr/bin/time -v)
+    local label=$1 dir=$2 check=$3; shift 3
+    local tf=$RA/rss/time.txt; rm -f "$tf"
+    if (cd "$dir" && runuser -u "$PGUSER_OS" -- /usr/bin/time -v -o "$tf" "$@") > "$RA/rss/out" 2> "$RA/rss/err"; then
+      printf '%s\t%s\t%s\n' "$label" "$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$tf")" "$(bash -c "$check")" >> "$RESULTS/rss.tsv"
+    else
+      fail "rss: $label: $(tail -2 "$RA/rss/err" | tr '\n' ' ')"
+    fi
+  }
+  for t in local s3; do
+    if [ $t = local ]; then bash -c "rm -rf $RA/repo/rss-$t && install -d -o $PGUSER_OS $RA/repo/rss-$t"; else bash -c ". $PEERS/common.sh; s3_rm_prefix $S3R/rss-$t/"; fi
+    bash -c ". $RA/lib.sh; mkdatadir $PUSHDIR push"
+    rss "wal-push --jobs 8 pg_wal/SEG ($t, $NSEG .ready waiting)" "$PUSHDIR" "echo \$(ls $PUSHDIR/pg_wal/pitrkit-ahead 2>/dev/null | wc -l) records pushed ahead" \
+      "$BIN/wal-push" --config "$C/rss-$t.toml" --jobs 8 "pg_wal/$FIRST_SEG"
+    bash -c ". $RA/lib.sh; mkdatadir $RESTDIR restore"
+    rss "wal-fetch --prefetch 8 SEG pg_wal/RECOVERYXLOG ($t)" "$RESTDIR" "echo \"\$(ls $RESTDIR/pg_wal/pitrkit-prefetch 2>/dev/null | grep -cE '^[0-9A-F]{24}\$') segments prefetched, \$(cmp -s $WALSET/$FIRST_SEG $RESTDIR/pg_wal/RECOVERYXLOG && echo restored file matches || echo RESTORED FILE DIFFERS)\"" \
+      "$BIN/wal-fetch" --config "$C/pk-$t.toml" --prefetch 8 "$FIRST_SEG" pg_wal/RECOVERYXLOG
+  done
+  grep -q DIFFERS "$RESULTS/rss.tsv" && fail "rss: a wal-fetch restored file differs"
+  rm -rf "$PUSHDIR" "$RESTDIR" "$VERIFY"
+fi
+
+# ================================================================ 3: sustained pgbench
+if has_wl sustained; then
+  for t in $SUSTAIN_TARGETS; do
+    if [ $t = local ]; then
+      pkreset="rm -rf $RA/repo/sus-pk-local && install -d -o $PGUSER_OS $RA/repo/sus-pk-local"; pksize="dir_bytes $RA/repo/sus-pk-local/wal"
+      pbreset="rm -rf $RA/pgbr-repo-sus-local && install -d -o $PGUSER_OS $RA/pgbr-repo-sus-local"; pbsize="dir_bytes $RA/pgbr-repo-sus-local/archive/main"
+    else
+      pkreset=". $PEERS/common.sh; s3_rm_prefix $S3R/sus-pk-s3/"; pksize=". $PEERS/common.sh; s3_bytes $S3R/sus-pk-s3/wal/"
+      pbreset=". $PEERS/common.sh; s3_rm_prefix s3://$S3_BUCKET/ra-pgbr-sus-s3/"; pbsize=". $PEERS/common.sh; s3_bytes s3://$S3_BUCKET/ra-pgbr-sus-s3/archive/main/"
+    fi
+    PBS="pgbackrest --config=$RA/pgbr/sus-$t.conf --stanza=main"
+    pbreset+=" && rm -rf $RA/pgbr/spool-sus-$t && install -d -o $PGUSER_OS $RA/pgbr/spool-sus-$t && runuser -u $PGUSER_OS -- $PBS stanza-create >/dev/null"
+    wait_idle
+    logrun sustained bash "$BENCH_DIR/sustained.sh" "pitrkit-$t" "$BIN/wal-push --config $C/sus-pk-$t.toml %p" "$pkreset" "$pksize" || fail "sustained pitrkit-$t"
+    wait_idle
+    logrun sustained bash "$BENCH_DIR/sustained.sh" "pgbr-async-$t" "$PBS archive-push %p" "$pbreset" "$pbsize" || fail "sustained pgbr-async-$t"
+    printf '%s\t%s\n' "pitrkit-$t" "$BIN/wal-push --config $C/sus-pk-$t.toml %p" "pgbr-async-$t" "$PBS archive-push %p" >> "$RESULTS/sustained-commands.tsv"
+  done
+  set_archive "$ORIG_ARCHIVE"
+fi
+
+# ================================================================ 4: base backup (backup-bench.sh)
+if has_wl backup; then
+  wait_idle
+  say "backup-bench.sh (pgbench workload)"
+  logrun backup env RUNS="$RUNS" WORKLOADS=pgbench VARIANTS="pitrkit-local pitrkit-s3 pgbr-full-zst" PITRKIT_BIN="$BIN" \
+    RESULTS="$RESULTS/backup" OUT="$RESULTS/backup/BACKUP-BENCHMARKS.md" bash "$BENCH_DIR/backup-bench.sh" || fail "backup-bench.sh"
+  set_archive "$ORIG_ARCHIVE"
+fi
+
+# ================================================================ 5: bb-push / bb-restore, plain vs encrypted
+if has_wl bbenc; then
+  mkdir -p "$RESULTS/bbenc"
+  for v in bb-plain bb-enc; do
+    repo=$RA/repo/$v
+    idconf=$C/$v.toml; [ $v = bb-enc ] && idconf=$C/bb-enc-id.toml
+    set_archive "$BIN/wal-push --config $C/$v.toml %p"
+    wait_idle
+    logrun bbenc env RUN_AS="$PGUSER_OS" RESULTS="$RESULTS/bbenc" \
+      BACKUP_CMD="$BIN/bb-push --config $C/$v.toml --pgdata $PGDATA" \
+      BACKUP_PREPARE="rm -rf $repo && install -d -o $PGUSER_OS $repo" \
+      BACKUP_SIZE_CMD="find $repo -path $repo/wal -prune -o -type f -printf '%s\n' | awk '{s+=\$1} END{print s+0}'" \
+      RESTORE_CMD="$BIN/bb-restore --config $idconf --pgdata $BENCH_ROOT/pgrestore --target-immediate --archive-mode off" \
+      "$PEERS/backup-bench.sh" "$v" || fail "bbenc $v"
+    printf '%s\t%s\t%s\n' "$v" "$BIN/bb-push --config $C/$v.toml --pgdata $PGDATA" "$BIN/bb-restore --config $idconf --pgdata $BENCH_ROOT/pgrestore --target-immediate --archive-mode off" >> "$RESULTS/bbenc/commands.tsv"
+  done
+  grep -q '"encryption"' "$RA/repo/bb-enc/pitrkit.json" 2>/dev/null && echo "bb-enc repository is encrypted: $(grep -o '"encryption"[^,}]*' "$RA/repo/bb-enc/pitrkit.json")" >> "$RESULTS/bbenc/check.txt" \
+    || echo "bb-enc repository NOT marked encrypted" >> "$RESULTS/bbenc/check.txt"
+  set_archive "$ORIG_ARCHIVE"
+fi
+
+# ---------------------------------------------------------------- encryption sanity: the repos say so
+for r in "$RA/repo/pk-local-enc"; do
+  [ -f "$r/pitrkit.json" ] && echo "$(basename "$r"): $(grep -o '"encryption"[^,}]*' "$r/pitrkit.json" || echo 'no encryption field')" >> "$RESULTS/enc-check.txt"
+done
+fact "load after" "$(cut -d' ' -f1-3 /proc/loadavg)"
+fact "run time" "$((SECONDS - T_START)) s"
+[ "$(stat -c %Y "$PITRKIT_BIN/wal-push")" = "$(stat -c %Y "$BIN/wal-push")" ] || fact "note" "the binaries in $PITRKIT_BIN changed during the run (this run used the copy taken at its start)"
+
+# ---------------------------------------------------------------- report
+export OUT RA BIN C GZIP_AWS_RUNS
+python3 "$BENCH_DIR/report-all.py" "$RESULTS" "$BENCH_DIR/previous-run.md" > "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
+cp "$OUT" "$RESULTS/BENCHMARKS.md"
+say "wrote $OUT in $((SECONDS - T_START)) s (raw results: $RESULTS)"
+if [ "${#FAILED[@]}" -gt 0 ]; then say "FAILED: ${FAILED[*]}"; exit 1; fi

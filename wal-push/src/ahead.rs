@@ -119,15 +119,14 @@ impl Ahead {
             .collect()
     }
 
-    /// Records that `name` (at `path`) is durably stored; called only after it is.
-    pub fn record(&self, name: &WalFileName, path: &Path, report: &PushReport) -> Result<()> {
+    /// Records that `name` is durably stored, with the xxh3-64 its content had while it was
+    /// read for the push; called only after the store confirmed it.
+    pub fn record(&self, name: &WalFileName, report: &PushReport, hash: u64) -> Result<()> {
         let record = Record {
             format_version: 1,
             repo: self.repo.clone(),
-            size: fs::metadata(path)
-                .map_err(|e| Error::local_io(path, e))?
-                .len(),
-            xxh3: xxh3_of(path)?,
+            size: report.bytes,
+            xxh3: format!("{hash:016x}"),
             report: report.clone(),
         };
         let rp = self.record_path(name);
@@ -156,6 +155,33 @@ impl Ahead {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+/// A reader that hashes (xxh3-64) what passes through it.
+pub struct Hashing<R> {
+    inner: R,
+    hash: Xxh3,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hash: Xxh3::new(),
+        }
+    }
+
+    pub fn digest(&self) -> u64 {
+        self.hash.digest()
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Cli {
     pub compress_level: Option<i32>,
     /// Files pushed at once: this one and the next ones PostgreSQL has marked ready
     /// (pg_wal/archive_status), whose later calls then return at once [default: the CPUs
-    /// up to 4; 2 × the CPUs up to 8 for S3]; 1 pushes only this file
+    /// up to 4 for a directory, 2 to 8 for S3]; 1 pushes only this file
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
     #[command(flatten)]
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         level,
         workers: if per_file > 1 { per_file } else { 0 },
     };
-    let push = |(n, path, display): &(WalFileName, PathBuf, String)| -> Result<PushReport> {
+    let push = |(n, path, display): &(WalFileName, PathBuf, String)| {
         push_one(&repo, compressor, n, path, display, settings.verbose)
     };
     let mut all = vec![(name, cli.path.clone(), display)];
@@ -134,16 +134,16 @@ pub fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| Err(Error::Usage("no result".into())));
     // Look-ahead failures are not this call's: PostgreSQL asks for those files again.
     if let Some(a) = &ahead {
-        for ((n, path, _), r) in all.iter().skip(1).zip(results) {
+        for ((n, _, _), r) in all.iter().skip(1).zip(results) {
             match r {
-                Ok(report) => a.record(n, path, &report)?,
+                Ok((report, hash)) => a.record(n, &report, hash)?,
                 Err(e) => note(format!(
                     "{n}: push ahead failed, left for its own call: {e}"
                 )),
             }
         }
     }
-    let mut report = mine?;
+    let (mut report, _) = mine?;
     report.seconds = (started.elapsed().as_secs_f64() * 1e4).round() / 1e4;
     print_report(&report)
 }
@@ -159,11 +159,12 @@ fn print_report(report: &PushReport) -> Result<()> {
 fn default_jobs(location: &pitrkit::settings::RepoLocation, cpus: u32) -> u32 {
     match location {
         pitrkit::settings::RepoLocation::Dir(_) => cpus.clamp(1, 4),
-        pitrkit::settings::RepoLocation::S3 { .. } => (cpus * 2).clamp(2, 8),
+        pitrkit::settings::RepoLocation::S3 { .. } => cpus.clamp(2, 8),
     }
 }
 
-/// Validates, seals and stores one WAL file (or finds it stored already).
+/// Validates, seals and stores one WAL file (or finds it stored already). Also returns the
+/// xxh3-64 of what was read, for a look-ahead record (so the file is read only once).
 fn push_one(
     repo: &Repository,
     compressor: Compressor,
@@ -171,7 +172,7 @@ fn push_one(
     path: &Path,
     display: &str,
     verbose: bool,
-) -> Result<PushReport> {
+) -> Result<(PushReport, u64)> {
     let started = Instant::now();
     let name = *name;
     let display = display.to_string();
@@ -203,11 +204,11 @@ fn push_one(
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
-        let sealed =
-            compressor.seal_reader(&mut (&head[..]).chain(&mut input), len, repo.keys(), class);
-        (sealed, probe.join())
+        let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input));
+        let sealed = compressor.seal_reader(&mut hashed, len, repo.keys(), class);
+        (sealed.map(|s| (s, hashed.digest())), probe.join())
     });
-    let (stored, envelope) = sealed.map_err(|e| Error::local_io(&display, e))?;
+    let ((stored, envelope), hash) = sealed.map_err(|e| Error::local_io(&display, e))?;
     if envelope.plain_len != len {
         return Err(Error::invalid_input(
             &display,
@@ -240,14 +241,15 @@ fn push_one(
     if verbose || status != "stored" {
         note(format!("{name}: {status} in {} as {key}", repo.location()));
     }
-    Ok(PushReport {
+    let report = PushReport {
         name: name.to_string(),
         bytes: envelope.plain_len,
         stored_bytes: stored.len() as u64,
         digest: envelope.digest.to_string(),
         seconds: (started.elapsed().as_secs_f64() * 1e4).round() / 1e4,
         status: status.into(),
-    })
+    };
+    Ok((report, hash))
 }
 
 /// The WAL file name to archive under, and how to name the input in messages.

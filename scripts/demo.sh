@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The pitrkit story on the local-directory default: a throwaway PostgreSQL archives its WAL
-# with wal-push, bb-push takes a base backup, someone deletes every customer by mistake, and
+# with wal-push, bb-push takes a base backup, pitr-check shows what the archive can restore,
+# someone deletes every customer by mistake, and
 # bb-restore brings a copy back to the second before the DELETE (replaying through wal-fetch).
 #
 # Everything lives in $DEMO_DIR (default /tmp/pitrkit-demo) and is removed at the start of
@@ -20,7 +21,7 @@ if [ "$(id -u)" -eq 0 ]; then as_pg() { runuser -u postgres -- "$@"; }; owner=po
 [ -f "$DEMO_DIR/primary/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/primary" -m immediate stop >/dev/null 2>&1 || true
 [ -f "$DEMO_DIR/restored/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$DEMO_DIR/restored" -m immediate stop >/dev/null 2>&1 || true
 rm -rf "$DEMO_DIR"; mkdir -p "$DEMO_DIR/bin"
-for t in wal-push wal-fetch bb-push bb-restore; do cp "$here/target/release/$t" "$DEMO_DIR/bin/"; done
+for t in wal-push wal-fetch bb-push bb-restore pitr-check; do cp "$here/target/release/$t" "$DEMO_DIR/bin/"; done
 chown -R "$owner" "$DEMO_DIR"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P1=$(port); P2=$(port)
@@ -72,6 +73,11 @@ psql1 "select pg_switch_wal()" >/dev/null; sleep 1
 say "the WAL archive (compressed, checksummed, grouped by timeline)"
 (cd "$REPO" && find . -type f | sort | head -20 && echo "... $(find . -name '*.zst' | wc -l) WAL objects, $(du -sh . | cut -f1) in all")
 echo "archiver: $(psql1 "select archived_count || ' archived, ' || failed_count || ' failed' from pg_stat_archiver")"
+
+say "what the archive can restore: pitr-check (gaps, recovery windows, RPO, archiver health)"
+echo "\$ pitr-check --repo $REPO --dbname 'host=$DEMO_DIR port=$P1 user=postgres dbname=postgres'"
+as_pg "$DEMO_DIR/bin/pitr-check" --repo "$REPO" --dbname "host=$DEMO_DIR port=$P1 user=postgres dbname=postgres" \
+  || echo "(pitr-check exit status $?: see its findings above)"
 
 say "bb-restore to the last good moment, $before"
 mkdir -p "$DEMO_DIR/restored"; chown "$owner" "$DEMO_DIR/restored"

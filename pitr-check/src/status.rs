@@ -284,9 +284,20 @@ pub fn run(args: &StatusArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         |out| table(out, &report),
         || metrics(&report),
     )?;
-    note(format!(
-        "{}: {}",
-        verdict_word(report.verdict),
+    let summary = if report.findings.is_empty() {
+        format!(
+            "{} of {} backup(s) restorable; newest WAL {}",
+            report.backups.iter().filter(|b| b.restorable).count(),
+            report.backups.len(),
+            report
+                .wal
+                .newest_age_seconds
+                .map_or("of unknown age".into(), |a| format!(
+                    "{} old",
+                    human_secs(a)
+                ))
+        )
+    } else {
         report
             .findings
             .iter()
@@ -295,8 +306,9 @@ pub fn run(args: &StatusArgs, repo_args: &RepoArgs) -> Result<Verdict> {
             .join("; ")
             .chars()
             .take(400)
-            .collect::<String>()
-    ));
+            .collect()
+    };
+    note(format!("{}: {summary}", verdict_word(report.verdict)));
     Ok(report.verdict)
 }
 

@@ -21,7 +21,7 @@ use pitrkit::parallel;
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::target::{RecoveryTarget, conf_quote, parse_time};
+use pitrkit::target::{RecoveryTarget, TargetArgs, conf_quote};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -36,21 +36,8 @@ pub struct Cli {
     /// Data directory to restore into (created if missing; must be empty unless --delta/--force)
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
-    /// Recover to this moment, e.g. 2026-11-26T03:05:12Z or '2026-11-26 04:05:12+01'
-    #[arg(long, value_name = "TIME", group = "target")]
-    pub target_time: Option<String>,
-    /// Recover to this transaction id
-    #[arg(long, value_name = "XID", group = "target")]
-    pub target_xid: Option<u64>,
-    /// Recover to this WAL location, e.g. 0/16B3748
-    #[arg(long, value_name = "LSN", group = "target")]
-    pub target_lsn: Option<String>,
-    /// Recover to a restore point made with pg_create_restore_point()
-    #[arg(long, value_name = "NAME", group = "target")]
-    pub target_name: Option<String>,
-    /// Stop as soon as the backup is consistent
-    #[arg(long, group = "target")]
-    pub target_immediate: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Stop just before the target instead of just after it
     #[arg(long)]
     pub target_exclusive: bool,
@@ -112,7 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
 pub fn restore(cli: Cli) -> Result<Summary> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
-    let target = parse_target(&cli)?;
+    let target = cli.target.parse()?;
     let repo = settings.open_repo()?;
     let root = repo.read_root()?.ok_or_else(|| {
         Error::Conflict(format!(
@@ -183,22 +170,6 @@ pub fn restore(cli: Cli) -> Result<Summary> {
     Ok(summary)
 }
 
-fn parse_target(cli: &Cli) -> Result<RecoveryTarget> {
-    Ok(if let Some(t) = &cli.target_time {
-        RecoveryTarget::Time(parse_time(t)?)
-    } else if let Some(x) = cli.target_xid {
-        RecoveryTarget::Xid(x)
-    } else if let Some(l) = &cli.target_lsn {
-        RecoveryTarget::Lsn(l.parse()?)
-    } else if let Some(n) = &cli.target_name {
-        RecoveryTarget::Name(n.clone())
-    } else if cli.target_immediate {
-        RecoveryTarget::Immediate
-    } else {
-        RecoveryTarget::Latest
-    })
-}
-
 /// The newest backup that is consistent before the target, or the one named.
 fn choose_backup(
     repo: &Repository,
@@ -210,7 +181,7 @@ fn choose_backup(
         if !precedes(&m, target) {
             return Err(Error::Usage(format!(
                 "backup {id} does not end before the target ({})",
-                describe(target)
+                target
             )));
         }
         return Ok(m);
@@ -229,8 +200,7 @@ fn choose_backup(
     }
     Err(Error::Usage(format!(
         "no backup ends before the target ({}): the oldest, {}, is not early enough",
-        describe(target),
-        ids[0]
+        target, ids[0]
     )))
 }
 
@@ -242,17 +212,6 @@ fn precedes(m: &BackupManifest, target: &RecoveryTarget) -> bool {
         // An xid that had not started when the backup stopped commits after it.
         RecoveryTarget::Xid(x) => m.next_xid.is_none_or(|n| n <= *x),
         _ => true,
-    }
-}
-
-fn describe(t: &RecoveryTarget) -> String {
-    match t {
-        RecoveryTarget::Time(t) => format!("time {t}"),
-        RecoveryTarget::Xid(x) => format!("xid {x}"),
-        RecoveryTarget::Lsn(l) => format!("lsn {l}"),
-        RecoveryTarget::Name(n) => format!("restore point '{n}'"),
-        RecoveryTarget::Immediate => "immediate".into(),
-        RecoveryTarget::Latest => "latest".into(),
     }
 }
 

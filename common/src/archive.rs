@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use crate::error::Result;
 use crate::manifest::BackupManifest;
 use crate::repo::Repository;
+use crate::storage::ObjectKey;
 use crate::wal::{Lsn, TimelineId, WalFileName};
 
 /// One line of a `.history` file: timeline `parent` ended at `switch`.
@@ -85,6 +86,8 @@ pub struct ArchiveIndex {
     pub other_files: usize,
     pub wal_bytes: u64,
     pub wal_objects: usize,
+    /// Every object under `wal/`, as listed.
+    pub objects: Vec<ObjectKey>,
 }
 
 impl ArchiveIndex {
@@ -97,8 +100,10 @@ impl ArchiveIndex {
             other_files: 0,
             wal_bytes: 0,
             wal_objects: 0,
+            objects: Vec::new(),
         };
         for (name, info) in repo.list_wal()? {
+            index.objects.push(info.key.clone());
             index.wal_bytes += info.size;
             index.wal_objects += 1;
             match name {
@@ -139,6 +144,7 @@ impl ArchiveIndex {
             other_files: 0,
             wal_bytes: 0,
             wal_objects: 0,
+            objects: Vec::new(),
         }
     }
 

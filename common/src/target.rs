@@ -21,6 +21,61 @@ pub enum RecoveryTarget {
     Name(String),
 }
 
+/// The recovery target flags, one group shared by bb-restore and `pitr-check drill`: at
+/// most one of them; none means the end of the archive.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[group(id = "target", multiple = false)]
+pub struct TargetArgs {
+    /// Recover to this moment, e.g. 2026-11-26T03:05:12Z or '2026-11-26 04:05:12+01'
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover to this transaction id
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<u64>,
+    /// Recover to this WAL location, e.g. 0/16B3748
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover to a restore point made with pg_create_restore_point()
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    pub target_immediate: bool,
+}
+
+impl TargetArgs {
+    /// The target these flags name (bad times and LSNs are usage errors).
+    pub fn parse(&self) -> Result<RecoveryTarget> {
+        Ok(if let Some(t) = &self.target_time {
+            RecoveryTarget::Time(parse_time(t)?)
+        } else if let Some(x) = self.target_xid {
+            RecoveryTarget::Xid(x)
+        } else if let Some(l) = &self.target_lsn {
+            RecoveryTarget::Lsn(l.parse()?)
+        } else if let Some(n) = &self.target_name {
+            RecoveryTarget::Name(n.clone())
+        } else if self.target_immediate {
+            RecoveryTarget::Immediate
+        } else {
+            RecoveryTarget::Latest
+        })
+    }
+}
+
+/// How messages and reports name a target: `time …`, `restore point '…'`, `latest`…
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryTarget::Time(t) => write!(f, "time {t}"),
+            RecoveryTarget::Xid(x) => write!(f, "xid {x}"),
+            RecoveryTarget::Lsn(l) => write!(f, "lsn {l}"),
+            RecoveryTarget::Name(n) => write!(f, "restore point '{n}'"),
+            RecoveryTarget::Immediate => f.write_str("immediate"),
+            RecoveryTarget::Latest => f.write_str("latest"),
+        }
+    }
+}
+
 /// Parses a target time: RFC 3339 or PostgreSQL's `2026-11-26 03:05:12.5+01`; no zone
 /// means UTC.
 pub fn parse_time(s: &str) -> Result<Timestamp> {

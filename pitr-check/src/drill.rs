@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use pitrkit::error::{Error, Result};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
+use pitrkit::target::{RecoveryTarget, TargetArgs};
 use postgres::{Client, SimpleQueryMessage};
 use serde::Serialize;
 
@@ -140,6 +141,7 @@ struct Plan<'a> {
     workdir: PathBuf,
     recovery_timeout: Duration,
     script: Vec<Step>,
+    target: RecoveryTarget,
 }
 
 impl<'a> Plan<'a> {
@@ -160,6 +162,7 @@ impl<'a> Plan<'a> {
             }
         }
         Ok(Plan {
+            target: args.target.parse()?,
             args,
             owner: Owner::for_server(&args.run_as)?,
             workdir: args.workdir.clone().unwrap_or_else(std::env::temp_dir),
@@ -170,20 +173,7 @@ impl<'a> Plan<'a> {
 
     /// The target as the report names it.
     fn target(&self) -> String {
-        let a = self.args;
-        if let Some(t) = &a.target_time {
-            format!("time {t}")
-        } else if let Some(x) = a.target_xid {
-            format!("xid {x}")
-        } else if let Some(l) = &a.target_lsn {
-            format!("lsn {l}")
-        } else if let Some(n) = &a.target_name {
-            format!("restore point '{n}'")
-        } else if a.target_immediate {
-            "immediate".into()
-        } else {
-            "latest".into()
-        }
+        self.target.to_string()
     }
 }
 
@@ -316,13 +306,12 @@ fn restore(
     let a = plan.args;
     let cli = bb_restore::Cli {
         pgdata: scratch.data(),
-        target_time: a.target_time.clone(),
-        target_xid: a.target_xid,
-        target_lsn: a.target_lsn.clone(),
-        target_name: baseline
-            .map(|b| b.restore_point.clone())
-            .or_else(|| a.target_name.clone()),
-        target_immediate: a.target_immediate,
+        target: TargetArgs {
+            target_name: baseline
+                .map(|b| b.restore_point.clone())
+                .or_else(|| a.target.target_name.clone()),
+            ..a.target.clone()
+        },
         target_exclusive: false,
         target_action: "promote".into(),
         target_timeline: None,

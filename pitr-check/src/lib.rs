@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use pitrkit::error::Result;
 use pitrkit::runner::Verdict;
 use pitrkit::settings::RepoArgs;
+use pitrkit::target::TargetArgs;
 
 pub mod drill;
 pub mod report;
@@ -86,21 +87,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DrillArgs {
-    /// Recover to this moment (default: the end of the archive)
-    #[arg(long, value_name = "TIME", group = "target")]
-    pub target_time: Option<String>,
-    /// Recover to this transaction id
-    #[arg(long, value_name = "XID", group = "target")]
-    pub target_xid: Option<u64>,
-    /// Recover to this WAL location
-    #[arg(long, value_name = "LSN", group = "target")]
-    pub target_lsn: Option<String>,
-    /// Recover to a restore point
-    #[arg(long, value_name = "NAME", group = "target")]
-    pub target_name: Option<String>,
-    /// Stop as soon as the backup is consistent
-    #[arg(long, group = "target")]
-    pub target_immediate: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Restore this backup instead of the newest one before the target
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,

@@ -39,8 +39,7 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    pub fn load(repo_args: &RepoArgs) -> Result<Self> {
-        let settings = Settings::from_args(repo_args)?;
+    pub fn load(settings: &Settings) -> Result<Self> {
         let repo = settings.open_repo()?;
         let root = repo.read_root()?.ok_or_else(|| {
             Error::Conflict(format!(
@@ -272,7 +271,7 @@ pub fn run(args: &StatusArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         .as_deref()
         .map(|d| parse_duration("--max-backup-age", d))
         .transpose()?;
-    let inv = Inventory::load(repo_args)?;
+    let inv = Inventory::load(&Settings::from_args(repo_args)?)?;
     let archiver = match &args.dbname {
         Some(c) => Some(archiver(c, args.pgdata.as_deref(), &inv.root)?),
         None => None,
@@ -339,9 +338,8 @@ pub fn build(
     let seg = inv.root.wal_segment_size;
 
     // Gaps, and which backups' windows they end.
-    let gaps: Vec<GapReport> = inv
-        .index
-        .gaps()
+    let found = inv.index.gaps();
+    let gaps: Vec<GapReport> = found
         .iter()
         .map(|g| GapReport {
             timeline: g.timeline,
@@ -358,7 +356,7 @@ pub fn build(
         .filter(|b| b.keep.is_some())
         .map(|b| b.backup_id.as_str())
         .collect();
-    for (g, gap) in gaps.iter().zip(inv.index.gaps()) {
+    for (g, gap) in gaps.iter().zip(&found) {
         let range = if g.segments == 1 {
             g.first.clone()
         } else {

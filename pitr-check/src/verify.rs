@@ -88,14 +88,18 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         .jobs
         .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
         .max(1);
-    let inv = Inventory::load(repo_args)?;
+    let inv = Inventory::load(&settings)?;
     let backups = inv.analyse();
     let store = inv.repo.store();
-    let objects: Vec<ObjectKey> = store
-        .list("wal/")?
-        .into_iter()
-        .chain(store.list("chunks/")?)
-        .map(|o| o.key)
+    // What the inventory listed already: every WAL object, then every chunk.
+    let mut chunk_keys: Vec<ObjectKey> = inv.chunks.iter().map(ChunkId::key).collect();
+    chunk_keys.sort();
+    let objects: Vec<ObjectKey> = inv
+        .index
+        .objects
+        .iter()
+        .cloned()
+        .chain(chunk_keys)
         .collect();
     let bytes = AtomicU64::new(0);
     let by_key: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());

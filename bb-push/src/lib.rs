@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jiff::Timestamp;
+use pitrkit::buffer::PageBuf;
 use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::error::{Error, Result};
 use pitrkit::lock::{LockKind, RepoLock};
@@ -363,7 +364,7 @@ pub(crate) fn store_file(
         .permissions()
         .mode()
         & 0o7777;
-    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut buf = PageBuf::new(CHUNK_SIZE);
     let mut hasher = Sha256Sum::hasher();
     let mut chunks = Vec::new();
     let mut size = 0u64;

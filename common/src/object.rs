@@ -12,6 +12,7 @@ use sha2::Sha256;
 use std::fmt;
 use std::io::{Read, Write};
 
+use crate::buffer::PageBuf;
 use crate::crypto::{Class, Digester, KeyId, Keys, Scheme};
 use crate::error::{Error, Result};
 
@@ -223,7 +224,7 @@ impl Compressor {
         let mut out = Vec::with_capacity(ENVELOPE_LEN + (size_hint as usize / 6).max(4096));
         out.resize(ENVELOPE_LEN, 0);
         let mut hasher = keys.digester().start();
-        let mut buf = vec![0u8; STREAM_CHUNK];
+        let mut buf = PageBuf::new(STREAM_CHUNK);
         let mut total = 0u64;
         let mut pump = |sink: &mut dyn Write| -> std::io::Result<()> {
             loop {
@@ -331,10 +332,10 @@ pub fn open_to(
     let payload = &payload[..];
     let corrupt =
         |e: std::io::Error| Error::corrupt(key, format!("zstd payload does not decompress: {e}"));
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(2);
-    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(3);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(PageBuf, usize)>(2);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<PageBuf>(3);
     for _ in 0..3 {
-        let _ = empty_tx.send(vec![0u8; STREAM_CHUNK]);
+        let _ = empty_tx.send(PageBuf::new(STREAM_CHUNK));
     }
     let (written, produced) = std::thread::scope(|s| {
         let writer = s.spawn(move || -> std::io::Result<(Sha256Sum, u64)> {

@@ -207,10 +207,11 @@ pub fn process_env() -> HashMap<String, String> {
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
     let s = s.trim();
     // A bare number is seconds, as most people mean it.
-    if let Ok(n) = s.parse::<f64>() {
-        if n.is_finite() && n >= 0.0 {
-            return Ok(Duration::from_secs_f64(n));
-        }
+    if let Ok(n) = s.parse::<f64>()
+        && n.is_finite()
+        && n >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(n));
     }
     humantime::parse_duration(s)
         .map_err(|e| Error::Usage(format!("bad {what} '{s}': {e} (e.g. 20s, 5m, 7d)")))

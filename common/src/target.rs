@@ -83,10 +83,10 @@ pub fn parse_time(s: &str) -> Result<Timestamp> {
     if let Ok(ts) = t.parse::<Timestamp>() {
         return Ok(ts);
     }
-    if let Ok(dt) = t.parse::<jiff::civil::DateTime>() {
-        if let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC) {
-            return Ok(z.timestamp());
-        }
+    if let Ok(dt) = t.parse::<jiff::civil::DateTime>()
+        && let Ok(z) = dt.to_zoned(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(z.timestamp());
     }
     Err(Error::Usage(format!(
         "cannot read target time '{s}': use e.g. 2026-11-26T03:05:12Z, '2026-11-26 04:05:12+01:00', \

@@ -153,13 +153,13 @@ impl<'a> Plan<'a> {
             }
             None => Vec::new(),
         };
-        if let Some(dir) = &args.pg_bin {
-            if !dir.join("postgres").is_file() {
-                return Err(Error::Usage(format!(
-                    "--pg-bin {}: no postgres binary there",
-                    dir.display()
-                )));
-            }
+        if let Some(dir) = &args.pg_bin
+            && !dir.join("postgres").is_file()
+        {
+            return Err(Error::Usage(format!(
+                "--pg-bin {}: no postgres binary there",
+                dir.display()
+            )));
         }
         Ok(Plan {
             target: args.target.parse()?,

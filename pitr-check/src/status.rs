@@ -433,17 +433,17 @@ pub fn build(
         .filter(|b| b.restorable)
         .max_by_key(|b| b.stop_time);
     let newest_backup_age = newest_backup.and_then(|b| b.stop_time).map(|t| age(now, t));
-    if let (Some(max), Some(a)) = (max_backup_age, newest_backup_age) {
-        if a > max.as_secs_f64() {
-            flag(
-                Severity::Warning,
-                format!(
-                    "the newest restorable backup is {} old (limit {})",
-                    human_secs(a),
-                    humantime::format_duration(max)
-                ),
-            );
-        }
+    if let (Some(max), Some(a)) = (max_backup_age, newest_backup_age)
+        && a > max.as_secs_f64()
+    {
+        flag(
+            Severity::Warning,
+            format!(
+                "the newest restorable backup is {} old (limit {})",
+                human_secs(a),
+                humantime::format_duration(max)
+            ),
+        );
     }
 
     // WAL freshness.

@@ -68,15 +68,14 @@ fn kind_of(key: &ObjectKey) -> Kind {
     if let Some(id) = ChunkId::from_key(k) {
         return Kind::Chunk(id);
     }
-    if k.starts_with("wal/") {
-        if let Some(name) = k
+    if k.starts_with("wal/")
+        && let Some(name) = k
             .rsplit('/')
             .next()
             .and_then(|f| f.strip_suffix(".zst"))
             .and_then(|f| f.parse().ok())
-        {
-            return Kind::Wal(name);
-        }
+    {
+        return Kind::Wal(name);
     }
     Kind::Other
 }
@@ -274,17 +273,19 @@ fn attribute(inv: &Inventory, backups: &[BackupReport], problems: &mut [Problem]
                             backup_id: b.backup_id.clone(),
                             effect: "cannot restore".into(),
                         });
-                    } else if let Some(w) = &b.window {
-                        if segno > stop && segno <= w.to_lsn.segno(seg) && on_path(w.timeline) {
-                            p.breaks.push(Broken {
-                                backup_id: b.backup_id.clone(),
-                                effect: format!(
-                                    "recovery window now ends at {} instead of {}",
-                                    pitrkit::wal::Lsn(segno * seg as u64),
-                                    w.to_lsn
-                                ),
-                            });
-                        }
+                    } else if let Some(w) = &b.window
+                        && segno > stop
+                        && segno <= w.to_lsn.segno(seg)
+                        && on_path(w.timeline)
+                    {
+                        p.breaks.push(Broken {
+                            backup_id: b.backup_id.clone(),
+                            effect: format!(
+                                "recovery window now ends at {} instead of {}",
+                                pitrkit::wal::Lsn(segno * seg as u64),
+                                w.to_lsn
+                            ),
+                        });
                     }
                 }
             }

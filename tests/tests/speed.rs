@@ -253,3 +253,119 @@ fn prefetching_recovery_matches_and_cleans_up() {
     );
     assert!(!r.data.join("pg_wal/pitrkit-prefetch").exists());
 }
+
+/// Process ids of the prefetchers working for the data directory `data`.
+fn prefetchers_of(data: &Path) -> Vec<u32> {
+    let data = fs::canonicalize(data).unwrap();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = fs::read(e.path().join("cmdline")).ok()?;
+            let is_prefetcher = cmd
+                .split(|b| *b == 0)
+                .any(|arg| arg == b"--prefetch-daemon");
+            (is_prefetcher && fs::read_link(e.path().join("cwd")).ok()? == data).then_some(pid)
+        })
+        .collect()
+}
+
+/// The prefetcher is supervised: killed with SIGKILL again and again during a recovery it
+/// only costs speed (calls fetch for themselves, a new one starts and throws away what the
+/// dead one left), and it does not outlive the postmaster it works for, removing what it
+/// fetched.
+#[test]
+fn a_killed_prefetcher_costs_nothing_and_none_outlives_its_postmaster() {
+    let s = site("prefetcher", Backend::Fs, "");
+    let p = &s.primary;
+    p.sql("create table t(i int, note text)");
+    s.backup();
+    for i in 0..8 {
+        p.sql(&format!(
+            "insert into t select g, 'round {i}' from generate_series(1, 2000) g; select pg_switch_wal()"
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let moment = now(p);
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 8..16 {
+        p.sql(&format!(
+            "insert into t select g, 'round {i}' from generate_series(1, 2000) g; select pg_switch_wal()"
+        ));
+    }
+    s.archive_now();
+    let expected = p.sql("select count(*), md5(string_agg(note, ',' order by note)) from t");
+
+    let start = |name: &str, args: &[&str]| {
+        let dir = s.sb.path().join(name);
+        s.tool(
+            "bb-restore",
+            &[
+                &["--pgdata", dir.to_str().unwrap(), "--archive-mode", "off"],
+                args,
+            ]
+            .concat(),
+        )
+        .assert_ok();
+        let mut r = Pg::at(&s.sb, name);
+        r.configure("");
+        r.start_recovery();
+        r
+    };
+
+    let r = start("killed", &[]);
+    let mut killed = 0;
+    let started = std::time::Instant::now();
+    while r.try_sql("select pg_is_in_recovery()").as_deref() != Some("f") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{}",
+            r.log_text()
+        );
+        for pid in prefetchers_of(&r.data) {
+            let mut kill = std::process::Command::new("kill");
+            kill.args(["-9", &pid.to_string()]);
+            if run(kill).code == 0 {
+                killed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(killed > 0, "no prefetcher ran during the recovery");
+    assert_eq!(
+        r.sql("select count(*), md5(string_agg(note, ',' order by note)) from t"),
+        expected
+    );
+    assert!(!r.data.join("pg_wal/pitrkit-prefetch").exists());
+
+    // Paused at the target, the prefetcher waits with what it fetched; the postmaster
+    // stops and the prefetcher goes, leaving nothing.
+    let mut r = start(
+        "paused",
+        &["--target-time", moment.as_str(), "--target-action", "pause"],
+    );
+    let prefetch = r.data.join("pg_wal/pitrkit-prefetch");
+    pitrkit_tests::wait_for("recovery to pause", Duration::from_secs(120), || {
+        r.try_sql("select pg_get_wal_replay_pause_state()")
+            .as_deref()
+            == Some("paused")
+    });
+    assert_eq!(r.sql("select count(*) from t"), "16000");
+    assert_eq!(prefetchers_of(&r.data).len(), 1);
+    let waiting = fs::read_dir(&prefetch)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().len() == 24)
+        .count();
+    assert!(waiting > 0, "nothing prefetched past the target");
+    r.stop();
+    pitrkit_tests::wait_for("the prefetcher to end", Duration::from_secs(10), || {
+        prefetchers_of(&r.data).is_empty()
+    });
+    assert!(
+        !prefetch.exists(),
+        "{:?}",
+        fs::read_dir(&prefetch).map(|d| d.count())
+    );
+}

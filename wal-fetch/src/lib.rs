@@ -3,11 +3,14 @@
 //!
 //! Nothing appears at the destination until its length and digest have been verified
 //! against the object's envelope: a temporary file beside it is fsynced and renamed. The
-//! next segments are prefetched in the same call (see `prefetch`).
+//! next segments are prefetched by a prefetcher process the first call starts (see
+//! `prefetch`).
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pitrkit::error::{Error, Result};
@@ -39,23 +42,37 @@ pub struct Cli {
     /// Where to write it (%p), or - for stdout
     #[arg(value_name = "DEST", required_unless_present = "prefetch_cleanup")]
     pub dest: Option<PathBuf>,
-    /// Segments of the same timeline fetched ahead, in parallel, into the prefetch
-    /// directory, so that the next calls only move a verified file into place; 0 disables
+    /// Segments of the same timeline kept fetched ahead, in parallel, by a prefetcher
+    /// process into the prefetch directory while PostgreSQL replays, so that the next
+    /// calls only move a verified file into place; only when DEST is in a pg_wal directory
+    /// or --prefetch-dir is given; 0 disables
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub prefetch: usize,
     /// Where prefetched segments wait [default: pitrkit-prefetch beside DEST, i.e.
     /// pg_wal/pitrkit-prefetch in the data directory]
     #[arg(long, value_name = "DIR")]
     pub prefetch_dir: Option<PathBuf>,
-    /// Parallel downloads for prefetching [default: the CPUs; 4 × the CPUs for S3]
+    /// Parallel downloads of the prefetcher [default: the CPUs; 4 × the CPUs for S3]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
-    /// Remove every prefetched file and exit (bb-restore sets this as recovery_end_command)
+    /// Stop the prefetcher and remove every prefetched file, then exit (bb-restore sets
+    /// this as recovery_end_command)
     #[arg(long, conflicts_with_all = ["name", "dest"])]
     pub prefetch_cleanup: bool,
+    /// Run as the prefetcher for segments of this size (started by a restoring call)
+    #[arg(
+        long,
+        value_name = "SEGMENT_SIZE",
+        hide = true,
+        conflicts_with = "prefetch_cleanup"
+    )]
+    pub prefetch_daemon: Option<u32>,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
+
+/// How long `--prefetch-cleanup` waits for the prefetcher to finish what it is doing.
+const CLEANUP_WAIT: Duration = Duration::from_secs(30);
 
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
@@ -64,57 +81,53 @@ pub fn run(cli: Cli) -> Result<()> {
             .prefetch_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("pg_wal").join(prefetch::DIR));
-        return Prefetch::new(dir).clear();
+        return Prefetch::new(dir).clear(CLEANUP_WAIT);
     }
     let (Some(raw), Some(dest)) = (&cli.name, &cli.dest) else {
         return Err(Error::Usage("give WALNAME and DEST (see --help)".into()));
     };
     let settings = Settings::from_args(&cli.repo)?;
     let name: WalFileName = raw.parse()?;
-    let to_stdout = dest.as_os_str() == "-";
-    // Only whole segments are prefetched and served from prefetch: a .history or .partial
-    // request always goes to the repository.
-    let prefetch = (!to_stdout && cli.prefetch > 0 && matches!(name, WalFileName::Segment { .. }))
-        .then(|| {
-            Prefetch::new(cli.prefetch_dir.clone().unwrap_or_else(|| {
-                dest.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."))
-                    .join(prefetch::DIR)
-            }))
+    let prefetch = prefetch_dir(&cli, &name, dest).map(Prefetch::new);
+    if let (Some(p), Some(seg_size)) = (&prefetch, cli.prefetch_daemon) {
+        let repo = settings.open_repo()?;
+        let jobs = cli
+            .jobs
+            .unwrap_or_else(|| parallel::default_jobs_for(&settings.location));
+        return p.run_daemon(name, seg_size, cli.prefetch, jobs, |n, tmp| {
+            fetch_into(&repo, n, tmp)
         });
-    if let Some(p) = &prefetch {
-        if p.serve(&name, dest)? {
-            if settings.verbose {
-                note(format!(
-                    "{name}: served from {} in {:.4} s",
-                    p.dir().display(),
-                    started.elapsed().as_secs_f64()
-                ));
-            }
-            return Ok(());
+    }
+    // Served only while the prefetcher that fetched it runs (see `prefetch`).
+    let alive = prefetch.as_ref().is_some_and(Prefetch::daemon_alive);
+    if let (Some(p), true) = (&prefetch, alive)
+        && p.serve(&name, dest)?
+    {
+        let _ = p.note_restored(&name);
+        if settings.verbose {
+            note(format!(
+                "{name}: served from {} in {:.4} s",
+                p.dir().display(),
+                started.elapsed().as_secs_f64()
+            ));
         }
+        return Ok(());
     }
     let repo = settings.open_repo()?;
-    let bytes = match &prefetch {
-        None => fetch(&repo, &name, dest)?,
-        Some(p) => {
-            let jobs = cli
-                .jobs
-                .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
-                .max(1);
-            // This file first, alone: PostgreSQL waits for it. Then the next ones, while
-            // PostgreSQL has not asked yet; each lands verified, or not at all.
-            let bytes = fetch(&repo, &name, dest)?;
-            p.forget_other_timelines_and_older(&name);
-            // A segment's length is the cluster's segment size.
-            let next = p.wanted_after(&name, cli.prefetch, bytes as u32);
-            let _ = parallel::map(jobs.min(next.len().max(1)), &next, |n| {
-                p.fill(n, |tmp| fetch_into(&repo, n, tmp))
-            });
-            bytes
+    let bytes = fetch(&repo, &name, dest)?;
+    if let Some(p) = &prefetch {
+        // Prefetching is an optimisation: a failure to start it is a note, not a failure.
+        let started = p.note_restored(&name).and_then(|()| {
+            if alive {
+                Ok(())
+            } else {
+                start_prefetcher(bytes)
+            }
+        });
+        if let Err(e) = started {
+            note(format!("prefetching not started: {e}"));
         }
-    };
+    }
     if settings.verbose {
         note(format!(
             "{name}: restored {} bytes from {} in {:.3} s",
@@ -124,6 +137,47 @@ pub fn run(cli: Cli) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The prefetch directory for this call, if it prefetches: whole segments restored into
+/// PostgreSQL's pg_wal (or with --prefetch-dir). A .history or .partial request, a fetch
+/// to stdout or to a directory of one's own never starts a prefetcher.
+fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &Path) -> Option<PathBuf> {
+    if dest.as_os_str() == "-" || cli.prefetch == 0 || !matches!(name, WalFileName::Segment { .. })
+    {
+        return None;
+    }
+    if let Some(dir) = &cli.prefetch_dir {
+        return Some(dir.clone());
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let in_pg_wal = match parent.file_name() {
+        Some(n) => n == "pg_wal",
+        None => std::env::current_dir().is_ok_and(|d| d.ends_with("pg_wal")),
+    };
+    in_pg_wal.then(|| parent.join(prefetch::DIR))
+}
+
+/// Starts the prefetcher: this program again with the same arguments, detached from this
+/// call's output (PostgreSQL, or whoever runs the call, must not wait for it) and in a
+/// process group of its own, so that the signals PostgreSQL sends its startup process's
+/// group at shutdown don't kill it before it has removed its files: it sees the postmaster
+/// go and exits by itself. It is not waited for; init reaps it when it ends.
+fn start_prefetcher(seg_size: u64) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    std::process::Command::new(exe)
+        .process_group(0)
+        .arg("--prefetch-daemon")
+        .arg(seg_size.to_string())
+        .args(std::env::args_os().skip(1))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(drop)
 }
 
 /// Fetches `name` to `dest` (`-`: stdout), verified before anything appears there.

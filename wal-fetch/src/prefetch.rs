@@ -1,25 +1,51 @@
-//! Prefetching recovery: after fetching the segment PostgreSQL asked for, fetch the next ones
-//! of the same timeline in parallel into a prefetch directory, verified, so the following
-//! `restore_command` calls only rename a file into place.
+//! Prefetching recovery: a prefetcher process keeps the next segments of the timeline
+//! recovery is on fetched, verified, in a prefetch directory, so that `restore_command`
+//! calls only rename a file into place while the fetching overlaps PostgreSQL's replay.
 //!
-//! PostgreSQL asks for one segment at a time and waits for each; from object storage each
-//! call is mostly round trips, and on a local disk mostly one core decompressing. Fetching
-//! ahead turns both into parallel work. What is prefetched is only ever a whole segment,
-//! written to a temporary file, verified against its envelope's digest and fsynced before it
-//! gets its name; `.history` and `.partial` requests never come from here. Files recovery
-//! won't use (another timeline, older segments, past the target) are removed on the next
-//! call, and all of them by `--prefetch-cleanup`, which bb-restore sets as
-//! `recovery_end_command`.
+//! PostgreSQL asks for one segment at a time and replays it before asking for the next:
+//! fetching inside the call (even many segments at once) leaves the store idle while
+//! PostgreSQL replays and PostgreSQL idle while the call fetches. So the first call that
+//! finds no prefetcher starts one (`wal-fetch --prefetch-daemon`, the same arguments), and
+//! every call that restored a segment tells it where recovery is (`.wanted`).
+//!
+//! The prefetcher is supervised by its directory and its caller:
+//! - one per directory: it holds an exclusive lock on `.daemon.lock` while it runs, and
+//!   calls serve from the directory only while that lock is held, so nothing a dead
+//!   prefetcher left is ever used — which is why prefetched files need no fsync: a new
+//!   prefetcher deletes whatever it finds before it starts;
+//! - it exits, deleting everything it fetched, when `--prefetch-cleanup` asks it to (bb-restore
+//!   sets that as `recovery_end_command`), when the postmaster whose data directory it
+//!   works in is gone, or when recovery has not moved for [`IDLE`];
+//! - it only fetches segments after the last restored one, on its timeline, at most
+//!   `--prefetch` ahead, each into a temporary file verified against the object's digest
+//!   before it gets its name; a missing segment is asked for again with growing pauses
+//!   (the end of the archive), and nothing past it is asked for meanwhile;
+//! - `.history` and `.partial` requests never come from here.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
-use pitrkit::storage::fs::{TempFile, sync_dir};
+use pitrkit::storage::fs::TempFile;
 use pitrkit::wal::WalFileName;
 
 /// The prefetch directory's name inside pg_wal.
 pub const DIR: &str = "pitrkit-prefetch";
+/// Held (flock) by the running prefetcher.
+const LOCK: &str = ".daemon.lock";
+/// The last segment a call restored: where recovery is.
+const WANTED: &str = ".wanted";
+/// Asks the prefetcher to stop.
+const STOP: &str = ".stop";
+
+/// How long the prefetcher waits for recovery to ask for another segment before it exits.
+pub const IDLE: Duration = Duration::from_secs(60);
+/// How long a call waits for a segment the prefetcher is fetching right now.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Prefetch {
     dir: PathBuf,
@@ -34,96 +60,317 @@ impl Prefetch {
         &self.dir
     }
 
-    /// Moves a prefetched `name` to `dest`; `false` when there is none.
-    pub fn serve(&self, name: &WalFileName, dest: &Path) -> Result<bool> {
-        let src = self.dir.join(name.to_string());
-        match fs::rename(&src, dest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            // Another filesystem (a --prefetch-dir elsewhere): fetch normally instead.
-            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return Ok(false),
-            Err(e) => return Err(Error::local_io(&src, e)),
-        }
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        sync_dir(parent).map_err(|e| Error::local_io(parent, e))?;
-        Ok(true)
+    fn path(&self, name: &WalFileName) -> PathBuf {
+        self.dir.join(name.to_string())
     }
 
-    /// After `name` was found: drops what recovery has passed or left (other timelines,
-    /// older segments) and temporary files of killed calls.
-    pub fn forget_other_timelines_and_older(&self, name: &WalFileName) {
+    /// Whether a prefetcher holds this directory's lock now.
+    pub fn daemon_alive(&self) -> bool {
+        let Ok(f) = fs::File::open(self.dir.join(LOCK)) else {
+            return false;
+        };
+        matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
+    }
+
+    /// Moves a prefetched `name` to `dest`, waiting for it while the prefetcher is fetching
+    /// it; `false` when there is none (then the call fetches it itself).
+    pub fn serve(&self, name: &WalFileName, dest: &Path) -> Result<bool> {
+        let src = self.path(name);
+        let started = Instant::now();
+        loop {
+            match fs::rename(&src, dest) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Another filesystem (a --prefetch-dir elsewhere): fetch normally instead.
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return Ok(false),
+                Err(e) => return Err(Error::local_io(&src, e)),
+            }
+            if !self.in_flight(name) || started.elapsed() > IN_FLIGHT_WAIT {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether a temporary file of `name` is being written (by a live prefetcher).
+    fn in_flight(&self, name: &WalFileName) -> bool {
+        let prefix = format!(".{name}.");
+        fs::read_dir(&self.dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|f| f.starts_with(&prefix))
+            })
+        }) && self.daemon_alive()
+    }
+
+    /// Tells the prefetcher that recovery has restored `name`.
+    pub fn note_restored(&self, name: &WalFileName) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let target = self.dir.join(WANTED);
+        let tmp = self.dir.join(format!("{WANTED}.{}", std::process::id()));
+        fs::write(&tmp, name.to_string())?;
+        fs::rename(&tmp, &target)
+    }
+
+    fn wanted(&self) -> Option<WalFileName> {
+        fs::read_to_string(self.dir.join(WANTED))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Removes prefetched segments recovery has passed or left (other timelines, older
+    /// segments); the prefetcher's own state and in-flight files stay.
+    fn forget_before(&self, name: &WalFileName) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
         let (tli, pos) = (name.timeline(), name.log_seg());
         for e in entries.flatten() {
             let file = e.file_name();
-            let stale = match file.to_str().map(str::parse::<WalFileName>) {
-                Some(Ok(n)) => n.timeline() != tli || n.log_seg() <= pos,
-                _ => true,
-            };
-            if stale {
+            if let Some(Ok(n)) = file.to_str().map(str::parse::<WalFileName>)
+                && (n.timeline() != tli || n.log_seg() < pos)
+            {
                 let _ = fs::remove_file(e.path());
             }
         }
     }
 
-    /// The next `depth` segments after `name` on its timeline that are not here yet.
-    pub fn wanted_after(
-        &self,
-        name: &WalFileName,
-        depth: usize,
-        seg_size: u32,
-    ) -> Vec<WalFileName> {
-        let Some(segno) = name.segno(seg_size) else {
-            return vec![];
-        };
-        if seg_size == 0 || !seg_size.is_power_of_two() {
-            return vec![];
-        }
-        (1..=depth as u64)
-            .map(|i| WalFileName::segment(name.timeline(), segno + i, seg_size))
-            .filter(|n| !self.dir.join(n.to_string()).exists())
-            .collect()
-    }
-
-    /// Fetches one segment ahead with `fetch` into a temporary file, publishing it under its
-    /// name only when `fetch` verified it. Failures (not archived yet, an outage, damage)
-    /// are left for the segment's own call, which reports them.
-    pub fn fill(
-        &self,
-        name: &WalFileName,
-        fetch: impl FnOnce(&mut TempFile) -> Result<u64>,
-    ) -> Result<()> {
-        if fs::create_dir_all(&self.dir).is_err() {
-            return Ok(());
-        }
-        let target = self.dir.join(name.to_string());
-        let Ok(mut tmp) = TempFile::create_beside(&target) else {
-            return Ok(());
-        };
-        if fetch(&mut tmp).is_ok() {
-            let _ = tmp.persist(&target);
-        }
-        Ok(())
-    }
-
-    /// Removes every prefetched file (the end of recovery).
-    pub fn clear(&self) -> Result<()> {
+    /// Removes every file but the lock (which the caller may hold).
+    fn remove_contents(&self) -> Result<()> {
         match fs::read_dir(&self.dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::local_io(&self.dir, e)),
             Ok(entries) => {
                 for e in entries.flatten() {
-                    fs::remove_file(e.path()).map_err(|err| Error::local_io(e.path(), err))?;
+                    if e.file_name() != LOCK {
+                        match fs::remove_file(e.path()) {
+                            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                                return Err(Error::local_io(e.path(), err));
+                            }
+                            _ => {}
+                        }
+                    }
                 }
-                let _ = fs::remove_dir(&self.dir);
                 Ok(())
             }
         }
+    }
+
+    /// The end of recovery: stops the prefetcher (waiting up to `wait` for it) and removes
+    /// the directory with everything in it.
+    pub fn clear(&self, wait: Duration) -> Result<()> {
+        if !self.dir.exists() {
+            return Ok(());
+        }
+        if self.daemon_alive() {
+            let _ = fs::write(self.dir.join(STOP), b"");
+            let started = Instant::now();
+            while self.daemon_alive() && started.elapsed() < wait {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.remove_contents()?;
+        let _ = fs::remove_file(self.dir.join(LOCK));
+        let _ = fs::remove_dir(&self.dir);
+        Ok(())
+    }
+
+    /// Runs the prefetcher until it has reason to stop (see the module's documentation).
+    /// `fetch` fetches and verifies one segment into a temporary file; `first` is the
+    /// segment the starting call restored. Returns at once when another prefetcher runs.
+    pub fn run_daemon(
+        &self,
+        first: WalFileName,
+        seg_size: u32,
+        depth: usize,
+        jobs: usize,
+        fetch: impl Fn(&WalFileName, &mut TempFile) -> Result<u64> + Sync,
+    ) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::local_io(&self.dir, e))?;
+        let lock_path = self.dir.join(LOCK);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::local_io(&lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Ok(());
+        }
+        // Whatever a dead prefetcher left is unverified after a crash: start empty.
+        let _ = fs::remove_file(self.dir.join(STOP));
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if e.file_name().to_str().is_some_and(|f| !f.starts_with('.')) || is_temp(&e) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let postmaster = Postmaster::watching(&self.dir);
+        let state = Mutex::new(Plan {
+            wanted: self.wanted().unwrap_or(first),
+            in_flight: HashSet::new(),
+            published: HashSet::new(),
+            missing: HashMap::new(),
+        });
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..jobs.max(1) {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(next) = lock_plan(&state).claim(depth, seg_size) else {
+                            std::thread::sleep(Duration::from_millis(3));
+                            continue;
+                        };
+                        let fetched = self.fill(&next, |tmp| fetch(&next, tmp));
+                        lock_plan(&state).done(next, fetched);
+                    }
+                });
+            }
+            let mut moved = Instant::now();
+            let mut checked = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_millis(2));
+                if let Some(w) = self.wanted() {
+                    let mut plan = lock_plan(&state);
+                    if w != plan.wanted {
+                        plan.moved_to(w);
+                        drop(plan);
+                        self.forget_before(&w);
+                        moved = Instant::now();
+                    }
+                }
+                if checked.elapsed() > Duration::from_millis(200) {
+                    checked = Instant::now();
+                    if self.dir.join(STOP).exists() || !postmaster.alive() || moved.elapsed() > IDLE
+                    {
+                        break;
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        self.remove_contents()?;
+        drop(lock);
+        // Gone for good unless a call started another prefetcher meanwhile.
+        if !self.daemon_alive() {
+            let _ = fs::remove_file(&lock_path);
+            let _ = fs::remove_dir(&self.dir);
+        }
+        Ok(())
+    }
+
+    /// Fetches one segment with `fetch` into a temporary file, publishing it under its name
+    /// only when `fetch` verified it.
+    fn fill(&self, name: &WalFileName, fetch: impl FnOnce(&mut TempFile) -> Result<u64>) -> bool {
+        let target = self.path(name);
+        let Ok(mut tmp) = TempFile::scratch_beside(&target) else {
+            return false;
+        };
+        fetch(&mut tmp).is_ok() && tmp.persist(&target).is_ok()
+    }
+}
+
+fn is_temp(e: &fs::DirEntry) -> bool {
+    e.file_name().to_str().is_some_and(|f| f.ends_with(".tmp"))
+        || e.file_name()
+            .to_str()
+            .is_some_and(|f| f.starts_with(".wanted."))
+}
+
+/// What the prefetcher's workers share.
+struct Plan {
+    wanted: WalFileName,
+    in_flight: HashSet<WalFileName>,
+    /// Fetched by this prefetcher and not yet passed by recovery (served or waiting).
+    published: HashSet<WalFileName>,
+    /// Segments the store did not give, and when to ask again.
+    missing: HashMap<WalFileName, (Instant, Duration)>,
+}
+
+fn lock_plan(m: &Mutex<Plan>) -> std::sync::MutexGuard<'_, Plan> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Plan {
+    /// The first segment after the wanted one that is neither here nor being fetched;
+    /// nothing past a segment that is missing (and not yet due to be asked for again).
+    fn claim(&mut self, depth: usize, seg_size: u32) -> Option<WalFileName> {
+        let segno = self.wanted.segno(seg_size)?;
+        for i in 1..=depth as u64 {
+            let n = WalFileName::segment(self.wanted.timeline(), segno + i, seg_size);
+            if self.in_flight.contains(&n) {
+                continue;
+            }
+            if let Some((since, pause)) = self.missing.get(&n)
+                && since.elapsed() < *pause
+            {
+                return None;
+            }
+            if self.published.contains(&n) {
+                continue;
+            }
+            self.in_flight.insert(n);
+            return Some(n);
+        }
+        None
+    }
+
+    /// Recovery restored `w`: what lies before it (or on another timeline) is of no use.
+    fn moved_to(&mut self, w: WalFileName) {
+        self.wanted = w;
+        let ahead = |n: &WalFileName| n.timeline() == w.timeline() && n.log_seg() > w.log_seg();
+        self.published.retain(ahead);
+        self.missing.retain(|n, _| ahead(n));
+    }
+
+    fn done(&mut self, name: WalFileName, fetched: bool) {
+        self.in_flight.remove(&name);
+        if fetched {
+            self.missing.remove(&name);
+            self.published.insert(name);
+        } else {
+            let pause = self
+                .missing
+                .get(&name)
+                .map_or(Duration::from_millis(250), |(_, p)| {
+                    (*p * 2).min(Duration::from_secs(8))
+                });
+            self.missing.insert(name, (Instant::now(), pause));
+        }
+    }
+}
+
+/// The postmaster of the data directory the prefetch directory lies in (`pg_wal/DIR`).
+struct Postmaster {
+    pid_file: PathBuf,
+    pid: Option<String>,
+}
+
+impl Postmaster {
+    fn watching(prefetch_dir: &Path) -> Self {
+        let pid_file = prefetch_dir
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("postmaster.pid"))
+            .unwrap_or_default();
+        let pid = Self::read(&pid_file);
+        Postmaster { pid_file, pid }
+    }
+
+    fn read(pid_file: &Path) -> Option<String> {
+        let text = fs::read_to_string(pid_file).ok()?;
+        text.lines().next().map(|l| l.trim().to_string())
+    }
+
+    /// False once the postmaster seen at the start has gone or been replaced; always true
+    /// when there was none to watch (then only `.stop` and [`IDLE`] end the prefetcher).
+    fn alive(&self) -> bool {
+        let Some(pid) = &self.pid else {
+            return true;
+        };
+        Self::read(&self.pid_file).as_ref() == Some(pid) && Path::new("/proc").join(pid).exists()
     }
 }
 
@@ -131,8 +378,17 @@ impl Prefetch {
 mod tests {
     use super::*;
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut left: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        left
+    }
+
     #[test]
-    fn keeps_only_what_recovery_can_still_use() {
+    fn forgets_only_what_recovery_has_passed_or_left() {
         let d = tempfile::tempdir().unwrap();
         let p = Prefetch::new(d.path().join(DIR));
         fs::create_dir_all(p.dir()).unwrap();
@@ -141,31 +397,91 @@ mod tests {
             "000000010000000000000005",
             "000000010000000000000006",
             "000000020000000000000006",
-            ".x.tmp",
+            ".000000010000000000000007.1.2.tmp",
         ] {
             fs::write(p.dir().join(n), b"x").unwrap();
         }
         let asked: WalFileName = "000000010000000000000005".parse().unwrap();
-        let dest = d.path().join("RECOVERYXLOG");
-        assert!(p.serve(&asked, &dest).unwrap());
-        assert!(!p.serve(&asked, &dest).unwrap());
-        p.forget_other_timelines_and_older(&asked);
-        let mut left: Vec<String> = fs::read_dir(p.dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["000000010000000000000006"]);
-        let want: Vec<String> = p
-            .wanted_after(&asked, 3, 16 << 20)
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
+        p.note_restored(&asked).unwrap();
+        assert_eq!(p.wanted(), Some(asked));
+        p.forget_before(&asked);
         assert_eq!(
-            want,
-            ["000000010000000000000007", "000000010000000000000008"]
+            names(p.dir()),
+            [
+                ".000000010000000000000007.1.2.tmp",
+                ".wanted",
+                "000000010000000000000005",
+                "000000010000000000000006"
+            ]
         );
-        p.clear().unwrap();
+        // No prefetcher holds the lock: nothing is served, whatever is there.
+        let dest = d.path().join("RECOVERYXLOG");
+        assert!(!p.daemon_alive());
+        p.clear(Duration::ZERO).unwrap();
         assert!(!p.dir().exists());
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn claims_in_order_and_stops_at_a_missing_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Prefetch::new(d.path().join(DIR));
+        fs::create_dir_all(p.dir()).unwrap();
+        let seg = 16 << 20;
+        let w: WalFileName = "000000010000000000000005".parse().unwrap();
+        let mut plan = Plan {
+            wanted: w,
+            in_flight: HashSet::new(),
+            published: ["000000010000000000000006".parse().unwrap()].into(),
+            missing: HashMap::new(),
+        };
+        let a = plan.claim(4, seg).unwrap();
+        assert_eq!(a.to_string(), "000000010000000000000007");
+        let b = plan.claim(4, seg).unwrap();
+        assert_eq!(b.to_string(), "000000010000000000000008");
+        plan.done(a, false);
+        // 7 is missing: nothing past it until its pause is over.
+        assert_eq!(plan.claim(4, seg), None);
+        plan.missing.insert(a, (Instant::now(), Duration::ZERO));
+        assert_eq!(plan.claim(4, seg), Some(a));
+        plan.done(a, true);
+        plan.done(b, true);
+        assert!(plan.missing.is_empty() && plan.in_flight.is_empty());
+        // Served files are not fetched again.
+        assert_eq!(
+            plan.claim(4, seg).map(|n| n.to_string()).as_deref(),
+            Some("000000010000000000000009")
+        );
+        plan.moved_to(b);
+        assert_eq!(plan.published.len(), 0);
+    }
+
+    #[test]
+    fn a_prefetcher_serves_stops_on_request_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Prefetch::new(d.path().join("pg_wal").join(DIR));
+        let seg = 16 << 20;
+        let first: WalFileName = "000000010000000000000005".parse().unwrap();
+        std::thread::scope(|s| {
+            let daemon = s.spawn(|| {
+                p.run_daemon(first, seg, 3, 2, |n, tmp| {
+                    use std::io::Write;
+                    tmp.write_all(n.to_string().as_bytes()).unwrap();
+                    Ok(24)
+                })
+            });
+            let want: WalFileName = "000000010000000000000006".parse().unwrap();
+            let dest = d.path().join("RECOVERYXLOG");
+            let started = Instant::now();
+            while !(p.daemon_alive() && p.serve(&want, &dest).unwrap()) {
+                assert!(started.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(fs::read_to_string(&dest).unwrap(), want.to_string());
+            p.note_restored(&want).unwrap();
+            p.clear(Duration::from_secs(10)).unwrap();
+            daemon.join().unwrap().unwrap();
+        });
+        assert!(!p.dir().exists(), "{:?}", names(p.dir()));
     }
 }

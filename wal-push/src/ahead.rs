@@ -14,6 +14,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use pitrkit::buffer::PageBuf;
 use pitrkit::error::{Error, Result};
 use pitrkit::storage::fs::{TempFile, sync_dir};
 use pitrkit::wal::WalFileName;
@@ -190,7 +191,7 @@ impl<R: Read> Read for Hashing<R> {
 fn xxh3_of(path: &Path) -> Result<String> {
     let mut f = fs::File::open(path).map_err(|e| Error::local_io(path, e))?;
     let mut h = Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = PageBuf::new(128 << 10);
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,

@@ -79,16 +79,16 @@ pub fn run(cli: Cli) -> Result<()> {
         .flatten();
     // Pushed ahead by an earlier call: prove the record matches this very file, then answer
     // without touching the repository.
-    if let Some(ahead) = &ahead {
-        if let Some(mut report) = ahead.take(&name, &cli.path)? {
-            report.seconds = (started.elapsed().as_secs_f64() * 1e4).round() / 1e4;
-            if settings.verbose {
-                note(format!(
-                    "{name}: pushed ahead earlier, record matches the file"
-                ));
-            }
-            return print_report(&report);
+    if let Some(ahead) = &ahead
+        && let Some(mut report) = ahead.take(&name, &cli.path)?
+    {
+        report.seconds = (started.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+        if settings.verbose {
+            note(format!(
+                "{name}: pushed ahead earlier, record matches the file"
+            ));
         }
+        return print_report(&report);
     }
     let repo = settings.open_repo()?;
     let level = cli

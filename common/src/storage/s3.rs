@@ -539,17 +539,17 @@ impl Store for S3Store {
                 ))
             })?;
             for c in page.contents {
-                if let Some(rel) = c.key.get(strip..) {
-                    if let Ok(key) = ObjectKey::new(rel) {
-                        let modified = c
-                            .last_modified
-                            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-                        out.push(ObjectInfo {
-                            key,
-                            size: c.size,
-                            modified: modified.map(std::time::SystemTime::from),
-                        });
-                    }
+                if let Some(rel) = c.key.get(strip..)
+                    && let Ok(key) = ObjectKey::new(rel)
+                {
+                    let modified = c
+                        .last_modified
+                        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+                    out.push(ObjectInfo {
+                        key,
+                        size: c.size,
+                        modified: modified.map(std::time::SystemTime::from),
+                    });
                 }
             }
             match page.next_continuation_token {

@@ -102,10 +102,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Step>> {
             pending = Some((n, raw.to_string()));
         }
         // A statement ends with the first line that ends with ';'.
-        if t.ends_with(';') {
-            if let Some((line, sql)) = pending.take() {
-                steps.push(query(line, sql, expect.take()));
-            }
+        if t.ends_with(';')
+            && let Some((line, sql)) = pending.take()
+        {
+            steps.push(query(line, sql, expect.take()));
         }
     }
     if let Some((line, _)) = pending {

@@ -210,10 +210,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_json(v: &impl Serialize) -> Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string(v).map_err(|e| Error::Usage(e.to_string()))?
-    );
+    println!("{}", serde_json::to_string(v).map_err(Error::internal)?);
     Ok(())
 }
 

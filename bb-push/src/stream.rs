@@ -176,7 +176,7 @@ pub(crate) fn capture(
         drop(tx);
         for w in workers {
             w.join()
-                .map_err(|_| Error::Usage("upload worker panicked".into()))??;
+                .map_err(|_| Error::internal("upload worker panicked"))??;
         }
         read
     });

@@ -90,7 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let summary = restore(cli)?;
     println!(
         "{}",
-        serde_json::to_string(&summary).map_err(|e| Error::Usage(e.to_string()))?
+        serde_json::to_string(&summary).map_err(Error::internal)?
     );
     Ok(())
 }

@@ -31,6 +31,10 @@ pub const EXIT_LOCAL_IO: i32 = 8;
 /// functions, pitr-check's queries).
 pub const EXIT_DATABASE: i32 = 9;
 
+/// Something that cannot happen did: a worker thread panicked, or our own data could not be
+/// serialised. A bug to report, never a verdict on the user's input or repository.
+pub const EXIT_INTERNAL: i32 = 10;
+
 /// `restore_command` adds this to every failure except "not found": PostgreSQL treats an
 /// exit status of 1..=125 as "no more WAL in the archive" and would end recovery early and
 /// promote at the wrong point, while a status above 125 makes the startup process stop.
@@ -66,6 +70,9 @@ pub enum Error {
 
     #[error("PostgreSQL: {0}")]
     Database(String),
+
+    #[error("internal error (a bug in pitrkit, please report it): {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -81,6 +88,7 @@ impl Error {
             Error::Corrupt { .. } => EXIT_CORRUPT,
             Error::LocalIo { .. } => EXIT_LOCAL_IO,
             Error::Database(_) => EXIT_DATABASE,
+            Error::Internal(_) => EXIT_INTERNAL,
         }
     }
 
@@ -101,6 +109,11 @@ impl Error {
             path: path.to_string(),
             reason: reason.into(),
         }
+    }
+
+    /// For failures that are bugs: serialising our own structures, a panicked thread.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Error::Internal(what.to_string())
     }
 
     pub fn corrupt(key: impl std::fmt::Display, reason: impl Into<String>) -> Self {
@@ -129,11 +142,12 @@ mod tests {
             Error::corrupt("x", ""),
             Error::local_io("x", io::Error::other("x")),
             Error::Database(String::new()),
+            Error::Internal(String::new()),
         ];
         let mut codes: Vec<i32> = all.iter().map(Error::code).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(codes, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         for c in codes.iter().filter(|c| **c != EXIT_NOT_FOUND) {
             let r = c + RESTORE_COMMAND_OFFSET;
             assert!(r > 125 && r != 143 && r < 256, "{r}");

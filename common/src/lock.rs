@@ -87,7 +87,7 @@ impl<'a> RepoLock<'a> {
             info.pid,
             fastrand::u32(..)
         ))?;
-        let json = serde_json::to_vec(&info).map_err(|e| Error::Usage(e.to_string()))?;
+        let json = serde_json::to_vec(&info).map_err(Error::internal)?;
         repo.store().put(&key, &json, PutMode::Overwrite)?;
         Ok(RepoLock {
             repo,

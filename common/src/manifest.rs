@@ -186,7 +186,7 @@ impl BackupManifest {
 impl Repository {
     /// Publishes a manifest; it never replaces an existing one.
     pub fn write_manifest(&self, m: &BackupManifest) -> Result<u64> {
-        let json = serde_json::to_vec(m).map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
         let (sealed, _) = Compressor {
             level: 3,
             workers: 0,

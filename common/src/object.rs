@@ -183,12 +183,12 @@ impl Compressor {
             (Compression::None, std::borrow::Cow::Borrowed(plain))
         } else {
             let mut c = zstd::bulk::Compressor::new(self.level)
-                .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
+                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
             c.include_checksum(true)
-                .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
+                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
             let payload = c
                 .compress(plain)
-                .map_err(|e| Error::Usage(format!("zstd: {e}")))?;
+                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
             (Compression::Zstd, std::borrow::Cow::Owned(payload))
         };
         let (scheme, key, payload) = match keys.is_enabled() {
@@ -380,7 +380,7 @@ pub fn open_to(
     });
     produced?;
     let (sum, total) = written
-        .map_err(|_| Error::corrupt(key, "writer thread panicked"))?
+        .map_err(|_| Error::internal("writer thread panicked"))?
         .map_err(|e| Error::LocalIo {
             path: "destination".into(),
             source: e,

@@ -188,7 +188,7 @@ impl Repository {
                 .is_enabled()
                 .then(|| ENCRYPTION_SCHEME.to_string()),
         };
-        let mut json = serde_json::to_vec_pretty(&root).map_err(|e| Error::Usage(e.to_string()))?;
+        let mut json = serde_json::to_vec_pretty(&root).map_err(Error::internal)?;
         json.push(b'\n');
         match self
             .store

@@ -66,7 +66,7 @@ impl Repository {
             reason: reason.to_string(),
             marked_at: Timestamp::now(),
         };
-        let json = serde_json::to_vec(&mark).map_err(|e| Error::Usage(e.to_string()))?;
+        let json = serde_json::to_vec(&mark).map_err(Error::internal)?;
         self.store().put(&keep_key(id), &json, PutMode::Overwrite)?;
         Ok(())
     }

@@ -28,7 +28,13 @@ pub fn print_report<R: Serialize>(
     let mut out = stdout.lock();
     let io = |e| Error::local_io("stdout", e);
     if output.json {
-        serde_json::to_writer_pretty(&mut out, report).map_err(|e| Error::Usage(e.to_string()))?;
+        serde_json::to_writer_pretty(&mut out, report).map_err(|e| {
+            if e.is_io() {
+                Error::local_io("stdout", e.into())
+            } else {
+                Error::internal(e)
+            }
+        })?;
         writeln!(out).map_err(io)?;
     } else if output.prometheus {
         out.write_all(metrics().render().as_bytes()).map_err(io)?;

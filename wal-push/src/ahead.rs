@@ -134,7 +134,7 @@ impl Ahead {
         let io = |e| Error::local_io(&rp, e);
         fs::create_dir_all(&self.records).map_err(io)?;
         let mut tmp = TempFile::create_beside(&rp).map_err(io)?;
-        tmp.write_all(&serde_json::to_vec(&record).map_err(|e| Error::Usage(e.to_string()))?)
+        tmp.write_all(&serde_json::to_vec(&record).map_err(Error::internal)?)
             .map_err(io)?;
         tmp.persist(&rp).map_err(io)?;
         sync_dir(&self.records).map_err(io)

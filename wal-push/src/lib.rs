@@ -13,7 +13,7 @@ use clap::Parser;
 use pitrkit::crypto::Class;
 use pitrkit::error::{Error, Result};
 use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
-use pitrkit::repo::Repository;
+use pitrkit::repo::{RepoRoot, Repository};
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::{ObjectKey, PutMode, PutOutcome};
@@ -110,8 +110,9 @@ pub fn run(cli: Cli) -> Result<()> {
         level,
         workers: if per_file > 1 { per_file } else { 0 },
     };
+    let root = RootOnce::default();
     let push = |(n, path, display): &(WalFileName, PathBuf, String)| {
-        push_one(&repo, compressor, n, path, display, settings.verbose)
+        push_one(&repo, &root, compressor, n, path, display, settings.verbose)
     };
     let mut all = vec![(name, cli.path.clone(), display)];
     all.extend(next.into_iter().map(|(n, p)| {
@@ -124,14 +125,14 @@ pub fn run(cli: Cli) -> Result<()> {
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Usage("a push thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::internal("a push thread panicked")))
             })
             .collect::<Vec<_>>()
     });
     let mut results = results.into_iter();
     let mine = results
         .next()
-        .unwrap_or_else(|| Err(Error::Usage("no result".into())));
+        .unwrap_or_else(|| Err(Error::internal("no result for the requested file")));
     // Look-ahead failures are not this call's: PostgreSQL asks for those files again.
     if let Some(a) = &ahead {
         for ((n, _, _), r) in all.iter().skip(1).zip(results) {
@@ -149,7 +150,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn print_report(report: &PushReport) -> Result<()> {
-    let line = serde_json::to_string(report).map_err(|e| Error::Usage(e.to_string()))?;
+    let line = serde_json::to_string(report).map_err(Error::internal)?;
     println!("{line}");
     Ok(())
 }
@@ -167,6 +168,7 @@ fn default_jobs(location: &pitrkit::settings::RepoLocation, cpus: u32) -> u32 {
 /// xxh3-64 of what was read, for a look-ahead record (so the file is read only once).
 fn push_one(
     repo: &Repository,
+    root: &RootOnce,
     compressor: Compressor,
     name: &WalFileName,
     path: &Path,
@@ -199,8 +201,7 @@ fn push_one(
     // already: on a remote store the round trips cost as much as the compression.
     let (sealed, probe) = std::thread::scope(|s| {
         let probe = s.spawn(|| -> Result<_> {
-            repo.store().create()?;
-            let root = repo.read_root()?;
+            let root = root.get(repo)?;
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
@@ -218,7 +219,7 @@ fn push_one(
             ),
         ));
     }
-    let probe = probe.map_err(|_| Error::Unavailable("repository probe thread panicked".into()))?;
+    let probe = probe.map_err(|_| Error::internal("repository probe thread panicked"))?;
     let (root, existing) = probe?;
     if let Some(h) = &header {
         repo.check_cluster(root, &display, &h.into())?;
@@ -250,6 +251,22 @@ fn push_one(
         status: status.into(),
     };
     Ok((report, hash))
+}
+
+/// The repository root, read once per call however many files the call pushes (one
+/// round trip each on S3). Not cached while there is none: the first push creates it.
+#[derive(Default)]
+struct RootOnce(std::sync::Mutex<Option<RepoRoot>>);
+
+impl RootOnce {
+    fn get(&self, repo: &Repository) -> Result<Option<RepoRoot>> {
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.is_none() {
+            repo.store().create()?;
+            *cached = repo.read_root()?;
+        }
+        Ok(cached.clone())
+    }
 }
 
 /// The WAL file name to archive under, and how to name the input in messages.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every pitrkit benchmark against its peers, in one run, and bench/BENCHMARKS.md from it.
 #
-#   sudo bench/run-all.sh                    # full run: NSEG=64 segments, RUNS=3 (~30 min)
+#   sudo bench/run-all.sh                    # full run: NSEG=64 segments, RUNS=3 (~40 min)
 #   NSEG=8 RUNS=1 SUSTAIN_SECONDS=15 bench/run-all.sh   # smoke run (numbers not for quoting)
 #
-# Workloads (WORKLOADS, default all, in this order):
+# Workloads (WORKLOADS, default all, in this order: wal replay sustained backup bbenc):
 #   wal        1+2+5: archive the walset as PostgreSQL calls archive_command (cwd = a fake data
 #              directory whose pg_wal/ holds the segments with archive_status/<seg>.ready;
 #              `CMD pg_wal/<seg>` per segment, .ready renamed to .done after each success),
@@ -14,6 +14,19 @@
 #              encrypted), pgBackRest sync and async, gzip | aws s3 cp; local dir and S3
 #              (s3s-fs; pgBackRest through the peers' TLS front). Then peak RSS of wal-push
 #              --jobs 8 and wal-fetch --prefetch 8.
+#   replay     2 with PostgreSQL replaying: a fresh PostgreSQL 15 source cluster on $REPLAY_PORT
+#              (pgbench -i -s $REPLAY_SCALE, archive_command = cp into a staging dir), a plain
+#              base backup (pg_basebackup -Fp -X none -c fast), pgbench until NSEG segments
+#              follow the backup's start, pg_switch_wal; those segments pushed untimed into a
+#              pitrkit S3 repository (wal-push --jobs 1) and a pgBackRest S3 one (archive-push).
+#              Then RUNS timed recoveries per variant (REPLAY_VARIANTS): a fresh copy of the
+#              backup with recovery.signal, restore_command = pitrkit wal-fetch (prefetch, its
+#              default) / wal-fetch --prefetch 0 / pgBackRest archive-get sync / async
+#              (process-max=2, spool), and cp from the staging dir (reference: replay with
+#              next to free fetching), runs interleaved; timed from pg_ctl start until
+#              pg_is_in_recovery() is false (psql every 50 ms once the log says redo is done,
+#              every second before); each run must reach the source's last LSN and its
+#              pgbench_history row count, or the variant is FAILED. CPU: cpuacct cgroup.
 #   sustained  3: pgbench -c 8 -j 2 -T $SUSTAIN_SECONDS -M prepared (synchronous_commit=off)
 #              on the peers' cluster with archive_command = wal-push, then pgBackRest async
 #              archive-push (bench/sustained.sh), per target in SUSTAIN_TARGETS.
@@ -25,7 +38,10 @@
 #   GZIP_AWS_RUNS=1          runs of the slow gzip | aws s3 cp push loop (0: skip, cite the
 #                            previous measurement)
 #   SUSTAIN_SECONDS=60       pgbench duration per tool;  SUSTAIN_TARGETS='s3 local'
-#   WORKLOADS='wal sustained backup bbenc'
+#   WORKLOADS='wal replay sustained backup bbenc'
+#   REPLAY_SCALE=20          pgbench scale of the replay source cluster
+#   REPLAY_PORT=55436        its port (also the port of every restored copy; 127.0.0.1 + socket)
+#   REPLAY_VARIANTS='pk pk-p0 pgbr-sync pgbr-async cp'   REPLAY_TIMEOUT=900 (s, per recovery)
 #   PITRKIT_BIN=DIR          default ../target/release (copied to $BENCH_ROOT/pitrkit-bin-all
 #                            first, so a rebuild during the run can't mix binaries)
 #   PEERS=DIR                the shared peer scripts (default: ../../shared/peers)
@@ -47,7 +63,11 @@ RUNS=${RUNS:-3}
 GZIP_AWS_RUNS=${GZIP_AWS_RUNS:-1}
 SUSTAIN_SECONDS=${SUSTAIN_SECONDS:-60}
 SUSTAIN_TARGETS=${SUSTAIN_TARGETS:-s3 local}
-WORKLOADS=${WORKLOADS:-wal sustained backup bbenc}
+WORKLOADS=${WORKLOADS:-wal replay sustained backup bbenc}
+REPLAY_SCALE=${REPLAY_SCALE:-20}
+REPLAY_PORT=${REPLAY_PORT:-55436}
+REPLAY_VARIANTS=${REPLAY_VARIANTS:-pk pk-p0 pgbr-sync pgbr-async cp}
+REPLAY_TIMEOUT=${REPLAY_TIMEOUT:-900}
 IDLE_WAIT_MAX=${IDLE_WAIT_MAX:-1800}
 export NSEG RUNS PEERS SUSTAIN_SECONDS
 
@@ -144,7 +164,7 @@ wait_idle() {
 S3_PIDF=$BENCH_ROOT/run/s3-$S3_PORT.pid
 TLS_PIDF=$BENCH_ROOT/run/tls-$S3_TLS_PORT.pid
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-STARTED_S3=0 STARTED_TLS=0 STARTED_PG=0 ORIG_ARCHIVE=
+STARTED_S3=0 STARTED_TLS=0 STARTED_PG=0 ORIG_ARCHIVE= REPLAY_BG_PID=
 CGL=/sys/fs/cgroup/cpuacct/pitrkit-bench-loop
 set_archive() {
   psql_pg -v "cmd=$1" >/dev/null <<'EOF'
@@ -163,6 +183,10 @@ cleanup() {
     say "archive_command back to: $(psql_pg -Atc 'show archive_command' 2>/dev/null)"
   fi
   if [ "$STARTED_PG" = 1 ] && [ -f "$PGDATA/postmaster.pid" ]; then "$PEERS/setup-pg.sh" stop >/dev/null 2>&1 || true; fi
+  [ -z "$REPLAY_BG_PID" ] || kill "$REPLAY_BG_PID" 2>/dev/null || true
+  for d in "$RA/replay/pgdata" "$RA/replay/src"; do   # the replay workload's clusters
+    [ ! -f "$d/postmaster.pid" ] || runuser -u "$PGUSER_OS" -- "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+  done
   [ "$STARTED_TLS" = 1 ] && { "$PEERS/setup-s3.sh" tls-stop || true; }
   [ "$STARTED_S3" = 1 ] && { "$PEERS/setup-s3.sh" stop || true; }
   rmdir "$CGL" 2>/dev/null || true
@@ -231,6 +255,7 @@ done
 mkconf bb-plain     "$RA/repo/bb-plain" plain
 mkconf bb-enc       "$RA/repo/bb-enc"   push
 mkconf bb-enc-id    "$RA/repo/bb-enc"   fetch
+mkconf replay       "$S3R/replay"       plain
 
 # pgBackRest: stanza 'wal' on the walset (pg1-path = the fake data directory, given on the
 # command line), sync and async, posix and S3 (through the TLS front: pgBackRest only speaks https)
@@ -250,6 +275,9 @@ ASYNC_LINES() { printf '%s\n' "archive-async=y" "process-max=2" "spool-path=$RA/
 { echo "repo1-path=$RA/pgbr-repo-posix-async"; ASYNC_LINES posix-async; }                | pgbr_conf posix-async
 { s3_lines /ra-pgbr-s3-sync; echo "archive-async=n"; }                                   | pgbr_conf s3-sync
 { s3_lines /ra-pgbr-s3-async; ASYNC_LINES s3-async; }                                    | pgbr_conf s3-async
+# replay: stanza 'replay' (the source cluster's system id), one S3 repository read sync and async
+{ s3_lines /ra-pgbr-replay; echo "archive-async=n"; }                                    | pgbr_conf replay-sync
+{ s3_lines /ra-pgbr-replay; ASYNC_LINES replay; }                                        | pgbr_conf replay-async
 # sustained: stanza 'main' on the live cluster, async
 for t in local s3; do
   { if [ $t = local ]; then echo "repo1-path=$RA/pgbr-repo-sus-local"; else s3_lines /ra-pgbr-sus-s3; fi
@@ -276,7 +304,7 @@ fact "age" "$(ver age --version)"
 fact "aws" "$(ver aws --version)"
 fact "S3 server" "$(ver s3s-fs --version) on $S3_ENDPOINT (TLS front for pgBackRest: socat on :$S3_TLS_PORT)"
 fact "load before" "$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "NSEG=$NSEG RUNS=$RUNS GZIP_AWS_RUNS=$GZIP_AWS_RUNS SUSTAIN_SECONDS=$SUSTAIN_SECONDS SUSTAIN_TARGETS='$SUSTAIN_TARGETS' WORKLOADS='$WORKLOADS'" > "$RESULTS/invocation.txt"
+echo "NSEG=$NSEG RUNS=$RUNS GZIP_AWS_RUNS=$GZIP_AWS_RUNS SUSTAIN_SECONDS=$SUSTAIN_SECONDS SUSTAIN_TARGETS='$SUSTAIN_TARGETS' WORKLOADS='$WORKLOADS' REPLAY_SCALE=$REPLAY_SCALE" > "$RESULTS/invocation.txt"
 sync
 
 # ---------------------------------------------------------------- helpers for the loops
@@ -430,11 +458,241 @@ if has_wl wal; then
     rss "wal-push --jobs 8 pg_wal/SEG ($t, $NSEG .ready waiting)" "$PUSHDIR" "echo \$(ls $PUSHDIR/pg_wal/pitrkit-ahead 2>/dev/null | wc -l) records pushed ahead" \
       "$BIN/wal-push" --config "$C/rss-$t.toml" --jobs 8 "pg_wal/$FIRST_SEG"
     bash -c ". $RA/lib.sh; mkdatadir $RESTDIR restore"
-    rss "wal-fetch --prefetch 8 SEG pg_wal/RECOVERYXLOG ($t)" "$RESTDIR" "echo \"\$(ls $RESTDIR/pg_wal/pitrkit-prefetch 2>/dev/null | grep -cE '^[0-9A-F]{24}\$') segments prefetched, \$(cmp -s $WALSET/$FIRST_SEG $RESTDIR/pg_wal/RECOVERYXLOG && echo restored file matches || echo RESTORED FILE DIFFERS)\"" \
+    rss "wal-fetch --prefetch 8 SEG pg_wal/RECOVERYXLOG ($t), the call" "$RESTDIR" "echo \"\$(cmp -s $WALSET/$FIRST_SEG $RESTDIR/pg_wal/RECOVERYXLOG && echo restored file matches || echo RESTORED FILE DIFFERS)\"; cd $RESTDIR && runuser -u $PGUSER_OS -- $BIN/wal-fetch --prefetch-cleanup" \
       "$BIN/wal-fetch" --config "$C/pk-$t.toml" --prefetch 8 "$FIRST_SEG" pg_wal/RECOVERYXLOG
+    # The prefetcher that call starts, run in the foreground with 8 downloads at once until
+    # it holds its 8 segments, then stopped as recovery_end_command stops it.
+    bash -c ". $RA/lib.sh; mkdatadir $RESTDIR restore"
+    tf=$RA/rss/time-pf.txt; n=0; rm -f "$tf"
+    (cd "$RESTDIR" && exec runuser -u "$PGUSER_OS" -- /usr/bin/time -v -o "$tf" "$BIN/wal-fetch" --config "$C/pk-$t.toml" \
+      --prefetch 8 --jobs 8 --prefetch-daemon 16777216 "$FIRST_SEG" pg_wal/RECOVERYXLOG) > "$RA/rss/out" 2> "$RA/rss/err" &
+    pf=$!
+    for i in $(seq 1 600); do
+      n=$(ls "$RESTDIR/pg_wal/pitrkit-prefetch" 2>/dev/null | grep -cE '^[0-9A-F]{24}$' || true)
+      [ "$n" -ge 8 ] && break; sleep 0.05
+    done
+    (cd "$RESTDIR" && runuser -u "$PGUSER_OS" -- "$BIN/wal-fetch" --prefetch-cleanup)
+    if wait "$pf"; then
+      printf '%s\t%s\t%s\n' "wal-fetch prefetcher, --prefetch 8 --jobs 8 ($t)" "$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$tf")" \
+        "$n segments prefetched, then stopped by --prefetch-cleanup" >> "$RESULTS/rss.tsv"
+    else
+      fail "rss: prefetcher ($t): $(tail -2 "$RA/rss/err" | tr '\n' ' ')"
+    fi
   done
   grep -q DIFFERS "$RESULTS/rss.tsv" && fail "rss: a wal-fetch restored file differs"
   rm -rf "$PUSHDIR" "$RESTDIR" "$VERIFY"
+fi
+
+# ================================================================ 2, replayed: real PostgreSQL recovery
+if has_wl replay; then
+  RP=$RA/replay RPR=$RESULTS/replay
+  SRC=$RP/src BASE=$RP/base STAGE=$RP/wal RD=$RP/pgdata
+  install -d -o "$PGUSER_OS" "$RP" "$STAGE" "$RP/log" "$BENCH_ROOT/home-$PGUSER_OS"
+  mkdir -p "$RPR"
+  rp_ctl() { (cd "$RP" && runuser -u "$PGUSER_OS" -- "$PGBIN/pg_ctl" "$@"); }
+  rp_q() { "$PGBIN/psql" -X -Atq -h "$PGSOCK" -p "$REPLAY_PORT" -U postgres -d postgres -c "$1"; }  # as root, trust auth
+  rp_fact() { printf '%s\t%s\n' "$1" "$2" >> "$RPR/source.tsv"; }
+  : > "$RPR/source.tsv"
+
+  # ---------------------------------------------------------------- the source, untimed
+  replay_source() {
+    local t0 start_lsn target n=0 lsn last
+    if "$PGBIN/pg_isready" -q -h "$PGSOCK" -p "$REPLAY_PORT"; then say "[replay] port $REPLAY_PORT is in use (REPLAY_PORT=)"; return 1; fi
+    say "[replay] source: initdb, pgbench -i -s $REPLAY_SCALE on port $REPLAY_PORT"
+    as_pg "$PGBIN/initdb" -D "$SRC" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null || return 1
+    cat >> "$SRC/postgresql.conf" <<CONF
+
+# ---- run-all.sh replay source ----
+listen_addresses = '127.0.0.1'
+port = $REPLAY_PORT
+unix_socket_directories = '$PGSOCK'
+shared_buffers = 512MB
+max_wal_size = 256MB
+wal_level = replica
+archive_mode = on
+archive_command = 'test ! -f $STAGE/%f && cp %p $STAGE/%f'
+log_checkpoints = on
+CONF
+    rp_ctl -D "$SRC" -w -l "$RP/log/source.log" start >/dev/null || return 1
+    as_pg "$PGBIN/pgbench" -h "$PGSOCK" -p "$REPLAY_PORT" -i -s "$REPLAY_SCALE" -q postgres > "$RPR/pgbench-init.log" 2>&1 || return 1
+    say "[replay] base backup: pg_basebackup -D $BASE -Fp -X none -c fast"
+    as_pg "$PGBIN/pg_basebackup" -h "$PGSOCK" -p "$REPLAY_PORT" -D "$BASE" -Fp -X none -c fast > "$RPR/basebackup.log" 2>&1 \
+      || { say "[replay] pg_basebackup failed: $(tail -2 "$RPR/basebackup.log")"; return 1; }
+    start_lsn=$(sed -n 's/^START WAL LOCATION: \([0-9A-F/]*\) .*/\1/p' "$BASE/backup_label")
+    RP_FIRST=$(sed -n 's/^START WAL LOCATION: .*(file \([0-9A-F]\{24\}\)).*/\1/p' "$BASE/backup_label")
+    [ -n "$start_lsn" ] && [ -n "$RP_FIRST" ] || { say "[replay] no START WAL LOCATION in backup_label"; return 1; }
+    # pgbench until the insert position is in the NSEG-th segment from the backup's start, then stop it
+    # (SIGTERM: a background job of a non-interactive shell ignores SIGINT)
+    target=$(( ($(rp_q "select pg_wal_lsn_diff('$start_lsn', '0/0')::bigint") / 16777216 + NSEG - 1) * 16777216 ))
+    say "[replay] pgbench -c 8 -j 2 -M prepared (synchronous_commit=off) until $NSEG segments follow $RP_FIRST"
+    t0=$EPOCHREALTIME
+    PGOPTIONS='-c synchronous_commit=off' "$PGBIN/pgbench" -h "$PGSOCK" -p "$REPLAY_PORT" -U postgres -c 8 -j 2 -M prepared \
+      -T "$REPLAY_TIMEOUT" -n postgres > "$RPR/pgbench.log" 2>&1 &
+    REPLAY_BG_PID=$!
+    while kill -0 "$REPLAY_BG_PID" 2>/dev/null; do
+      lsn=$(rp_q "select pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint") || lsn=0
+      [ "$lsn" -lt "$target" ] || break
+      sleep 0.2
+    done
+    kill -TERM "$REPLAY_BG_PID" 2>/dev/null || { say "[replay] pgbench ended early: $(tail -2 "$RPR/pgbench.log")"; return 1; }
+    wait "$REPLAY_BG_PID" 2>/dev/null || true; REPLAY_BG_PID=
+    rp_fact "WAL generation" "$(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t0}") s of pgbench -c 8 -j 2 -M prepared, synchronous_commit=off (stopped at the target position)"
+    RP_ROWS=$(rp_q "select count(*) from pgbench_history") || return 1
+    RP_LSN=$(rp_q "select pg_current_wal_insert_lsn()") || return 1
+    rp_q "select pg_switch_wal()" >/dev/null || return 1
+    for _ in $(seq 1 600); do
+      [ -n "$(find "$SRC/pg_wal/archive_status" -name '*.ready' | head -1)" ] || break; sleep 0.2
+    done
+    rp_ctl -D "$SRC" -w -m fast stop >/dev/null || return 1
+    RP_SEGS=$(ls "$STAGE" | grep -E '^[0-9A-F]{24}$' | LC_ALL=C sort | LC_ALL=C awk -v s="$RP_FIRST" '"x"$0 >= "x"s')
+    RP_N=$(echo "$RP_SEGS" | grep -c .)
+    last=$(echo "$RP_SEGS" | tail -1)
+    [ "$RP_N" -ge "$NSEG" ] || { say "[replay] only $RP_N segments archived after $RP_FIRST"; return 1; }
+    rp_fact "source cluster" "PostgreSQL 15, pgbench scale $REPLAY_SCALE, shared_buffers=512MB, max_wal_size=256MB, wal_level=replica, archive_command = cp into a staging directory"
+    rp_fact "base backup" "pg_basebackup -Fp -X none -c fast: $(du -sm "$BASE" | cut -f1) MiB, starts at $start_lsn ($RP_FIRST)"
+    rp_fact "WAL to replay" "$RP_N segments ($RP_FIRST … $last, $((RP_N * 16)) MiB), up to LSN $RP_LSN; pgbench_history rows at the end: $RP_ROWS"
+    return 0
+  }
+
+  # ---------------------------------------------------------------- the repositories, untimed
+  replay_load() {
+    local f t0 PB="pgbackrest --config=$RA/pgbr/replay-sync.conf --stanza=replay --pg1-path=$SRC"
+    s3_rm_prefix "$S3R/replay/" && s3_rm_prefix "s3://$S3_BUCKET/ra-pgbr-replay/" || return 1
+    say "[replay] loading $RP_N segments: wal-push --jobs 1 per segment; pgbackrest archive-push per segment"
+    t0=$EPOCHREALTIME
+    for f in $RP_SEGS; do
+      runuser -u "$PGUSER_OS" -- "$BIN/wal-push" --config "$C/replay.toml" --jobs 1 "$STAGE/$f" >> "$RPR/load-pitrkit.log" 2>&1 \
+        || { say "[replay] wal-push $f failed: $(tail -2 "$RPR/load-pitrkit.log")"; return 1; }
+    done
+    rp_fact "pitrkit repository" "$S3R/replay: loaded in $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t0}") s (wal-push --jobs 1, untimed), $(s3_bytes "$S3R/replay/wal/" | awk '{printf "%.1f", $1 / 1048576}') MiB stored"
+    runuser -u "$PGUSER_OS" -- $PB --no-online stanza-create > "$RPR/load-pgbackrest.log" 2>&1 \
+      || { say "[replay] pgbackrest stanza-create failed: $(tail -2 "$RPR/load-pgbackrest.log")"; return 1; }
+    t0=$EPOCHREALTIME
+    for f in $RP_SEGS; do
+      runuser -u "$PGUSER_OS" -- $PB archive-push "$STAGE/$f" >> "$RPR/load-pgbackrest.log" 2>&1 \
+        || { say "[replay] pgbackrest archive-push $f failed: $(tail -2 "$RPR/load-pgbackrest.log")"; return 1; }
+    done
+    rp_fact "pgBackRest repository" "s3://$S3_BUCKET/ra-pgbr-replay (TLS front), stanza replay: loaded in $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t0}") s (archive-push, untimed), $(s3_bytes "s3://$S3_BUCKET/ra-pgbr-replay/archive/" | awk '{printf "%.1f", $1 / 1048576}') MiB stored"
+  }
+
+  # ---------------------------------------------------------------- one timed recovery
+  declare -A RP_CMD RP_END RP_WHAT
+  RP_CMD[pk]="$BIN/wal-fetch --config $C/replay.toml %f %p"
+  RP_CMD[pk-p0]="$BIN/wal-fetch --config $C/replay.toml --prefetch 0 %f %p"
+  RP_END[pk]="$BIN/wal-fetch --config $C/replay.toml --prefetch-cleanup"; RP_END[pk-p0]=${RP_END[pk]}
+  RP_CMD[pgbr-sync]="pgbackrest --config=$RA/pgbr/replay-sync.conf --stanza=replay --pg1-path=$RD archive-get %f %p"
+  RP_CMD[pgbr-async]="pgbackrest --config=$RA/pgbr/replay-async.conf --stanza=replay --pg1-path=$RD archive-get %f %p"
+  RP_CMD[cp]="cp $STAGE/%f %p"
+  RP_WHAT[pk]="pitrkit wal-fetch, prefetch 8 (default)"; RP_WHAT[pk-p0]="pitrkit wal-fetch --prefetch 0"
+  RP_WHAT[pgbr-sync]="pgBackRest archive-get, sync"; RP_WHAT[pgbr-async]="pgBackRest archive-get, async (process-max=2)"
+  RP_WHAT[cp]="reference: cp of the raw segments from a local directory (replay with next to free fetching)"
+  rp_stop() { [ ! -f "$RD/postmaster.pid" ] || rp_ctl -D "$RD" -w -m immediate stop >/dev/null 2>&1 || true; }
+  replay_prep() {  # replay_prep VARIANT: a fresh copy of the base backup, set up for recovery
+    local v=$1 e=${RP_END[$1]:-}
+    rp_stop; bash -c ". $RA/lib.sh; wait_async"
+    rm -rf "$RD" && cp -a "$BASE" "$RD" && chown -R "$PGUSER_OS": "$RD" && chmod 700 "$RD" || return 1
+    { echo; echo "# ---- run-all.sh replay: $v ----"; echo "port = $REPLAY_PORT"; echo "archive_mode = off"
+      echo "restore_command = '${RP_CMD[$v]//\'/\'\'}'"
+      [ -z "$e" ] || echo "recovery_end_command = '${e//\'/\'\'}'"
+      echo "recovery_target_timeline = 'latest'"; echo "recovery_target_action = 'promote'"; } >> "$RD/postgresql.conf"
+    runuser -u "$PGUSER_OS" -- touch "$RD/recovery.signal"
+    rm -rf "$RA/pgbr/spool-replay" && install -d -o "$PGUSER_OS" "$RA/pgbr/spool-replay"
+    sync
+  }
+  replay_once() {  # replay_once VARIANT RUN: prints the seconds; a line in runs.tsv; rc 1 if it failed
+    local v=$1 i=$2 log=$RP/log/$1.$2.log t0 t1 st= el why= res lsn rows ok nrest lfd l= buf= n=0 near=0
+    replay_prep "$v" || { echo "prepare failed"; return 1; }
+    install -o "$PGUSER_OS" -m 600 /dev/null "$log"; exec {lfd}<"$log"
+    t0=$EPOCHREALTIME
+    (cd "$RP" && echo "$BASHPID" > "$CGL/cgroup.procs" && exec runuser -u "$PGUSER_OS" -- "$PGBIN/pg_ctl" -D "$RD" -l "$log" -W start >/dev/null) \
+      || { echo "pg_ctl start failed"; return 1; }
+    # psql every 50 ms once the log says redo is done, every second before (a connection costs
+    # ~20 ms of CPU, half of it in a backend inside the measured cgroup); the log is read
+    # with the read builtin, partial lines kept for the next round
+    while :; do
+      if [ "$near" = 0 ]; then
+        while IFS= read -r l <&"$lfd"; do buf+=$l; case $buf in *"redo done at"*|*"archive recovery complete"*) near=1 ;; esac; buf=; done
+        buf+=$l
+      fi
+      if [ "$near" = 1 ] || [ $((n % 20)) = 0 ]; then
+        st=$(rp_q "select pg_is_in_recovery()" 2>/dev/null) || st=
+        t1=$EPOCHREALTIME
+        [ "$st" != f ] || break
+      fi
+      t1=$EPOCHREALTIME; n=$((n + 1))
+      el=$(( ${t1%.*} - ${t0%.*} ))
+      if [ "$el" -ge "$REPLAY_TIMEOUT" ]; then why="still in recovery after ${el} s"; break; fi
+      if [ "$el" -ge 2 ] && [ ! -f "$RD/postmaster.pid" ]; then why="the server exited: $(grep -E 'FATAL|PANIC' "$log" | tail -1)"; break; fi
+      sleep 0.05
+    done
+    exec {lfd}<&-
+    el=$(awk "BEGIN{printf \"%.3f\", $t1 - $t0}")
+    if [ -z "$why" ]; then   # untimed: did it replay everything?
+      res=$(rp_q "select pg_last_wal_replay_lsn(), pg_last_wal_replay_lsn() >= '$RP_LSN'::pg_lsn, (select count(*) from pgbench_history)" 2>&1 | tr '|' ' ') || res="query failed: $res"
+      read -r lsn ok rows <<<"$res"
+      nrest=$(grep -c 'restored log file "[0-9A-F]\{24\}" from archive' "$log")
+      [ "$ok" = t ] && [ "$rows" = "$RP_ROWS" ] && [ "$nrest" -ge "$RP_N" ] \
+        || why="replayed to $lsn (source: $RP_LSN), $rows of $RP_ROWS pgbench_history rows, $nrest of $RP_N segments restored"
+    fi
+    rp_stop; bash -c ". $RA/lib.sh; wait_async"
+    cp "$log" "$RPR/$v.postgres.log" 2>/dev/null || true
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$v" "$i" "$el" "${lsn:--}" "${rows:--}" "${nrest:--}" "${why:-ok}" >> "$RPR/runs.tsv"
+    if [ -n "$why" ]; then echo "$why"; return 1; fi
+    echo "$el"
+  }
+
+  if replay_source && replay_load; then
+    # the runs interleaved (run 1 of every variant, then run 2, ...), so that drift and other work
+    # on the machine spread over all variants; CPU and S3-side ticks summed per variant
+    printf 'variant\trun\tseconds\treplay_lsn\thistory_rows\trestored\tcheck\n' > "$RPR/runs.tsv"
+    printf 'variant\twhat\trestore_command\trecovery_end_command\n' > "$RPR/commands.tsv"
+    declare -A RP_T RP_CG RP_SRV RP_BAD
+    rpv=()
+    for v in $REPLAY_VARIANTS; do
+      [ -n "${RP_CMD[$v]:-}" ] || { fail "replay: unknown variant $v"; continue; }
+      rpv+=("$v"); RP_T[$v]= RP_CG[$v]=0 RP_SRV[$v]=0 RP_BAD[$v]=
+      printf '%s\t%s\t%s\t%s\n' "$v" "${RP_WHAT[$v]}" "${RP_CMD[$v]}" "${RP_END[$v]:--}" >> "$RPR/commands.tsv"
+      say "[replay $v] restore_command = '${RP_CMD[$v]}'"
+    done
+    rmdir "$CGL" 2>/dev/null || true; mkdir -p "$CGL"
+    for i in $(seq 1 "$RUNS"); do
+      for v in "${rpv[@]}"; do
+        [ -z "${RP_BAD[$v]}" ] || continue
+        wait_idle
+        c0=$(cat "$CGL/cpuacct.usage") s0=$(srv_ticks "$S3PID" "$TLSPID")
+        if out=$(replay_once "$v" "$i"); then RP_T[$v]+=" $out"; say "[replay $v] run $i/$RUNS: $out s to replay $RP_N segments"
+        else RP_BAD[$v]="FAILED (run $i: $out)"; fail "replay $v: run $i: $out"; fi
+        RP_CG[$v]=$(( RP_CG[$v] + $(cat "$CGL/cpuacct.usage") - c0 )); RP_SRV[$v]=$(( RP_SRV[$v] + $(srv_ticks "$S3PID" "$TLSPID") - s0 ))
+      done
+    done
+    rmdir "$CGL" 2>/dev/null || true
+    for v in "${rpv[@]}"; do
+      python3 - "$RPR/replay.tsv" "$v" "${RP_WHAT[$v]}" "$RP_N" "${RP_CG[$v]}" "${RP_SRV[$v]}" \
+        "${RP_BAD[$v]:-ok: every run replayed to $RP_LSN, $RP_ROWS pgbench_history rows, $RP_N segments restored}" ${RP_T[$v]} <<'PY'
+import os, statistics, sys
+out, name, what, nseg, cg, srv, verify = sys.argv[1:8]
+t = [float(x) for x in sys.argv[8:]]
+nseg, runs = int(nseg), len(t)
+ok = verify.startswith("ok") and runs > 0
+med = statistics.median(t) if ok else None
+tick = os.sysconf("SC_CLK_TCK")
+row = dict(name=name, what=what, median_s=f"{med:.2f}" if ok else "-", min_s=f"{min(t):.2f}" if ok else "-",
+           max_s=f"{max(t):.2f}" if ok else "-", runs=str(runs), seg_per_s=f"{nseg / med:.2f}" if ok else "-", segments=str(nseg),
+           cpu_ms_per_seg=f"{int(cg) / 1e6 / runs / nseg:.1f}" if ok else "-",
+           server_cpu_ms_per_seg=f"{1000 * int(srv) / tick / runs / nseg:.1f}" if ok else "-",
+           times=" ".join(f"{x:.2f}" for x in t), verify=verify)
+new = not os.path.exists(out)
+with open(out, "a") as fh:
+    if new: fh.write("\t".join(row) + "\n")
+    fh.write("\t".join(row.values()) + "\n")
+print("  ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr)
+PY
+    done
+  else
+    fail "replay: source cluster or repositories (see $RPR and $RP/log)"
+  fi
+  rp_stop
+  [ ! -f "$SRC/postmaster.pid" ] || rp_ctl -D "$SRC" -m immediate stop >/dev/null 2>&1 || true
 fi
 
 # ================================================================ 3: sustained pgbench

@@ -399,19 +399,142 @@ fn restore_files(
     if delta {
         remove_unwanted(dir, &wanted)?;
     }
-    let fetched = parallel::map(jobs, &pieces, |p| {
-        let data = chunk::read(repo.store(), repo.keys(), p.id)?;
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(&p.path)
-            .map_err(|e| Error::local_io(&p.path, e))?;
-        std::os::unix::fs::FileExt::write_all_at(&f, &data, p.offset)
-            .map_err(|e| Error::local_io(&p.path, e))?;
-        Ok(data.len() as u64)
+    let flusher = Flusher::new(&pieces);
+    let fetched = std::thread::scope(|s| {
+        for _ in 0..FLUSHERS {
+            s.spawn(|| flusher.work());
+        }
+        let fetched = parallel::map(jobs, &pieces, |p| {
+            let data = chunk::read(repo.store(), repo.keys(), p.id)?;
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&p.path)
+                .map_err(|e| Error::local_io(&p.path, e))?;
+            std::os::unix::fs::FileExt::write_all_at(&f, &data, p.offset)
+                .map_err(|e| Error::local_io(&p.path, e))?;
+            flusher.written(&p.path);
+            Ok(data.len() as u64)
+        });
+        flusher.finish();
+        fetched
     })?;
-    // Make it all durable before the recovery settings say "ready to start".
-    sync_tree(dir, jobs)?;
+    flusher.result()?;
+    // Make the rest durable before the recovery settings say "ready to start".
+    sync_tree(dir, jobs, &flusher.synced())?;
     Ok(fetched.iter().sum())
+}
+
+/// Threads that fsync restored files while the others still fetch and decompress.
+const FLUSHERS: usize = 4;
+/// A file being written is flushed to disk every this many chunks.
+const FLUSH_EVERY_CHUNKS: usize = 16;
+
+/// Makes restored files durable as they are written, so that the disk works while chunks
+/// are still being fetched and decompressed instead of all at the end (a restore fits in
+/// the page cache, where the kernel would otherwise leave it until the final fsyncs).
+struct Flusher {
+    /// Per file: chunks still to be written, and written since the last flush.
+    files: std::collections::HashMap<PathBuf, std::sync::Mutex<(usize, usize)>>,
+    queue: std::sync::Mutex<std::collections::VecDeque<(PathBuf, bool)>>,
+    ready: std::sync::Condvar,
+    done: std::sync::atomic::AtomicBool,
+    synced: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    error: std::sync::Mutex<Option<Error>>,
+}
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Flusher {
+    fn new(pieces: &[Piece]) -> Self {
+        let mut files = std::collections::HashMap::new();
+        for p in pieces {
+            files
+                .entry(p.path.clone())
+                .or_insert(std::sync::Mutex::new((0, 0)))
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .0 += 1;
+        }
+        Flusher {
+            files,
+            queue: Default::default(),
+            ready: Default::default(),
+            done: Default::default(),
+            synced: Default::default(),
+            error: Default::default(),
+        }
+    }
+
+    /// A chunk of `path` has been written: queue a flush every few chunks, and the final
+    /// fsync after the last one.
+    fn written(&self, path: &Path) {
+        let Some(counts) = self.files.get(path) else {
+            return;
+        };
+        let job = {
+            let mut c = locked(counts);
+            c.0 -= 1;
+            c.1 += 1;
+            if c.0 == 0 {
+                Some(true)
+            } else if c.1 >= FLUSH_EVERY_CHUNKS {
+                c.1 = 0;
+                Some(false)
+            } else {
+                None
+            }
+        };
+        if let Some(last) = job {
+            locked(&self.queue).push_back((path.to_path_buf(), last));
+            self.ready.notify_one();
+        }
+    }
+
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut q = locked(&self.queue);
+                loop {
+                    if let Some(j) = q.pop_front() {
+                        break Some(j);
+                    }
+                    if self.done.load(std::sync::atomic::Ordering::Acquire) {
+                        break None;
+                    }
+                    q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let Some((path, last)) = job else { return };
+            let r =
+                fs::File::open(&path).and_then(|f| if last { f.sync_all() } else { f.sync_data() });
+            match r {
+                Ok(()) if last => {
+                    locked(&self.synced).insert(path);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    locked(&self.error).get_or_insert(Error::local_io(&path, e));
+                }
+            }
+        }
+    }
+
+    /// No more chunks: the flushing threads end once the queue is empty.
+    fn finish(&self) {
+        let _q = locked(&self.queue);
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.ready.notify_all();
+    }
+
+    fn result(&self) -> Result<()> {
+        locked(&self.error).take().map_or(Ok(()), Err)
+    }
+
+    fn synced(&self) -> std::collections::HashSet<PathBuf> {
+        std::mem::take(&mut locked(&self.synced))
+    }
 }
 
 /// Every path under `dir` (not following links), deepest first, so that a directory comes
@@ -448,11 +571,13 @@ fn remove_unwanted(dir: &Path, wanted: &std::collections::HashSet<PathBuf>) -> R
     Ok(())
 }
 
-/// fsyncs every file (on `jobs` threads: a data directory has ~1,000 small files), then
-/// every directory.
-fn sync_tree(dir: &Path, jobs: usize) -> Result<()> {
+/// fsyncs every file not `synced` yet, then every directory. fsync waits on the disk, not
+/// a CPU, and the filesystem's journal commits concurrent ones together: a data directory
+/// has ~1,000 small files, so many threads.
+fn sync_tree(dir: &Path, jobs: usize, synced: &std::collections::HashSet<PathBuf>) -> Result<()> {
     let mut all = Vec::new();
     tree(dir, &mut all)?;
+    all.retain(|(p, _)| !synced.contains(p));
     let sync = |(p, meta): &(PathBuf, fs::Metadata)| -> Result<()> {
         if meta.is_file() {
             fs::File::open(p)
@@ -461,7 +586,7 @@ fn sync_tree(dir: &Path, jobs: usize) -> Result<()> {
         }
         Ok(())
     };
-    parallel::map(jobs, &all, sync)?;
+    parallel::map(jobs.max(16), &all, sync)?;
     for (p, _) in all.iter().filter(|(_, m)| m.is_dir()) {
         pitrkit::storage::fs::sync_dir(p).map_err(|e| Error::local_io(p, e))?;
     }

@@ -11,8 +11,11 @@
 //! The prefetcher is supervised by its directory and its caller:
 //! - one per directory: it holds an exclusive lock on `.daemon.lock` while it runs, and
 //!   calls serve from the directory only while that lock is held, so nothing a dead
-//!   prefetcher left is ever used — which is why prefetched files need no fsync: a new
-//!   prefetcher deletes whatever it finds before it starts;
+//!   prefetcher left is ever used: a new prefetcher deletes whatever it finds first;
+//! - each prefetched file is fsynced before it gets its name — not for the prefetcher's
+//!   sake, but PostgreSQL's: it fsyncs every segment it restored when it keeps it in
+//!   pg_wal, and a file already on disk makes that fsync, on recovery's critical path,
+//!   nearly free;
 //! - it exits, deleting everything it fetched, when `--prefetch-cleanup` asks it to (bb-restore
 //!   sets that as `recovery_end_command`), when the postmaster whose data directory it
 //!   works in is gone, or when recovery has not moved for [`IDLE`];
@@ -78,6 +81,8 @@ impl Prefetch {
         let src = self.path(name);
         let started = Instant::now();
         loop {
+            // Looked at before the rename: a fetch that completes in between is served.
+            let flying = self.in_flight(name);
             match fs::rename(&src, dest) {
                 Ok(()) => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -85,7 +90,7 @@ impl Prefetch {
                 Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => return Ok(false),
                 Err(e) => return Err(Error::local_io(&src, e)),
             }
-            if !self.in_flight(name) || started.elapsed() > IN_FLIGHT_WAIT {
+            if !flying || started.elapsed() > IN_FLIGHT_WAIT {
                 return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -265,7 +270,7 @@ impl Prefetch {
     /// only when `fetch` verified it.
     fn fill(&self, name: &WalFileName, fetch: impl FnOnce(&mut TempFile) -> Result<u64>) -> bool {
         let target = self.path(name);
-        let Ok(mut tmp) = TempFile::scratch_beside(&target) else {
+        let Ok(mut tmp) = TempFile::create_beside(&target) else {
             return false;
         };
         fetch(&mut tmp).is_ok() && tmp.persist(&target).is_ok()
@@ -342,7 +347,9 @@ impl Plan {
     }
 }
 
-/// The postmaster of the data directory the prefetch directory lies in (`pg_wal/DIR`).
+/// The postmaster of the data directory: PostgreSQL runs restore_command there, and the
+/// prefetcher keeps its caller's working directory; else the one the prefetch directory
+/// lies in (`pg_wal/DIR`).
 struct Postmaster {
     pid_file: PathBuf,
     pid: Option<String>,
@@ -350,10 +357,14 @@ struct Postmaster {
 
 impl Postmaster {
     fn watching(prefetch_dir: &Path) -> Self {
-        let pid_file = prefetch_dir
+        let beside = prefetch_dir
             .parent()
             .and_then(Path::parent)
-            .map(|d| d.join("postmaster.pid"))
+            .map(|d| d.join("postmaster.pid"));
+        let pid_file = [Some(PathBuf::from("postmaster.pid")), beside]
+            .into_iter()
+            .flatten()
+            .find(|p| p.is_file())
             .unwrap_or_default();
         let pid = Self::read(&pid_file);
         Postmaster { pid_file, pid }
@@ -364,8 +375,9 @@ impl Postmaster {
         text.lines().next().map(|l| l.trim().to_string())
     }
 
-    /// False once the postmaster seen at the start has gone or been replaced; always true
-    /// when there was none to watch (then only `.stop` and [`IDLE`] end the prefetcher).
+    /// False once the postmaster seen at the start has gone or been replaced (its pid no
+    /// longer in /proc: Linux); always true when there was none to watch (then only `.stop`
+    /// and [`IDLE`] end the prefetcher).
     fn alive(&self) -> bool {
         let Some(pid) = &self.pid else {
             return true;

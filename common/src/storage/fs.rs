@@ -146,8 +146,6 @@ pub struct TempFile {
     file: File,
     unflushed: usize,
     flusher: Option<Flusher>,
-    /// False for scratch files (see [`TempFile::scratch_beside`]): never fsynced.
-    durable: bool,
 }
 
 /// Bytes written between background flushes.
@@ -181,7 +179,6 @@ impl TempFile {
                         file,
                         unflushed: 0,
                         flusher: None,
-                        durable: true,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -192,15 +189,6 @@ impl TempFile {
             io::ErrorKind::AlreadyExists,
             "no free temporary file name",
         ))
-    }
-
-    /// A temporary file for content nobody relies on after a crash (prefetched WAL, which
-    /// a restarted prefetcher throws away unread): published by a rename, never fsynced, so
-    /// the disk is not made to wait for bytes that are read back within seconds.
-    pub fn scratch_beside(target: &Path) -> io::Result<Self> {
-        let mut t = Self::create_beside(target)?;
-        t.durable = false;
-        Ok(t)
     }
 
     fn path(&self) -> &Path {
@@ -239,18 +227,13 @@ impl TempFile {
     }
 
     /// fsyncs the content, renames the file to `target`, and fsyncs the directory so the
-    /// new name survives a crash (a scratch file is only renamed).
+    /// new name survives a crash.
     pub fn persist(mut self, target: &Path) -> io::Result<()> {
-        if self.durable {
-            self.sync()?;
-        }
+        self.sync()?;
         let tmp = self.path.take().unwrap_or_default();
         if let Err(e) = fs::rename(&tmp, target) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
-        }
-        if !self.durable {
-            return Ok(());
         }
         sync_dir(
             target
@@ -285,7 +268,7 @@ impl Write for TempFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.unflushed += n;
-        if self.durable && self.unflushed >= FLUSH_EVERY {
+        if self.unflushed >= FLUSH_EVERY {
             self.unflushed = 0;
             self.start_flush()?;
         }

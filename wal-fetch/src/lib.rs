@@ -18,7 +18,7 @@ use pitrkit::object;
 use pitrkit::parallel;
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
-use pitrkit::settings::{RepoArgs, RepoLocation, Settings};
+use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::fs::TempFile;
 use pitrkit::wal::{self, WalFileName};
 
@@ -52,7 +52,7 @@ pub struct Cli {
     /// pg_wal/pitrkit-prefetch in the data directory]
     #[arg(long, value_name = "DIR")]
     pub prefetch_dir: Option<PathBuf>,
-    /// Parallel downloads of the prefetcher [default: the CPUs; 2 × the CPUs for S3]
+    /// Parallel downloads of the prefetcher [default: 2 × the CPUs]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Stop the prefetcher and remove every prefetched file, then exit (bb-restore sets
@@ -91,13 +91,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let prefetch = prefetch_dir(&cli, &name, dest).map(Prefetch::new);
     if let (Some(p), Some(seg_size)) = (&prefetch, cli.prefetch_daemon) {
         let repo = settings.open_repo()?;
-        // Downloads at once: round trips overlap with two per core; more only adds memory.
+        // Downloads at once: two per core, so that a core decompresses while the other
+        // download waits on a round trip or an fsync; more only adds memory.
         let jobs = cli
             .jobs
-            .unwrap_or_else(|| match settings.location {
-                RepoLocation::Dir(_) => parallel::default_jobs(),
-                RepoLocation::S3 { .. } => parallel::default_jobs() * 2,
-            })
+            .unwrap_or(parallel::default_jobs() * 2)
             .min(cli.prefetch);
         return p.run_daemon(name, seg_size, cli.prefetch, jobs, |n, tmp| {
             fetch_into(&repo, n, tmp)

@@ -165,7 +165,7 @@ fn default_jobs(location: &pitrkit::settings::RepoLocation, cpus: u32) -> u32 {
 }
 
 /// Validates, seals and stores one WAL file (or finds it stored already). Also returns the
-/// xxh3-64 of what was read, for a look-ahead record (so the file is read only once).
+/// xxh3-64 of each half of what was read, for a look-ahead record (so the file is read only once).
 fn push_one(
     repo: &Repository,
     root: &RootOnce,
@@ -174,7 +174,7 @@ fn push_one(
     path: &Path,
     display: &str,
     verbose: bool,
-) -> Result<(PushReport, u64)> {
+) -> Result<(PushReport, [u64; 2])> {
     let started = Instant::now();
     let name = *name;
     let display = display.to_string();
@@ -205,9 +205,9 @@ fn push_one(
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
-        let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input));
+        let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input), len);
         let sealed = compressor.seal_reader(&mut hashed, len, repo.keys(), class);
-        (sealed.map(|s| (s, hashed.digest())), probe.join())
+        (sealed.map(|s| (s, hashed.digests())), probe.join())
     });
     let ((stored, envelope), hash) = sealed.map_err(|e| Error::local_io(&display, e))?;
     if envelope.plain_len != len {

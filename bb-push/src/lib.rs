@@ -17,7 +17,7 @@ use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::error::{Error, Result};
 use pitrkit::lock::{LockKind, RepoLock};
 use pitrkit::manifest::{BackupId, BackupManifest, Entry, MANIFEST_VERSION, Totals};
-use pitrkit::object::{Compressor, Digest, Sha256Sum};
+use pitrkit::object::Compressor;
 use pitrkit::parallel;
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::retention;
@@ -362,7 +362,7 @@ pub(crate) fn store_file(
         .mode()
         & 0o7777;
     let mut buf = PageBuf::new(CHUNK_SIZE);
-    let mut hasher = Sha256Sum::hasher();
+    let mut crc = 0u32;
     let mut chunks = Vec::new();
     let mut size = 0u64;
     loop {
@@ -370,7 +370,7 @@ pub(crate) fn store_file(
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
         chunks.push(writer.put(&buf[..n], prev.and_then(|p| p.get(chunks.len())))?);
         size += n as u64;
         if n < buf.len() {
@@ -381,7 +381,8 @@ pub(crate) fn store_file(
         path: rel.to_string(),
         mode,
         size,
-        sha256: Sha256Sum::finish(hasher).to_string(),
+        crc32c: Some(format!("{crc:08x}")),
+        sha256: None,
         chunks,
     }))
 }

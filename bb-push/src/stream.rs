@@ -12,7 +12,6 @@ use jiff::Timestamp;
 use pitrkit::chunk::{CHUNK_SIZE, ChunkId, ChunkWriter};
 use pitrkit::error::{Error, Result};
 use pitrkit::manifest::Entry;
-use pitrkit::object::{Digest, Sha256Sum};
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::wal::Lsn;
 
@@ -115,7 +114,7 @@ pub(crate) fn capture(
                     "backup_manifest" => backup_manifest = Some(small(&mut entry)?),
                     _ => {
                         let mut buf = vec![0u8; CHUNK_SIZE];
-                        let mut hasher = Sha256Sum::hasher();
+                        let mut crc = 0u32;
                         let mut chunks = Vec::new();
                         let mut size = 0u64;
                         loop {
@@ -124,7 +123,7 @@ pub(crate) fn capture(
                             if n == 0 {
                                 break;
                             }
-                            hasher.update(&buf[..n]);
+                            crc = crc32c::crc32c_append(crc, &buf[..n]);
                             if size == 0 && path == "global/pg_control" {
                                 pg_control = Some(buf[..n.min(16)].to_vec());
                             }
@@ -165,7 +164,8 @@ pub(crate) fn capture(
                             path,
                             mode,
                             size,
-                            sha256: Sha256Sum::finish(hasher).to_string(),
+                            crc32c: Some(format!("{crc:08x}")),
+                            sha256: None,
                             chunks,
                         });
                     }

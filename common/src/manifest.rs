@@ -20,7 +20,9 @@ use crate::storage::{ObjectKey, PutMode, PutOutcome};
 use crate::wal::{Lsn, WalFileName};
 
 /// Bumped whenever the manifest's meaning changes.
-pub const MANIFEST_VERSION: u32 = 2;
+pub const MANIFEST_VERSION: u32 = 3;
+/// Version 2 differs only in the per-file check value (sha256 instead of CRC-32C).
+const OLDEST_READABLE: u32 = 2;
 const PREFIX: &str = "backups/";
 const FILE_NAME: &str = "manifest.json.zst";
 
@@ -88,8 +90,14 @@ pub enum Entry {
         path: String,
         mode: u32,
         size: u64,
-        /// sha256 of the whole file as it was read.
-        sha256: String,
+        /// CRC-32C of the whole file as it was read (PostgreSQL's backup_manifest default),
+        /// as 8 hex digits: for checking a restored file by hand. What restore verifies is
+        /// every chunk, against its sha256 id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        crc32c: Option<String>,
+        /// Format 2 wrote the file's sha256 here instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
         /// The file's content, in order: chunk `i` holds bytes `i * chunk_size ..`.
         chunks: Vec<ChunkId>,
     },
@@ -221,7 +229,7 @@ impl Repository {
                 format!("not a backup manifest this pitrkit reads: {e}"),
             )
         })?;
-        if m.format_version != MANIFEST_VERSION {
+        if !(OLDEST_READABLE..=MANIFEST_VERSION).contains(&m.format_version) {
             return Err(Error::corrupt(
                 &key,
                 format!("manifest version {} is not supported", m.format_version),
@@ -278,6 +286,29 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A format-2 file entry (sha256) still reads; format 3 writes crc32c only.
+    #[test]
+    fn file_entries_of_both_formats() {
+        let v2 =
+            r#"{"type":"file","path":"base/1/1","mode":384,"size":3,"sha256":"ab","chunks":[]}"#;
+        let e: Entry = serde_json::from_str(v2).unwrap();
+        assert!(matches!(&e, Entry::File { sha256: Some(s), crc32c: None, .. } if s == "ab"));
+        let v3 = Entry::File {
+            path: "base/1/1".into(),
+            mode: 0o600,
+            size: 3,
+            crc32c: Some("0a0b0c0d".into()),
+            sha256: None,
+            chunks: vec![],
+        };
+        let text = serde_json::to_string(&v3).unwrap();
+        assert!(
+            text.contains(r#""crc32c":"0a0b0c0d""#) && !text.contains("sha256"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Entry>(&text).unwrap(), v3);
+    }
 
     #[test]
     fn ids_and_required_wal() {

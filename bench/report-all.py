@@ -332,7 +332,7 @@ if RPL and rp_("cp") and rp_("pk"):
     txt = (f"**Replay dominates real recovery**: PostgreSQL alone, restoring with `cp` from a local directory of raw segments, "
            f"takes {fl:.2f} s for the {RPL['cp']['segments']} segments"
            + (f" (its redo: {rd[0]:.2f} s elapsed, {rd[1]:.2f} s CPU of the startup process)" if rd else "")
-           + f"; pitrkit with prefetch takes {pk_:.2f} s, i.e. {pk_ - fl:+.2f} s for fetching from S3")
+           + f"; pitrkit with prefetch takes {pk_:.2f} s ({pk_ - fl:+.2f} s against it, fetching from S3 included)")
     if p0_:
         txt += f", and {p0_ - fl:+.2f} s with `--prefetch 0`"
     lp, l0 = w_("pk-s3", "restore", "median_s"), w_("pk-s3-p0", "restore", "median_s")
@@ -342,8 +342,10 @@ if RPL and rp_("cp") and rp_("pk"):
     O.append(txt + ". Checked once by hand on this VM (2026-11-26, the `cp` variant on an idle machine): the startup process's "
              "redo used about 2.3 s of CPU in 5.6 s elapsed with only 0.24 s waiting for a core; the rest is waiting for each "
              "restore_command and for PostgreSQL's own fsync of every restored segment as it renames it into pg_wal "
-             "(`durable_rename` of RECOVERYXLOG: 66 fsyncs of 16 MiB, ~34 ms each under strace). No restore_command "
-             "gets under that floor.")
+             "(`durable_rename` of RECOVERYXLOG: 66 fsyncs of 16 MiB, ~34 ms each under strace). `cp` leaves that fsync "
+             "to PostgreSQL, on recovery's path; pitrkit's prefetcher fsyncs each segment in the background before "
+             "naming it, so PostgreSQL's fsync finds nothing left to write — which is how prefetch can beat `cp`. "
+             "What remains is redo itself and waiting for each call.")
 O.append("pgBackRest 2.45 only speaks https to S3, so its S3 rows go through the peers' socat TLS front (S3-side CPU column); "
          "pitrkit talks plain http to the same s3s-fs. That hop costs pgBackRest latency and CPU, not pitrkit.")
 if O:

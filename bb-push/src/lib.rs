@@ -377,14 +377,7 @@ pub(crate) fn store_file(
             break;
         }
     }
-    Ok(Some(Entry::File {
-        path: rel.to_string(),
-        mode,
-        size,
-        crc32c: Some(format!("{crc:08x}")),
-        sha256: None,
-        chunks,
-    }))
+    Ok(Some(Entry::file(rel.to_string(), mode, size, crc, chunks)))
 }
 
 /// Fills `buf` unless the reader ends first; returns the bytes read.

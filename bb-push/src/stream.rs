@@ -9,6 +9,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use pitrkit::buffer::PageBuf;
 use pitrkit::chunk::{CHUNK_SIZE, ChunkId, ChunkWriter};
 use pitrkit::error::{Error, Result};
 use pitrkit::manifest::Entry;
@@ -113,7 +114,7 @@ pub(crate) fn capture(
                     }
                     "backup_manifest" => backup_manifest = Some(small(&mut entry)?),
                     _ => {
-                        let mut buf = vec![0u8; CHUNK_SIZE];
+                        let mut buf = PageBuf::new(CHUNK_SIZE);
                         let mut crc = 0u32;
                         let mut chunks = Vec::new();
                         let mut size = 0u64;
@@ -160,14 +161,7 @@ pub(crate) fn capture(
                         if path.starts_with("pg_wal/") && wal_size.is_none() && size >= 1 << 20 {
                             wal_size = Some(size as u32);
                         }
-                        entries.push(Entry::File {
-                            path,
-                            mode,
-                            size,
-                            crc32c: Some(format!("{crc:08x}")),
-                            sha256: None,
-                            chunks,
-                        });
+                        entries.push(Entry::file(path, mode, size, crc, chunks));
                     }
                 }
             }

@@ -6,10 +6,12 @@
 //! written; the recovery settings and signal file are written last, so an interrupted
 //! restore never looks like a data directory ready to start.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
 use clap::Parser;
@@ -339,7 +341,7 @@ fn restore_files(
     delta: bool,
 ) -> Result<u64> {
     let mut pieces = Vec::new();
-    let mut wanted = std::collections::HashSet::new();
+    let mut wanted = HashSet::new();
     // Chunks are named with the key that sealed the manifest; without it, --delta can't
     // recognise a matching chunk and fetches everything.
     let digester = repo.keys().digester_for(m.sealed_with);
@@ -434,34 +436,32 @@ const FLUSH_EVERY_CHUNKS: usize = 16;
 /// the page cache, where the kernel would otherwise leave it until the final fsyncs).
 struct Flusher {
     /// Per file: chunks still to be written, and written since the last flush.
-    files: std::collections::HashMap<PathBuf, std::sync::Mutex<(usize, usize)>>,
-    queue: std::sync::Mutex<std::collections::VecDeque<(PathBuf, bool)>>,
-    ready: std::sync::Condvar,
-    done: std::sync::atomic::AtomicBool,
-    synced: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
-    error: std::sync::Mutex<Option<Error>>,
+    files: HashMap<PathBuf, Mutex<(usize, usize)>>,
+    /// Files to flush, and whether it is their final fsync; `None` once all are written.
+    tx: Mutex<Option<mpsc::Sender<(PathBuf, bool)>>>,
+    rx: Mutex<mpsc::Receiver<(PathBuf, bool)>>,
+    synced: Mutex<HashSet<PathBuf>>,
+    error: Mutex<Option<Error>>,
 }
 
-fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Flusher {
     fn new(pieces: &[Piece]) -> Self {
-        let mut files = std::collections::HashMap::new();
+        let mut counts: HashMap<PathBuf, usize> = HashMap::new();
         for p in pieces {
-            files
-                .entry(p.path.clone())
-                .or_insert(std::sync::Mutex::new((0, 0)))
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .0 += 1;
+            *counts.entry(p.path.clone()).or_default() += 1;
         }
+        let (tx, rx) = mpsc::channel();
         Flusher {
-            files,
-            queue: Default::default(),
-            ready: Default::default(),
-            done: Default::default(),
+            files: counts
+                .into_iter()
+                .map(|(path, n)| (path, Mutex::new((n, 0))))
+                .collect(),
+            tx: Mutex::new(Some(tx)),
+            rx: Mutex::new(rx),
             synced: Default::default(),
             error: Default::default(),
         }
@@ -473,40 +473,24 @@ impl Flusher {
         let Some(counts) = self.files.get(path) else {
             return;
         };
-        let job = {
+        let last = {
             let mut c = locked(counts);
             c.0 -= 1;
             c.1 += 1;
-            if c.0 == 0 {
-                Some(true)
-            } else if c.1 >= FLUSH_EVERY_CHUNKS {
-                c.1 = 0;
-                Some(false)
-            } else {
-                None
+            if c.0 > 0 && c.1 < FLUSH_EVERY_CHUNKS {
+                return;
             }
+            c.1 = 0;
+            c.0 == 0
         };
-        if let Some(last) = job {
-            locked(&self.queue).push_back((path.to_path_buf(), last));
-            self.ready.notify_one();
+        if let Some(tx) = &*locked(&self.tx) {
+            let _ = tx.send((path.to_path_buf(), last));
         }
     }
 
+    /// One flushing thread: until [`Flusher::finish`] and the queue is empty.
     fn work(&self) {
-        loop {
-            let job = {
-                let mut q = locked(&self.queue);
-                loop {
-                    if let Some(j) = q.pop_front() {
-                        break Some(j);
-                    }
-                    if self.done.load(std::sync::atomic::Ordering::Acquire) {
-                        break None;
-                    }
-                    q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            let Some((path, last)) = job else { return };
+        while let Ok((path, last)) = locked(&self.rx).recv() {
             let r =
                 fs::File::open(&path).and_then(|f| if last { f.sync_all() } else { f.sync_data() });
             match r {
@@ -523,16 +507,14 @@ impl Flusher {
 
     /// No more chunks: the flushing threads end once the queue is empty.
     fn finish(&self) {
-        let _q = locked(&self.queue);
-        self.done.store(true, std::sync::atomic::Ordering::Release);
-        self.ready.notify_all();
+        locked(&self.tx).take();
     }
 
     fn result(&self) -> Result<()> {
         locked(&self.error).take().map_or(Ok(()), Err)
     }
 
-    fn synced(&self) -> std::collections::HashSet<PathBuf> {
+    fn synced(&self) -> HashSet<PathBuf> {
         std::mem::take(&mut locked(&self.synced))
     }
 }
@@ -558,7 +540,7 @@ fn tree(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) -> Result<()> {
 
 /// With --delta: files the backup does not have would confuse PostgreSQL (a dropped
 /// relation's file, an old backup_label); the runtime directories are emptied too.
-fn remove_unwanted(dir: &Path, wanted: &std::collections::HashSet<PathBuf>) -> Result<()> {
+fn remove_unwanted(dir: &Path, wanted: &HashSet<PathBuf>) -> Result<()> {
     let mut all = Vec::new();
     tree(dir, &mut all)?;
     for (p, meta) in all.iter().filter(|(p, _)| !wanted.contains(p)) {
@@ -574,7 +556,7 @@ fn remove_unwanted(dir: &Path, wanted: &std::collections::HashSet<PathBuf>) -> R
 /// fsyncs every file not `synced` yet, then every directory. fsync waits on the disk, not
 /// a CPU, and the filesystem's journal commits concurrent ones together: a data directory
 /// has ~1,000 small files, so many threads.
-fn sync_tree(dir: &Path, jobs: usize, synced: &std::collections::HashSet<PathBuf>) -> Result<()> {
+fn sync_tree(dir: &Path, jobs: usize, synced: &HashSet<PathBuf>) -> Result<()> {
     let mut all = Vec::new();
     tree(dir, &mut all)?;
     all.retain(|(p, _)| !synced.contains(p));

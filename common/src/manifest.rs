@@ -109,6 +109,18 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// A file as this version writes it: its CRC-32C, no sha256.
+    pub fn file(path: String, mode: u32, size: u64, crc32c: u32, chunks: Vec<ChunkId>) -> Self {
+        Entry::File {
+            path,
+            mode,
+            size,
+            crc32c: Some(format!("{crc32c:08x}")),
+            sha256: None,
+            chunks,
+        }
+    }
+
     pub fn path(&self) -> &str {
         match self {
             Entry::Dir { path, .. } | Entry::File { path, .. } | Entry::Symlink { path, .. } => {
@@ -294,14 +306,7 @@ mod tests {
             r#"{"type":"file","path":"base/1/1","mode":384,"size":3,"sha256":"ab","chunks":[]}"#;
         let e: Entry = serde_json::from_str(v2).unwrap();
         assert!(matches!(&e, Entry::File { sha256: Some(s), crc32c: None, .. } if s == "ab"));
-        let v3 = Entry::File {
-            path: "base/1/1".into(),
-            mode: 0o600,
-            size: 3,
-            crc32c: Some("0a0b0c0d".into()),
-            sha256: None,
-            chunks: vec![],
-        };
+        let v3 = Entry::file("base/1/1".into(), 0o600, 3, 0x0a0b0c0d, vec![]);
         let text = serde_json::to_string(&v3).unwrap();
         assert!(
             text.contains(r#""crc32c":"0a0b0c0d""#) && !text.contains("sha256"),

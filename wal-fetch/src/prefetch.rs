@@ -205,16 +205,12 @@ impl Prefetch {
         if lock.try_lock().is_err() {
             return Ok(());
         }
-        // Whatever a dead prefetcher left is unverified after a crash: start empty.
-        let _ = fs::remove_file(self.dir.join(STOP));
-        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            if e.file_name().to_str().is_some_and(|f| !f.starts_with('.')) || is_temp(&e) {
-                let _ = fs::remove_file(e.path());
-            }
-        }
+        // Whatever a dead prefetcher left (files, a stale `.stop`) is not to be trusted, and
+        // calls serve from here as soon as the lock is held: start empty, or not at all.
+        self.remove_contents()?;
         let postmaster = Postmaster::watching(&self.dir);
         let state = Mutex::new(Plan {
-            wanted: self.wanted().unwrap_or(first),
+            wanted: first,
             in_flight: HashSet::new(),
             published: HashSet::new(),
             missing: HashMap::new(),
@@ -275,13 +271,6 @@ impl Prefetch {
         };
         fetch(&mut tmp).is_ok() && tmp.persist(&target).is_ok()
     }
-}
-
-fn is_temp(e: &fs::DirEntry) -> bool {
-    e.file_name().to_str().is_some_and(|f| f.ends_with(".tmp"))
-        || e.file_name()
-            .to_str()
-            .is_some_and(|f| f.starts_with(".wanted."))
 }
 
 /// What the prefetcher's workers share.

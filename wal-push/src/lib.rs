@@ -13,6 +13,7 @@ use clap::Parser;
 use pitrkit::crypto::Class;
 use pitrkit::error::{Error, Result};
 use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
+use pitrkit::parallel::Slots;
 use pitrkit::repo::{RepoRoot, Repository};
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
@@ -106,13 +107,16 @@ pub fn run(cli: Cli) -> Result<()> {
         None => vec![],
     };
     let per_file = (cpus / (next.len() as u32 + 1)).max(1);
-    let compressor = Compressor {
-        level,
-        workers: if per_file > 1 { per_file } else { 0 },
+    let sealing = Sealing {
+        compressor: Compressor {
+            level,
+            workers: if per_file > 1 { per_file } else { 0 },
+        },
+        slots: Slots::new(cpus as usize),
     };
     let root = RootOnce::default();
     let push = |(n, path, display): &(WalFileName, PathBuf, String)| {
-        push_one(&repo, &root, compressor, n, path, display, settings.verbose)
+        push_one(&repo, &root, &sealing, n, path, display, settings.verbose)
     };
     let mut all = vec![(name, cli.path.clone(), display)];
     all.extend(next.into_iter().map(|(n, p)| {
@@ -164,12 +168,20 @@ fn default_jobs(location: &pitrkit::settings::RepoLocation, cpus: u32) -> u32 {
     }
 }
 
+/// How a call seals its files: at most one per CPU at a time (the rest wait for a slot
+/// before reading), so with `--jobs` above the CPUs the first files reach the store while the
+/// others compress, and only as many segment buffers exist as can be busy.
+struct Sealing {
+    compressor: Compressor,
+    slots: Slots,
+}
+
 /// Validates, seals and stores one WAL file (or finds it stored already). Also returns the
 /// xxh3-64 of each half of what was read, for a look-ahead record (so the file is read only once).
 fn push_one(
     repo: &Repository,
     root: &RootOnce,
-    compressor: Compressor,
+    sealing: &Sealing,
     name: &WalFileName,
     path: &Path,
     display: &str,
@@ -205,8 +217,11 @@ fn push_one(
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
+        let _slot = sealing.slots.take();
         let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input), len);
-        let sealed = compressor.seal_reader(&mut hashed, len, repo.keys(), class);
+        let sealed = sealing
+            .compressor
+            .seal_reader(&mut hashed, len, repo.keys(), class);
         (sealed.map(|s| (s, hashed.digests())), probe.join())
     });
     let ((stored, envelope), hash) = sealed.map_err(|e| Error::local_io(&display, e))?;

@@ -221,7 +221,8 @@ impl<'a> ChunkWriter<'a> {
                 None,
             ),
         };
-        self.store.put(&id.key(), &sealed, PutMode::CreateNew)?;
+        // Durable before the manifest names it (`write_manifest` settles the store).
+        self.store.put_unsettled(&id.key(), &sealed)?;
         self.count(sealed.len());
         lock(&self.kinds).insert(id, kind);
         Ok(id)

@@ -181,6 +181,30 @@ fn frame_compressor(level: i32) -> std::io::Result<zstd::bulk::Compressor<'stati
     Ok(z)
 }
 
+thread_local! {
+    /// This thread's zstd context and its level: a backup seals thousands of chunks per
+    /// worker, and a fresh context allocates and clears its match tables every time.
+    static FRAME_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd context for `level` (made on first use).
+fn with_frame_compressor<R>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<R>,
+) -> std::io::Result<R> {
+    FRAME_COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, frame_compressor(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, z)) => f(z),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
 /// Appends `plain` to `out` as one zstd frame (with its content checksum).
 fn compress_frame(
     z: &mut zstd::bulk::Compressor<'static>,
@@ -223,12 +247,8 @@ impl Compressor {
         let (compression, payload) = if self.level == 0 {
             (Compression::None, std::borrow::Cow::Borrowed(plain))
         } else {
-            let mut c = zstd::bulk::Compressor::new(self.level)
-                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
-            c.include_checksum(true)
-                .map_err(|e| Error::internal(format!("zstd: {e}")))?;
-            let payload = c
-                .compress(plain)
+            let mut payload = Vec::new();
+            with_frame_compressor(self.level, |z| compress_frame(z, plain, &mut payload))
                 .map_err(|e| Error::internal(format!("zstd: {e}")))?;
             (Compression::Zstd, std::borrow::Cow::Owned(payload))
         };

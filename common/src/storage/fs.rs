@@ -8,17 +8,23 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{ObjectInfo, ObjectKey, PutMode, PutOutcome, Store};
 use crate::error::{Error, Result};
 
 pub struct FsStore {
     root: PathBuf,
+    /// Objects written but not yet fsynced and published ([`Store::put_unsettled`]).
+    settling: Mutex<Option<Settler>>,
 }
 
 impl FsStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FsStore { root: root.into() }
+        FsStore {
+            root: root.into(),
+            settling: Mutex::new(None),
+        }
     }
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
@@ -134,6 +140,79 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Threads that fsync and publish the objects of [`Store::put_unsettled`]: each is written
+/// to its temporary file by the caller, then fsynced and linked into place here, and every
+/// directory that got a new name is fsynced once, in [`Settler::finish`]. Several fsyncs in
+/// flight also share the filesystem's journal commits.
+struct Settler {
+    tx: std::sync::mpsc::SyncSender<(TempFile, PathBuf)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    dirs: Arc<Mutex<std::collections::BTreeSet<PathBuf>>>,
+    failed: Arc<Mutex<Option<(PathBuf, io::Error)>>>,
+}
+
+/// Files being fsynced at once, and waiting: bounds the open descriptors, and a writer faster
+/// than the disk waits rather than piling up dirty pages.
+const SETTLE_THREADS: usize = 4;
+const SETTLE_QUEUE: usize = 32;
+
+impl Settler {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(TempFile, PathBuf)>(SETTLE_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let dirs = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let failed = Arc::new(Mutex::new(None));
+        let threads = (0..SETTLE_THREADS)
+            .map(|_| {
+                let (rx, dirs, failed) = (rx.clone(), dirs.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    loop {
+                        let next = lock(&rx).recv();
+                        let Ok((tmp, target)) = next else { return };
+                        match tmp.publish_new(&target, false) {
+                            Ok(_) => {
+                                let dir = target.parent().unwrap_or(Path::new(".")).to_path_buf();
+                                lock(&dirs).insert(dir);
+                            }
+                            Err(e) => {
+                                lock(&failed).get_or_insert((target, e));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Settler {
+            tx,
+            threads,
+            dirs,
+            failed,
+        }
+    }
+
+    /// Waits for every queued object, then fsyncs the directories they were linked into.
+    fn finish(self) -> Result<(), (PathBuf, io::Error)> {
+        drop(self.tx);
+        for t in self.threads {
+            if t.join().is_err() {
+                return Err((PathBuf::new(), io::Error::other("a sync thread panicked")));
+            }
+        }
+        if let Some(failed) = lock(&self.failed).take() {
+            return Err(failed);
+        }
+        for dir in lock(&self.dirs).iter() {
+            sync_dir(dir).map_err(|e| (dir.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means a thread panicked, which is reported where it is joined.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A temporary file beside its final name, removed when dropped unless
 /// [`TempFile::persist`]ed: whatever fails between writing and publishing, nothing is left
 /// under a name anyone reads, and the temporary name starts with `.` so no listing shows it.
@@ -245,14 +324,20 @@ impl TempFile {
 
     /// fsyncs the content and publishes it under `target` only if that name is free
     /// (link(2) fails on an existing name: an atomic create-only publish).
-    fn persist_new(mut self, target: &Path) -> io::Result<bool> {
+    fn persist_new(self, target: &Path) -> io::Result<bool> {
+        self.publish_new(target, true)
+    }
+
+    /// [`TempFile::persist_new`], leaving the directory's fsync to the caller when
+    /// `sync_parent` is false.
+    fn publish_new(mut self, target: &Path, sync_parent: bool) -> io::Result<bool> {
         self.sync()?;
         let created = match fs::hard_link(self.path(), target) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(e),
         };
-        if created {
+        if created && sync_parent {
             sync_dir(
                 target
                     .parent()
@@ -336,6 +421,28 @@ impl Store for FsStore {
             }),
         }
         .map_err(|e| self.unavailable(&target, e))
+    }
+
+    fn put_unsettled(&self, key: &ObjectKey, data: &[u8]) -> Result<()> {
+        let target = self.path(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_dirs(&dir)?;
+        let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
+        tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
+        let tx = lock(&self.settling)
+            .get_or_insert_with(Settler::start)
+            .tx
+            .clone();
+        // The threads only stop once `settle` takes the sender, and it can't while we hold a clone.
+        tx.send((tmp, target))
+            .map_err(|_| Error::internal("the sync threads stopped"))
+    }
+
+    fn settle(&self) -> Result<()> {
+        let Some(settler) = lock(&self.settling).take() else {
+            return Ok(());
+        };
+        settler.finish().map_err(|(p, e)| self.unavailable(&p, e))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

@@ -77,6 +77,19 @@ pub trait Store: Send + Sync {
     /// Stores `data` under `key` atomically: readers see the old state or all of `data`,
     /// and `Ok(Stored)` is only returned once the object is durable.
     fn put(&self, key: &ObjectKey, data: &[u8], mode: PutMode) -> Result<PutOutcome>;
+    /// Stores like `put` with [`PutMode::CreateNew`], but may return before the object is
+    /// durable, or even visible. For objects that count only once something else names them
+    /// (a backup's chunks, named by its manifest): the writer goes on compressing while the
+    /// disk syncs, instead of waiting on one fsync per object. [`Store::settle`] must succeed
+    /// before anything names them.
+    fn put_unsettled(&self, key: &ObjectKey, data: &[u8]) -> Result<()> {
+        self.put(key, data, PutMode::CreateNew).map(|_| ())
+    }
+    /// Waits until every object given to [`Store::put_unsettled`] is durable under its name,
+    /// and returns the first failure among them.
+    fn settle(&self) -> Result<()> {
+        Ok(())
+    }
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Removes an object; removing a missing object is not an error.
@@ -136,6 +149,21 @@ mod tests {
         s.delete(&k).unwrap();
         s.delete(&k).unwrap();
         assert_eq!(s.get(&k).unwrap(), None);
+        // Unsettled puts: all there once settled, an existing object left as it was.
+        let keys: Vec<_> = (0..100)
+            .map(|i| ObjectKey::new(format!("chunks/{:02x}/c{i}", i % 7)).unwrap())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            s.put_unsettled(k, format!("chunk {i}").as_bytes()).unwrap();
+        }
+        s.put_unsettled(&k2, b"not this").unwrap();
+        s.settle().unwrap();
+        s.settle().unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(s.get(k).unwrap(), Some(format!("chunk {i}").into_bytes()));
+        }
+        assert_eq!(s.get(&k2).unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(s.list("chunks/").unwrap().len(), 100);
     }
 
     #[test]

@@ -340,14 +340,39 @@ fn publish(
     Ok(m)
 }
 
-/// Reads a file in chunks into the chunk store. `None` when the file vanished (a relation
-/// dropped while the backup runs: WAL replay recreates the truth).
-pub(crate) fn store_file(
+/// Chunks per unit of work. Workers take files in parts of this many chunks, so one big
+/// relation segment (1 GiB: 16 parts) keeps every worker busy to the end instead of one
+/// worker reading the largest file alone while the others wait.
+const PART_CHUNKS: u64 = 64;
+const PART_BYTES: u64 = PART_CHUNKS * CHUNK_SIZE as u64;
+
+/// One unit of work: part `index` of file `file`; the last part reads to the end of the
+/// file, however long it has grown since it was planned.
+struct Part {
+    file: usize,
+    index: u64,
+    to_eof: bool,
+    planned: u64,
+}
+
+/// What a part stored.
+struct StoredPart {
+    chunks: Vec<pitrkit::chunk::ChunkId>,
+    bytes: u64,
+    crc: u32,
+    mode: u32,
+}
+
+/// Stores one part of a file; `None` when the file is gone (PostgreSQL dropped it during
+/// the backup: replaying the WAL drops it again).
+fn store_part(
     writer: &ChunkWriter,
     root: &Path,
     rel: &str,
+    part: &Part,
     previous: &Previous,
-) -> Result<Option<Entry>> {
+) -> Result<Option<StoredPart>> {
+    use std::io::{Seek, SeekFrom};
     let prev = previous.get(rel);
     let path = root.join(rel);
     let mut f = match fs::File::open(&path) {
@@ -361,23 +386,32 @@ pub(crate) fn store_file(
         .permissions()
         .mode()
         & 0o7777;
+    f.seek(SeekFrom::Start(part.index * PART_BYTES))
+        .map_err(|e| Error::local_io(&path, e))?;
+    let first = part.index * PART_CHUNKS;
     let mut buf = PageBuf::new(CHUNK_SIZE);
-    let mut crc = 0u32;
-    let mut chunks = Vec::new();
-    let mut size = 0u64;
-    loop {
+    let mut stored = StoredPart {
+        chunks: Vec::new(),
+        bytes: 0,
+        crc: 0,
+        mode,
+    };
+    while part.to_eof || (stored.chunks.len() as u64) < PART_CHUNKS {
         let n = read_full(&mut f, &mut buf).map_err(|e| Error::local_io(&path, e))?;
         if n == 0 {
             break;
         }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        chunks.push(writer.put(&buf[..n], prev.and_then(|p| p.get(chunks.len())))?);
-        size += n as u64;
+        stored.crc = crc32c::crc32c_append(stored.crc, &buf[..n]);
+        let at = first as usize + stored.chunks.len();
+        stored
+            .chunks
+            .push(writer.put(&buf[..n], prev.and_then(|p| p.get(at)))?);
+        stored.bytes += n as u64;
         if n < buf.len() {
             break;
         }
     }
-    Ok(Some(Entry::file(rel.to_string(), mode, size, crc, chunks)))
+    Ok(Some(stored))
 }
 
 /// Fills `buf` unless the reader ends first; returns the bytes read.
@@ -394,7 +428,8 @@ pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usi
     Ok(n)
 }
 
-/// Stores many files with `jobs` workers.
+/// Stores many files with `jobs` workers, in parts of [`PART_CHUNKS`] chunks, the biggest
+/// parts first so the work ends with small ones on every worker.
 pub(crate) fn store_files(
     writer: &ChunkWriter,
     root: &Path,
@@ -402,12 +437,48 @@ pub(crate) fn store_files(
     jobs: usize,
     previous: &Previous,
 ) -> Result<Vec<Entry>> {
-    Ok(
-        parallel::map(jobs, rels, |rel| store_file(writer, root, rel, previous))?
-            .into_iter()
-            .flatten()
-            .collect(),
-    )
+    let mut parts = Vec::new();
+    for (file, rel) in rels.iter().enumerate() {
+        // A file that can't be examined is one part: reading it reports why.
+        let len = fs::metadata(root.join(rel)).map_or(0, |m| m.len());
+        let n = len.div_ceil(PART_BYTES).max(1);
+        parts.extend((0..n).map(|index| Part {
+            file,
+            index,
+            to_eof: index == n - 1,
+            planned: (len - (index * PART_BYTES).min(len)).min(PART_BYTES),
+        }));
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.planned));
+    let stored = parallel::map(jobs, &parts, |p| {
+        store_part(writer, root, &rels[p.file], p, previous)
+    })?;
+    let mut by_file: Vec<Vec<(&Part, Option<StoredPart>)>> = rels.iter().map(|_| vec![]).collect();
+    for (p, s) in parts.iter().zip(stored) {
+        by_file[p.file].push((p, s));
+    }
+    let mut entries = Vec::with_capacity(rels.len());
+    for (rel, mut file_parts) in rels.iter().zip(by_file) {
+        file_parts.sort_by_key(|(p, _)| p.index);
+        // The file as one sequential read would have seen it: it ends at the first part that
+        // found it gone or shorter than planned (truncated meanwhile; replay truncates it
+        // again), and later parts don't count.
+        let mut entry: Option<(u32, u64, u32, Vec<pitrkit::chunk::ChunkId>)> = None;
+        for (p, s) in file_parts {
+            let Some(s) = s else { break };
+            let (_, size, crc, chunks) = entry.get_or_insert((s.mode, 0, 0, Vec::new()));
+            *crc = crc32c::crc32c_combine(*crc, s.crc, s.bytes as usize);
+            *size += s.bytes;
+            chunks.extend(s.chunks);
+            if !p.to_eof && s.bytes < PART_BYTES {
+                break;
+            }
+        }
+        if let Some((mode, size, crc, chunks)) = entry {
+            entries.push(Entry::file(rel.to_string(), mode, size, crc, chunks));
+        }
+    }
+    Ok(entries)
 }
 
 /// Each file's chunks in the newest earlier backup: where page deltas start from.
@@ -445,15 +516,100 @@ pub(crate) fn await_wal(repo: &Repository, c: &Captured, limit: Duration) -> Res
     let seg_size = repo
         .read_root()?
         .map_or(c.identity.segment_size, |r| r.wal_segment_size);
-    let needed = required_wal(c, seg_size);
+    let mut missing = repo.missing_wal(&required_wal(c, seg_size))?;
     let start = Instant::now();
+    // The archiver usually stores the last segment within a fraction of a second of the
+    // switch: look again soon, then less often, and only for what was missing (one small
+    // read each, where listing a long timeline on S3 takes a request per 1000 segments).
+    let mut pause = Duration::from_millis(20);
     loop {
-        if repo.missing_wal(&needed)?.is_empty() {
+        let mut still = Vec::with_capacity(missing.len());
+        for n in missing {
+            if repo
+                .store()
+                .get_prefix(&Repository::wal_key(&n), 1)?
+                .is_none()
+            {
+                still.push(n);
+            }
+        }
+        missing = still;
+        if missing.is_empty() {
             return Ok(true);
         }
         if start.elapsed() >= limit {
             return Ok(false);
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pitrkit::crypto::Keys;
+    use pitrkit::storage::memory::MemoryStore;
+
+    /// Files cut into parts come back whole: every byte in order from the chunks, and the
+    /// CRC-32C of the whole file, at the sizes around a part's edges.
+    #[test]
+    fn parts_reassemble_into_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let sizes = [
+            0,
+            1,
+            PART_BYTES - 1,
+            PART_BYTES,
+            PART_BYTES + 5,
+            2 * PART_BYTES + CHUNK_SIZE as u64 + 7,
+        ];
+        let mut rels = Vec::new();
+        let mut contents = Vec::new();
+        for (i, &len) in sizes.iter().enumerate() {
+            let data: Vec<u8> = (0..len)
+                .map(|j| (j / 8192) as u8 ^ (j as u8).wrapping_mul(i as u8 + 1))
+                .collect();
+            let rel = format!("f{i}");
+            fs::write(d.path().join(&rel), &data).unwrap();
+            rels.push(rel);
+            contents.push(data);
+        }
+        rels.push("gone".into());
+        let store = MemoryStore::default();
+        let keys = Keys::none();
+        let writer = ChunkWriter::new(
+            &store,
+            Compressor {
+                level: 1,
+                workers: 0,
+            },
+            &keys,
+        )
+        .unwrap();
+        let entries = store_files(&writer, d.path(), &rels, 3, &Previous::new()).unwrap();
+        assert_eq!(entries.len(), sizes.len(), "the vanished file is left out");
+        for (entry, data) in entries.iter().zip(&contents) {
+            let Entry::File {
+                size,
+                crc32c,
+                chunks,
+                ..
+            } = entry
+            else {
+                panic!("not a file: {entry:?}");
+            };
+            assert_eq!(*size, data.len() as u64);
+            assert_eq!(
+                crc32c.as_deref(),
+                Some(format!("{:08x}", crc32c::crc32c(data)).as_str())
+            );
+            let mut back = Vec::new();
+            for id in chunks {
+                back.extend(pitrkit::chunk::read(&store, &keys, id).unwrap());
+            }
+            assert!(back == *data, "{} differs", entry.path());
+        }
     }
 }

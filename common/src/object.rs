@@ -160,7 +160,8 @@ impl Envelope {
 pub struct Compressor {
     /// zstd level; 0 stores the content uncompressed.
     pub level: i32,
-    /// zstd worker threads; 0 compresses on the calling thread.
+    /// Pieces of a streamed seal compressed at once, each on its own thread; 0 or 1
+    /// compresses on the calling thread.
     pub workers: u32,
 }
 
@@ -633,9 +634,10 @@ mod tests {
         }
     }
 
+    /// Also across frames: 9 MB is three frames of [`FRAME_PIECE`].
     #[test]
     fn streaming_open_agrees_with_bulk_open() {
-        let plain: Vec<u8> = (0..3_000_000u32)
+        let plain: Vec<u8> = (0..9_000_000u32)
             .map(|i| (i % 253) as u8 ^ (i >> 12) as u8)
             .collect();
         for c in [

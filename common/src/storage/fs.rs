@@ -433,7 +433,8 @@ impl Store for FsStore {
             .get_or_insert_with(Settler::start)
             .tx
             .clone();
-        // The threads only stop once `settle` takes the sender, and it can't while we hold a clone.
+        // The threads stop only once every sender is gone: even if `settle` runs meanwhile,
+        // it waits for this object.
         tx.send((tmp, target))
             .map_err(|_| Error::internal("the sync threads stopped"))
     }

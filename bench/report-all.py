@@ -303,10 +303,12 @@ for n in ("pk-local", "pk-s3"):
     a = ahead.get(n)
     if a and a["pa_json"] is not None and a["pa_json"] > 5:
         O.append(f"**Pushed-ahead answers ({n[3:]})**: {a['pa_wall']:.1f} ms per call, {a['pa_json']:.1f} ms of it inside wal-push. "
-                 "The answer re-reads the whole 16 MiB segment to hash it (xxh3) against the record. Checked once by hand on this VM "
-                 "(strace, 2026-11-26): wal-push reads it in 16 `read()`s of 1 MiB at ~0.6 ms each (~10 ms), while `dd bs=1M` "
-                 "reads the same cached file in 4.5 ms and touching its pages through mmap takes 2.8 ms; process start and "
-                 "settings are ~3–4 ms. Under 5 ms needs a proof that does not read the whole segment, or a much cheaper read.")
+                 "The answer re-reads the whole 16 MiB segment to hash it (xxh3) against the record: two threads, one half each, "
+                 "128 KiB page-aligned reads. Checked once by hand on this VM (hyperfine -N, 2026-11-26): 6.3 ms mean for the "
+                 "call alone (5.9 ms of it system time: copying the pages out of the page cache), `wal-push --version` 1.4 ms, "
+                 "and a variant hashing an mmap(MAP_POPULATE) of the file was no faster (mapping 4096 pages costs what copying "
+                 "them does). `/bin/sh -c` adds 2–3 ms. Under 5 ms through the shell needs a proof that does not read the "
+                 "whole segment (file metadata alone), which the target's \"checksum, never on trust alone\" rules out.")
         break
 if sus:
     ws = [f(r["wal_seg_per_s"]) for r in sus.values()]

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jiff::Timestamp;
-use pitrkit::buffer::PageBuf;
+use pitrkit::buffer::{PageBuf, read_full};
 use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::error::{Error, Result};
 use pitrkit::lock::{LockKind, RepoLock};
@@ -414,20 +413,6 @@ fn store_part(
     Ok(Some(stored))
 }
 
-/// Fills `buf` unless the reader ends first; returns the bytes read.
-pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Stores many files with `jobs` workers, in parts of [`PART_CHUNKS`] chunks, the biggest
 /// parts first so the work ends with small ones on every worker.
 pub(crate) fn store_files(
@@ -521,19 +506,19 @@ pub(crate) fn await_wal(repo: &Repository, c: &Captured, limit: Duration) -> Res
     // The archiver usually stores the last segment within a fraction of a second of the
     // switch: look again soon, then less often, and only for what was missing (one small
     // read each, where listing a long timeline on S3 takes a request per 1000 segments).
+    // The archiver stores segments in order, so the first one still missing ends a round.
     let mut pause = Duration::from_millis(20);
     loop {
-        let mut still = Vec::with_capacity(missing.len());
-        for n in missing {
+        while let Some(n) = missing.first() {
             if repo
                 .store()
-                .get_prefix(&Repository::wal_key(&n), 1)?
+                .get_prefix(&Repository::wal_key(n), 1)?
                 .is_none()
             {
-                still.push(n);
+                break;
             }
+            missing.remove(0);
         }
-        missing = still;
         if missing.is_empty() {
             return Ok(true);
         }

@@ -16,7 +16,8 @@ use pitrkit::manifest::Entry;
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::wal::Lsn;
 
-use crate::{Captured, Cli, await_wal, read_full};
+use crate::{Captured, Cli, await_wal};
+use pitrkit::buffer::read_full;
 
 fn bad(why: impl Into<String>) -> Error {
     Error::invalid_input("stdin", why)

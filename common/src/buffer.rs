@@ -41,6 +41,21 @@ impl DerefMut for PageBuf {
     }
 }
 
+/// Reads until `buf` is full or `input` ends; returns the bytes read. Whole buffers are what
+/// the chunking and framing need: a short read from a pipe must not cut a chunk short.
+pub fn read_full(input: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

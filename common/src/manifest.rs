@@ -207,7 +207,8 @@ impl Repository {
     /// Publishes a manifest; it never replaces an existing one. Every chunk stored unsettled
     /// is made durable first: a manifest must never name a chunk a crash could still lose.
     pub fn write_manifest(&self, m: &BackupManifest) -> Result<u64> {
-        self.store().settle()?;
+        let named: Vec<ObjectKey> = m.referenced_chunks().map(|c| c.key()).collect();
+        self.store().settle(&named)?;
         let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
         let (sealed, _) = Compressor {
             level: 3,

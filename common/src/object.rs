@@ -1,6 +1,6 @@
 //! The envelope of every stored object: a zstd skippable frame carrying the length and
 //! digest of the plain content (and, when encrypted, how and with which key), followed by
-//! the payload: one ordinary zstd frame, sealed when the repository is encrypted.
+//! the payload: one or more ordinary zstd frames, sealed when the repository is encrypted.
 //!
 //! Because the metadata lives in a skippable frame, an object of a plain repository is a
 //! valid `.zst` file: `zstd -d < object > file` recovers the content without pitrkit, which
@@ -12,7 +12,7 @@ use sha2::Sha256;
 use std::fmt;
 use std::io::{Read, Write};
 
-use crate::buffer::PageBuf;
+use crate::buffer::{PageBuf, read_full};
 use crate::crypto::{Class, Digester, KeyId, Keys, Scheme};
 use crate::error::{Error, Result};
 
@@ -220,20 +220,6 @@ fn compress_frame(
     Ok(())
 }
 
-/// Reads until `buf` is full or `input` ends; returns the bytes read.
-fn fill(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 impl Compressor {
     /// Seals `plain` whose digest (`keys.digester()`) the caller already computed (to name
     /// a chunk), on this thread: callers that seal many small objects parallelise across
@@ -294,7 +280,7 @@ impl Compressor {
         let compression = if self.level == 0 {
             let mut buf = PageBuf::new(STREAM_CHUNK);
             loop {
-                let n = fill(input, &mut buf)?;
+                let n = read_full(input, &mut buf)?;
                 hasher.update(&buf[..n]);
                 out.extend_from_slice(&buf[..n]);
                 total += n as u64;
@@ -304,7 +290,12 @@ impl Compressor {
             }
             Compression::None
         } else {
-            let lanes = (self.workers as usize).max(1);
+            // No more lanes than the input has pieces, when its size is known.
+            let pieces = match size_hint {
+                0 => usize::MAX,
+                n => (n as usize).div_ceil(FRAME_PIECE),
+            };
+            let lanes = (self.workers as usize).clamp(1, pieces.max(1));
             let mut bufs: Vec<PageBuf> = Vec::with_capacity(lanes);
             let mut zs = Vec::with_capacity(lanes);
             let mut lens = Vec::with_capacity(lanes);
@@ -318,7 +309,7 @@ impl Compressor {
                         zs.push(frame_compressor(self.level)?);
                     }
                     let buf = &mut bufs[lens.len()];
-                    let n = fill(input, buf)?;
+                    let n = read_full(input, buf)?;
                     hasher.update(&buf[..n]);
                     total += n as u64;
                     eof = n < buf.len();

@@ -217,11 +217,12 @@ fn push_one(
             let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
             Ok((root, existing))
         });
-        let _slot = sealing.slots.take();
+        let slot = sealing.slots.take();
         let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input), len);
         let sealed = sealing
             .compressor
             .seal_reader(&mut hashed, len, repo.keys(), class);
+        drop(slot);
         (sealed.map(|s| (s, hashed.digests())), probe.join())
     });
     let ((stored, envelope), hash) = sealed.map_err(|e| Error::local_io(&display, e))?;

@@ -190,21 +190,33 @@ impl Settler {
         }
     }
 
-    /// Waits for every queued object, then fsyncs the directories they were linked into.
-    fn finish(self) -> Result<(), (PathBuf, io::Error)> {
+    /// Waits for every queued object; returns the directories they were linked into, which
+    /// the caller fsyncs.
+    fn finish(
+        self,
+        root: &Path,
+    ) -> Result<std::collections::BTreeSet<PathBuf>, (PathBuf, io::Error)> {
         drop(self.tx);
         for t in self.threads {
             if t.join().is_err() {
-                return Err((PathBuf::new(), io::Error::other("a sync thread panicked")));
+                return Err((
+                    root.to_path_buf(),
+                    io::Error::other("a sync thread panicked"),
+                ));
             }
         }
         if let Some(failed) = lock(&self.failed).take() {
             return Err(failed);
         }
-        for dir in lock(&self.dirs).iter() {
-            sync_dir(dir).map_err(|e| (dir.clone(), e))?;
-        }
-        Ok(())
+        Ok(std::mem::take(&mut *lock(&self.dirs)))
+    }
+
+    /// The first failure of the sync threads so far, if any (it stays recorded for
+    /// [`Settler::finish`]).
+    fn failure(&self) -> Option<(PathBuf, io::Error)> {
+        lock(&self.failed)
+            .as_ref()
+            .map(|(p, e)| (p.clone(), io::Error::new(e.kind(), e.to_string())))
     }
 }
 
@@ -405,11 +417,7 @@ impl Store for FsStore {
     }
 
     fn put(&self, key: &ObjectKey, data: &[u8], mode: PutMode) -> Result<PutOutcome> {
-        let target = self.path(key);
-        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        self.create_dirs(&dir)?;
-        let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
-        tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
+        let (tmp, target) = self.write_temp(key, data)?;
         match mode {
             PutMode::Overwrite => tmp.persist(&target).map(|()| PutOutcome::Stored),
             PutMode::CreateNew => tmp.persist_new(&target).map(|new| {
@@ -424,26 +432,41 @@ impl Store for FsStore {
     }
 
     fn put_unsettled(&self, key: &ObjectKey, data: &[u8]) -> Result<()> {
-        let target = self.path(key);
-        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
-        self.create_dirs(&dir)?;
-        let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
-        tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
-        let tx = lock(&self.settling)
-            .get_or_insert_with(Settler::start)
-            .tx
-            .clone();
+        let (tmp, target) = self.write_temp(key, data)?;
+        let tx = {
+            let mut settling = lock(&self.settling);
+            let settler = settling.get_or_insert_with(Settler::start);
+            // A disk that failed an earlier fsync stops the writer now, not after it has
+            // read everything else.
+            if let Some((p, e)) = settler.failure() {
+                return Err(self.unavailable(&p, e));
+            }
+            settler.tx.clone()
+        };
         // The threads stop only once every sender is gone: even if `settle` runs meanwhile,
         // it waits for this object.
         tx.send((tmp, target))
             .map_err(|_| Error::internal("the sync threads stopped"))
     }
 
-    fn settle(&self) -> Result<()> {
-        let Some(settler) = lock(&self.settling).take() else {
-            return Ok(());
+    fn settle(&self, named: &[ObjectKey]) -> Result<()> {
+        let settler = lock(&self.settling).take();
+        let mut dirs = match settler {
+            Some(s) => s
+                .finish(&self.root)
+                .map_err(|(p, e)| self.unavailable(&p, e))?,
+            None => Default::default(),
         };
-        settler.finish().map_err(|(p, e)| self.unavailable(&p, e))
+        // Objects another process linked may still wait for its directory fsync.
+        dirs.extend(
+            named
+                .iter()
+                .filter_map(|k| self.path(k).parent().map(Path::to_path_buf)),
+        );
+        for dir in &dirs {
+            sync_dir(dir).map_err(|e| self.unavailable(dir, e))?;
+        }
+        Ok(())
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -481,7 +504,26 @@ impl Store for FsStore {
     }
 }
 
+/// A store dropped with objects still settling (the tool is exiting on an error) lets them
+/// finish: no temporary file is left for ever, and what was linked gets its directory fsync.
+impl Drop for FsStore {
+    fn drop(&mut self) {
+        let _ = self.settle(&[]);
+    }
+}
+
 impl FsStore {
+    /// Writes `data` to a temporary file beside the object's name, in its directory
+    /// (created if need be), ready to be published.
+    fn write_temp(&self, key: &ObjectKey, data: &[u8]) -> Result<(TempFile, PathBuf)> {
+        let target = self.path(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_dirs(&dir)?;
+        let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
+        tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
+        Ok((tmp, target))
+    }
+
     /// "Not found" is only a positive answer if the repository directory itself exists: a
     /// missing root is an unmounted disk or a wrong path, and `restore_command` must not read
     /// that as the end of the archive.

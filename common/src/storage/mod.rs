@@ -86,8 +86,11 @@ pub trait Store: Send + Sync {
         self.put(key, data, PutMode::CreateNew).map(|_| ())
     }
     /// Waits until every object given to [`Store::put_unsettled`] is durable under its name,
-    /// and returns the first failure among them.
-    fn settle(&self) -> Result<()> {
+    /// and returns the first failure among them. The objects in `named` (what the caller is
+    /// about to name, some stored by other processes that may not have settled yet) are made
+    /// durable too.
+    fn settle(&self, named: &[ObjectKey]) -> Result<()> {
+        let _ = named;
         Ok(())
     }
     /// Every object whose key starts with `prefix`, sorted by key.
@@ -157,8 +160,8 @@ mod tests {
             s.put_unsettled(k, format!("chunk {i}").as_bytes()).unwrap();
         }
         s.put_unsettled(&k2, b"not this").unwrap();
-        s.settle().unwrap();
-        s.settle().unwrap();
+        s.settle(&keys).unwrap();
+        s.settle(&[]).unwrap();
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(s.get(k).unwrap(), Some(format!("chunk {i}").into_bytes()));
         }

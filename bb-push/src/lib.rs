@@ -362,6 +362,15 @@ struct StoredPart {
     mode: u32,
 }
 
+impl StoredPart {
+    /// Adds the part that follows this one in the file.
+    fn append(&mut self, next: StoredPart) {
+        self.crc = crc32c::crc32c_combine(self.crc, next.crc, next.bytes as usize);
+        self.bytes += next.bytes;
+        self.chunks.extend(next.chunks);
+    }
+}
+
 /// Stores one part of a file; `None` when the file is gone (PostgreSQL dropped it during
 /// the backup: replaying the WAL drops it again).
 fn store_part(
@@ -448,19 +457,26 @@ pub(crate) fn store_files(
         // The file as one sequential read would have seen it: it ends at the first part that
         // found it gone or shorter than planned (truncated meanwhile; replay truncates it
         // again), and later parts don't count.
-        let mut entry: Option<(u32, u64, u32, Vec<pitrkit::chunk::ChunkId>)> = None;
+        let mut whole: Option<StoredPart> = None;
         for (p, s) in file_parts {
             let Some(s) = s else { break };
-            let (_, size, crc, chunks) = entry.get_or_insert((s.mode, 0, 0, Vec::new()));
-            *crc = crc32c::crc32c_combine(*crc, s.crc, s.bytes as usize);
-            *size += s.bytes;
-            chunks.extend(s.chunks);
-            if !p.to_eof && s.bytes < PART_BYTES {
+            let short = !p.to_eof && s.bytes < PART_BYTES;
+            match &mut whole {
+                Some(w) => w.append(s),
+                None => whole = Some(s),
+            }
+            if short {
                 break;
             }
         }
-        if let Some((mode, size, crc, chunks)) = entry {
-            entries.push(Entry::file(rel.to_string(), mode, size, crc, chunks));
+        if let Some(w) = whole {
+            entries.push(Entry::file(
+                rel.to_string(),
+                w.mode,
+                w.bytes,
+                w.crc,
+                w.chunks,
+            ));
         }
     }
     Ok(entries)

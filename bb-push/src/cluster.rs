@@ -119,18 +119,22 @@ pub(crate) fn capture(
             "archive_mode is off: the WAL that makes this backup restorable would never reach the repository",
         ));
     }
-    if version < 130000 {
-        return Err(Error::invalid_input(
+    let major = pitrkit::postgres::by_number(version as u32 / 10000).ok_or_else(|| {
+        Error::invalid_input(
             pgdata.display(),
-            format!("PostgreSQL {version} is older than 13, the oldest supported"),
-        ));
-    }
+            format!(
+                "PostgreSQL {} is not a major this pitrkit supports ({})",
+                version / 10000,
+                pitrkit::postgres::supported_list()
+            ),
+        )
+    })?;
     let identity = ClusterIdentity {
         system_identifier: sysid
             .parse()
             .map_err(|_| Error::Database(format!("odd system identifier '{sysid}'")))?,
         segment_size: seg_size as u32,
-        pg_major: version as u32 / 10000,
+        pg_major: major.number,
     };
     // Refuse a foreign repository before doing any work.
     repo.check_cluster(repo.read_root()?, "this cluster", &identity)?;
@@ -143,13 +147,8 @@ pub(crate) fn capture(
         label.clone()
     };
     let fast = !cli.spread_checkpoint;
-    let start_sql = if version >= 150000 {
-        "select pg_backup_start($1, $2)::text"
-    } else {
-        "select pg_start_backup($1, $2, false)::text"
-    };
     let start: String = db
-        .query_one(start_sql, &[&backup_label_name, &fast])
+        .query_one(major.backup_start_sql(), &[&backup_label_name, &fast])
         .map_err(db_err("starting the backup"))?
         .get(0);
     note(format!("backup started at {start}"));
@@ -160,13 +159,12 @@ pub(crate) fn capture(
     // Not waiting inside PostgreSQL: with a failing archive_command pg_backup_stop(true)
     // waits forever. The segment switch happens either way; the wait below is bounded and
     // checks the repository itself, which is what matters.
-    let stop_sql = if version >= 150000 {
-        "select lsn::text, labelfile, spcmapfile, pg_snapshot_xmax(pg_current_snapshot())::text from pg_backup_stop(false)"
-    } else {
-        "select lsn::text, labelfile, spcmapfile, pg_snapshot_xmax(pg_current_snapshot())::text from pg_stop_backup(false, false)"
-    };
+    let stop_sql = format!(
+        "select lsn::text, labelfile, spcmapfile, pg_snapshot_xmax(pg_current_snapshot())::text from {}",
+        major.backup_stop_call()
+    );
     let stop = db
-        .query_one(stop_sql, &[])
+        .query_one(stop_sql.as_str(), &[])
         .map_err(db_err("stopping the backup"))?;
     let stop_time = Timestamp::now();
     let stop_lsn: String = stop.get(0);

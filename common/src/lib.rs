@@ -11,6 +11,7 @@ pub mod lock;
 pub mod manifest;
 pub mod object;
 pub mod parallel;
+pub mod postgres;
 pub mod repo;
 pub mod retention;
 pub mod runner;

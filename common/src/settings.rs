@@ -78,6 +78,9 @@ pub struct ConfigFile {
     pub encryption_recipients_file: Option<PathBuf>,
     pub encryption_identity_file: Option<PathBuf>,
     pub encryption_identity_command: Option<String>,
+    /// PostgreSQL server binaries per major, e.g. `[pg_bin]` then `18 = "/opt/pg18/bin"`:
+    /// where `pitr-check drill` finds the server for a backup of that major.
+    pub pg_bin: Option<HashMap<String, PathBuf>>,
 }
 
 /// Where the repository lives.
@@ -156,6 +159,8 @@ pub struct Settings {
     pub retention: crate::retention::Policy,
     /// Where encryption keys come from; empty for a plain repository.
     pub encryption: crate::crypto::KeySource,
+    /// PostgreSQL server binaries per major version (the config file's `[pg_bin]` table).
+    pub pg_bin: std::collections::BTreeMap<u32, PathBuf>,
     pub verbose: bool,
 }
 
@@ -336,6 +341,21 @@ impl Settings {
                 "s3_part_size must be at least 5 MiB (5242880), as S3 requires".into(),
             ));
         }
+        let mut pg_bin = std::collections::BTreeMap::new();
+        for (major, dir) in file.pg_bin.clone().unwrap_or_default() {
+            let number = major
+                .parse::<u32>()
+                .ok()
+                .and_then(crate::postgres::by_number)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "bad [pg_bin] key '{major}': a PostgreSQL major this pitrkit supports ({})",
+                        crate::postgres::supported_list()
+                    ))
+                })?
+                .number;
+            pg_bin.insert(number, dir);
+        }
         Ok(Settings {
             location,
             repo_url: repo,
@@ -369,6 +389,7 @@ impl Settings {
                     .or(file.encryption_identity_file.clone()),
                 identity_command: file.encryption_identity_command.clone(),
             },
+            pg_bin,
             verbose: args.verbose,
         })
     }
@@ -467,6 +488,28 @@ mod tests {
         ] {
             let e = RepoLocation::parse(bad).unwrap_err();
             assert_eq!(e.code(), crate::error::EXIT_USAGE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn pg_bin_table_names_supported_majors() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("pitr.toml");
+        let args = RepoArgs {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        std::fs::write(&cfg, "repo = '/r'\n[pg_bin]\n18 = '/opt/pg18/bin'\n").unwrap();
+        let s = Settings::resolve(&args, &env(&[])).unwrap();
+        assert_eq!(
+            s.pg_bin.get(&18).map(PathBuf::as_path),
+            Some(Path::new("/opt/pg18/bin"))
+        );
+        for bad in ["12", "19", "x"] {
+            std::fs::write(&cfg, format!("repo = '/r'\n[pg_bin]\n{bad} = '/b'\n")).unwrap();
+            let e = Settings::resolve(&args, &env(&[])).unwrap_err();
+            assert_eq!(e.code(), crate::error::EXIT_USAGE);
+            assert!(e.to_string().contains("13, 14, 15, 16, 17 and 18"), "{e}");
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! References: `src/include/access/xlog_internal.h` (file names, `XLogLongPageHeaderData`,
 //! `XLOG_PAGE_MAGIC`) and `src/backend/access/transam/xlogreader.c`
-//! (`XLogReaderValidatePageHeader`) of PostgreSQL 13–17.
+//! (`XLogReaderValidatePageHeader`) of every major in [`crate::postgres::SUPPORTED`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -219,14 +219,6 @@ pub fn segments_per_xlog_id(seg_size: u32) -> u64 {
     0x1_0000_0000u64 / seg_size as u64
 }
 
-/// `XLOG_PAGE_MAGIC` of each supported major version.
-const PAGE_MAGICS: [(u16, u32); 5] = [
-    (0xD106, 13),
-    (0xD10D, 14),
-    (0xD110, 15),
-    (0xD113, 16),
-    (0xD116, 17),
-];
 /// `XLP_LONG_HEADER` in `xlp_info`: this page opens a segment.
 const XLP_LONG_HEADER: u16 = 0x0002;
 /// `SizeOfXLogLongPHD`: the long page header's size, with alignment padding.
@@ -267,14 +259,16 @@ pub fn read_long_header(display: &str, data: &[u8]) -> Result<SegmentHeader> {
         ));
     }
     let magic = le_u16(data, 0);
-    let pg_major = PAGE_MAGICS
-        .iter()
-        .find(|(m, _)| *m == magic)
-        .map(|(_, v)| *v)
+    let pg_major = crate::postgres::by_page_magic(magic)
+        .map(|m| m.number)
         .ok_or_else(|| {
             Error::invalid_input(
                 display,
-                format!("not a WAL segment of PostgreSQL 13-17 (page magic 0x{magic:04X})"),
+                format!(
+                    "not a WAL segment of a PostgreSQL major this pitrkit supports ({}): page \
+                     magic 0x{magic:04X}; WAL of a newer major needs a newer pitrkit",
+                    crate::postgres::supported_list()
+                ),
             )
         })?;
     if le_u16(data, 2) & XLP_LONG_HEADER == 0 {
@@ -456,5 +450,17 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a WAL segment"), "{e}");
+        // The next major's WAL: refused, naming what this build supports.
+        let mut newer = seg.clone();
+        newer[0..2].copy_from_slice(&0xD119u16.to_le_bytes());
+        let e = validate_segment("f", &name, &newer).unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_INVALID_INPUT);
+        let e = e.to_string();
+        assert!(
+            e.contains("0xD119")
+                && e.contains("13, 14, 15, 16, 17 and 18")
+                && e.contains("newer pitrkit"),
+            "{e}"
+        );
     }
 }

@@ -346,17 +346,26 @@ fn restore(
     }
 }
 
-/// PostgreSQL's server binaries: `--pg-bin`, else those of the backup's major version in
-/// Debian's and Ubuntu's layout, else `pg_config`'s when it is the same major version (an
-/// older or newer server would refuse the data directory, less clearly).
+/// PostgreSQL's server binaries: `--pg-bin`, else the config file's `[pg_bin]` entry for
+/// the backup's major version, else that major in Debian's and Ubuntu's layout, else
+/// `pg_config`'s when it is the same major version (an older or newer server would refuse
+/// the data directory, less clearly).
 fn pg_bindir(explicit: Option<&Path>, repo: &RepoArgs, backup_id: &str) -> Result<PathBuf> {
     if let Some(dir) = explicit {
         return Ok(dir.to_path_buf());
     }
-    let manifest = Settings::from_args(repo)?
-        .open_repo()?
-        .read_manifest(&backup_id.parse()?)?;
+    let settings = Settings::from_args(repo)?;
+    let manifest = settings.open_repo()?.read_manifest(&backup_id.parse()?)?;
     let major = manifest.pg_version_num / 10000;
+    if let Some(dir) = settings.pg_bin.get(&major) {
+        if dir.join("postgres").is_file() {
+            return Ok(dir.clone());
+        }
+        return Err(Error::Usage(format!(
+            "backup {backup_id} needs PostgreSQL {major}: the config file's [pg_bin] entry {major} = {} has no postgres binary",
+            dir.display()
+        )));
+    }
     let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
     if debian.join("postgres").is_file() {
         return Ok(debian);
@@ -373,7 +382,7 @@ fn pg_bindir(explicit: Option<&Path>, repo: &RepoArgs, backup_id: &str) -> Resul
     };
     Err(Error::Usage(format!(
         "backup {backup_id} needs PostgreSQL {major}: {}/postgres is missing and {found}; \
-         install PostgreSQL {major} or give --pg-bin DIR",
+         install PostgreSQL {major}, give --pg-bin DIR, or set {major} = \"DIR\" under [pg_bin] in the config file",
         debian.display()
     )))
 }

@@ -101,7 +101,8 @@ pub struct DrillArgs {
     /// every table's row count with it (so it can't be combined with a --target-*)
     #[arg(long, value_name = "CONNINFO", conflicts_with = "target")]
     pub dbname: Option<String>,
-    /// PostgreSQL binaries [default: /usr/lib/postgresql/<backup's major>/bin, then pg_config]
+    /// PostgreSQL binaries [default: the config's [pg_bin] entry for the backup's major, then
+    /// /usr/lib/postgresql/<major>/bin, then pg_config]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,
     /// Unprivileged user the restored cluster runs as when pitr-check runs as root

@@ -25,6 +25,29 @@ pub fn pg_bin(tool: &str) -> PathBuf {
     p
 }
 
+/// The PostgreSQL major whose server runs when a test does not name one: Debian's.
+pub const DEFAULT_MAJOR: u32 = 15;
+
+/// Server binaries (`initdb`, `pg_ctl`, `postgres`) of PostgreSQL `major`: Debian's for 15
+/// (or `PITRKIT_PG_BIN`), else `PITRKIT_PG<major>_BIN`, else where `scripts/install-deps.sh`
+/// puts the npm registry's builds, `/opt/pitrkit-pg/<major>/bin`. Client programs (psql,
+/// pgbench) always come from [`pg_bin`]: they talk to every supported server.
+pub fn server_bin_dir(major: u32) -> PathBuf {
+    if major == DEFAULT_MAJOR {
+        return pg_bin("postgres").parent().expect("bin dir").to_path_buf();
+    }
+    let dir = std::env::var(format!("PITRKIT_PG{major}_BIN"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(format!("/opt/pitrkit-pg/{major}/bin")));
+    assert!(
+        dir.join("postgres").exists(),
+        "PostgreSQL {major} is missing in {}: run scripts/install-deps.sh (it installs every \
+         supported major) or set PITRKIT_PG{major}_BIN",
+        dir.display()
+    );
+    dir
+}
+
 /// The pitrkit tools the tests run.
 pub const TOOLS: [&str; 5] = [
     "wal-push",
@@ -446,6 +469,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
 
 /// A PostgreSQL cluster in the sandbox, on its own loopback port.
 pub struct Pg {
+    /// The server binaries this cluster runs with.
+    pub bin: PathBuf,
     pub data: PathBuf,
     pub port: u16,
     pub sock: PathBuf,
@@ -456,8 +481,14 @@ pub struct Pg {
 impl Pg {
     /// `initdb` into `<sandbox>/<name>`.
     pub fn init(sb: &Sandbox, name: &str) -> Self {
+        Self::init_major(sb, name, DEFAULT_MAJOR)
+    }
+
+    /// `initdb` of PostgreSQL `major` into `<sandbox>/<name>`.
+    pub fn init_major(sb: &Sandbox, name: &str, major: u32) -> Self {
         let data = sb.path().join(name);
-        let mut c = as_pg(&pg_bin("initdb"));
+        let bin = server_bin_dir(major);
+        let mut c = as_pg(&bin.join("initdb"));
         c.args([
             "-A",
             "trust",
@@ -471,18 +502,24 @@ impl Pg {
         ])
         .arg(&data);
         run(c).assert_ok();
-        let pg = Self::at(sb, name);
+        let pg = Self::at_major(sb, name, major);
         pg.configure("");
         pg
     }
 
     /// A data directory made some other way (a base backup), not yet configured.
     pub fn at(sb: &Sandbox, name: &str) -> Self {
+        Self::at_major(sb, name, DEFAULT_MAJOR)
+    }
+
+    /// [`Pg::at`] for a data directory of PostgreSQL `major`.
+    pub fn at_major(sb: &Sandbox, name: &str, major: u32) -> Self {
         let data = sb.path().join(name);
         let sock = sb.path().join(format!("sock-{name}"));
         fs::create_dir_all(&sock).expect("socket dir");
         sb.chown_to_pg(&sock);
         Pg {
+            bin: server_bin_dir(major),
             log: sb.path().join(format!("{name}.log")),
             data,
             port: free_port(),
@@ -506,7 +543,7 @@ impl Pg {
     }
 
     pub fn start(&mut self) {
-        let mut c = as_pg(&pg_bin("pg_ctl"));
+        let mut c = as_pg(&self.bin.join("pg_ctl"));
         c.args(["-w", "-t", "120", "-l"])
             .arg(&self.log)
             .arg("-D")
@@ -524,7 +561,7 @@ impl Pg {
 
     /// Starts a cluster that is recovering: pg_ctl returns before recovery has finished.
     pub fn start_recovery(&mut self) {
-        let mut c = as_pg(&pg_bin("pg_ctl"));
+        let mut c = as_pg(&self.bin.join("pg_ctl"));
         c.args(["-W", "-l"])
             .arg(&self.log)
             .arg("-D")
@@ -536,7 +573,7 @@ impl Pg {
 
     pub fn stop(&mut self) {
         if self.started {
-            let mut c = as_pg(&pg_bin("pg_ctl"));
+            let mut c = as_pg(&self.bin.join("pg_ctl"));
             c.args(["-w", "-t", "60", "-m", "fast", "-D"])
                 .arg(&self.data)
                 .arg("stop");
@@ -639,7 +676,7 @@ impl Pg {
 impl Drop for Pg {
     fn drop(&mut self) {
         if self.started {
-            let mut c = as_pg(&pg_bin("pg_ctl"));
+            let mut c = as_pg(&self.bin.join("pg_ctl"));
             c.args(["-w", "-m", "immediate", "-D"])
                 .arg(&self.data)
                 .arg("stop");
@@ -653,6 +690,8 @@ pub struct Site {
     pub sb: Sandbox,
     pub repo: TestRepo,
     pub primary: Pg,
+    /// The PostgreSQL major the primary (and every restore of it) runs.
+    pub major: u32,
 }
 
 pub fn site(name: &str, backend: Backend, extra_conf: &str) -> Site {
@@ -662,15 +701,31 @@ pub fn site(name: &str, backend: Backend, extra_conf: &str) -> Site {
 /// A site whose pitrkit config file gets `config_lines` too (encryption keys…) before the
 /// primary starts archiving with it.
 pub fn site_with(name: &str, backend: Backend, extra_conf: &str, config_lines: &str) -> Site {
+    site_major(name, backend, DEFAULT_MAJOR, extra_conf, config_lines)
+}
+
+/// [`site_with`] on PostgreSQL `major`.
+pub fn site_major(
+    name: &str,
+    backend: Backend,
+    major: u32,
+    extra_conf: &str,
+    config_lines: &str,
+) -> Site {
     let sb = Sandbox::new(&format!("{name}-{backend:?}").to_lowercase());
     let repo = TestRepo::new(&sb, backend);
     let mut config = fs::read_to_string(&repo.config).expect("config");
     config.push_str(config_lines);
     fs::write(&repo.config, config).expect("config");
-    let mut primary = Pg::init(&sb, "primary");
+    let mut primary = Pg::init_major(&sb, "primary", major);
     primary.configure(&format!("{}{extra_conf}", repo.archiving_conf(&sb)));
     primary.start();
-    Site { sb, repo, primary }
+    Site {
+        sb,
+        repo,
+        primary,
+        major,
+    }
 }
 
 impl Site {
@@ -696,7 +751,7 @@ impl Site {
         all.extend_from_slice(args);
         let out = self.tool("bb-restore", &all);
         out.assert_ok();
-        let mut pg = Pg::at(&self.sb, name);
+        let mut pg = Pg::at_major(&self.sb, name, self.major);
         pg.configure("");
         pg.start_recovery();
         pg.wait_promoted(Duration::from_secs(120));

@@ -172,6 +172,14 @@ fn status_3_not_a_valid_wal_file() {
         f.push(&[&f.scratch(&next, &vec![b'x'; 16 << 20])])
             .assert_code(3)
             .stderr_has("not a WAL segment");
+        // A segment of a major newer than this build knows (the next page magic): refused,
+        // never stored, and the message says a newer pitrkit is needed.
+        let mut newer = seg.clone();
+        newer[0..2].copy_from_slice(&0xD119u16.to_le_bytes());
+        f.push(&[&f.scratch(&next, &newer)])
+            .assert_code(3)
+            .stderr_has("supports (13, 14, 15, 16, 17 and 18)")
+            .stderr_has("needs a newer pitrkit");
         // A truncated segment.
         f.push(&[&f.scratch(&next, &seg[..1 << 20])])
             .assert_code(3)

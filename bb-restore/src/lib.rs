@@ -23,7 +23,7 @@ use pitrkit::parallel;
 use pitrkit::repo::Repository;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::target::{RecoveryTarget, TargetArgs, conf_quote};
+use pitrkit::target::{RecoveryTarget, TargetArgs, TargetTimeline, conf_quote};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -48,7 +48,7 @@ pub struct Cli {
     pub target_action: String,
     /// Timeline to recover along: latest, current or a number
     #[arg(long, value_name = "TLI")]
-    pub target_timeline: Option<String>,
+    pub target_timeline: Option<TargetTimeline>,
     /// Restore this backup instead of choosing one
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
@@ -124,9 +124,9 @@ pub fn restore(cli: Cli) -> Result<Summary> {
         None => reachable_timeline(&index, &manifest),
         Some(_) => None,
     };
-    let follow = match cli.target_timeline.as_deref().map(str::parse::<u32>) {
-        Some(Ok(t)) => t,
-        Some(Err(_)) if cli.target_timeline.as_deref() == Some("current") => manifest.timeline,
+    let follow = match cli.target_timeline {
+        Some(TargetTimeline::Id(t)) => t,
+        Some(TargetTimeline::Current) => manifest.timeline,
         _ => auto_timeline
             .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
     };
@@ -604,6 +604,28 @@ fn recovery_settings(
             .to_string(),
         pitrkit::settings::RepoLocation::S3 { .. } => settings.repo_url.clone(),
     };
+    // Every non-secret store setting bb-restore itself used, so the server's recovery talks
+    // to the same store even when they came from flags or the environment (flags beat the
+    // config file, so these never contradict it). Secrets stay in the config file.
+    if let pitrkit::settings::RepoLocation::S3 { .. } = &settings.location {
+        if let Some(endpoint) = &settings.s3_endpoint {
+            cmd.push_str(&format!(
+                " --s3-endpoint {}",
+                shell_quote(endpoint.as_str())
+            ));
+        }
+        cmd.push_str(&format!(
+            " --s3-region {}",
+            shell_quote(&settings.s3_region)
+        ));
+        if let Some(path) = settings.s3_path_style {
+            cmd.push_str(if path {
+                " --s3-url-style path"
+            } else {
+                " --s3-url-style virtual"
+            });
+        }
+    }
     cmd.push_str(&format!(" --repo {} %f %p", shell_quote(&repo_url)));
     if settings.s3_credentials.is_some() && settings.config_path.is_none() {
         note(
@@ -623,14 +645,8 @@ fn recovery_settings(
             out.push(("recovery_target_inclusive", "off".into()));
         }
     }
-    if let Some(t) = &cli.target_timeline {
-        let valid = t == "latest" || t == "current" || t.parse::<u32>().is_ok();
-        if !valid {
-            return Err(Error::Usage(format!(
-                "bad --target-timeline '{t}': use latest, current or a number"
-            )));
-        }
-        out.push(("recovery_target_timeline", t.clone()));
+    if let Some(t) = cli.target_timeline {
+        out.push(("recovery_target_timeline", t.to_string()));
     }
     Ok(out)
 }

@@ -62,6 +62,44 @@ impl TargetArgs {
     }
 }
 
+/// `recovery_target_timeline`: the timeline recovery follows. Parsed when the command line
+/// is read, so a bad value is refused before anything is downloaded or emptied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetTimeline {
+    /// The newest timeline in the archive (PostgreSQL's default since 12).
+    Latest,
+    /// The timeline the backup was taken on.
+    Current,
+    /// This timeline id.
+    Id(u32),
+}
+
+impl std::str::FromStr for TargetTimeline {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "latest" => Ok(TargetTimeline::Latest),
+            "current" => Ok(TargetTimeline::Current),
+            _ => match s.parse::<u32>() {
+                Ok(t) if t >= 1 => Ok(TargetTimeline::Id(t)),
+                _ => Err(Error::Usage(format!(
+                    "bad target timeline '{s}': use latest, current or a timeline id (1 or more)"
+                ))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for TargetTimeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetTimeline::Latest => f.write_str("latest"),
+            TargetTimeline::Current => f.write_str("current"),
+            TargetTimeline::Id(t) => write!(f, "{t}"),
+        }
+    }
+}
+
 /// How messages and reports name a target: `time …`, `restore point '…'`, `latest`…
 impl std::fmt::Display for RecoveryTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,12 +153,41 @@ impl RecoveryTarget {
 
 /// Quotes a value for postgresql.conf: single quotes, with embedded quotes doubled.
 pub fn conf_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
+    // PostgreSQL's configuration parser (guc-file.l, DeescapeQuotedString) turns `\\` into
+    // `\` and `\n`, `\t`… into control characters: a backslash must be doubled to survive.
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conf_values_survive_postgresqls_parser() {
+        assert_eq!(conf_quote("a'b"), "'a''b'");
+        assert_eq!(conf_quote("C:\\x\\n"), "'C:\\\\x\\\\n'");
+    }
+
+    #[test]
+    fn target_timelines() {
+        assert_eq!(
+            "latest".parse::<TargetTimeline>().unwrap(),
+            TargetTimeline::Latest
+        );
+        assert_eq!(
+            "current".parse::<TargetTimeline>().unwrap(),
+            TargetTimeline::Current
+        );
+        assert_eq!(
+            "3".parse::<TargetTimeline>().unwrap(),
+            TargetTimeline::Id(3)
+        );
+        assert_eq!(TargetTimeline::Id(3).to_string(), "3");
+        for bad in ["bogus", "0", "-1", ""] {
+            let e = bad.parse::<TargetTimeline>().unwrap_err();
+            assert_eq!(e.code(), crate::error::EXIT_USAGE, "{bad}");
+        }
+    }
 
     #[test]
     fn times_carry_an_explicit_offset() {

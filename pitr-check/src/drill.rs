@@ -263,7 +263,7 @@ fn start(
     report.record(
         "connect",
         Ok(format!(
-            "accepts connections as {user} on 127.0.0.1:{port} and in {}",
+            "accepts connections as {user} on its private socket in {} (port {port}, no TCP)",
             server.socket_dir().display()
         )),
     );

@@ -113,6 +113,9 @@ select name
   from customers
  where id = 10500;
 create table written_after_promotion(i int);
+-- the throwaway server listens on its private socket only, never on TCP
+-- expect: ''
+select current_setting('listen_addresses');
 ";
 
 fn passes_on_a_good_repository(backend: Backend) {
@@ -135,7 +138,8 @@ fn passes_on_a_good_repository(backend: Backend) {
     assert_eq!(
         names,
         [
-            "restore", "connect", "recovery", "amcheck", "sql:3", "sql:6", "sql:9", "sql:12"
+            "restore", "connect", "recovery", "amcheck", "sql:3", "sql:6", "sql:9", "sql:12",
+            "sql:15"
         ],
         "{r:#?}"
     );

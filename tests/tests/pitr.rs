@@ -406,6 +406,14 @@ fn bad_restores_are_refused_and_touch_nothing() {
             .assert_code(3)
             .stderr_has("is not empty");
         assert_eq!(fs::read_to_string(dir.join("precious")).unwrap(), "keep me");
+        // A bad timeline with --force: refused before the directory is emptied.
+        s.tool(
+            "bb-restore",
+            &["--pgdata", d, "--force", "--target-timeline", "bogus"],
+        )
+        .assert_code(2)
+        .stderr_has("bad target timeline 'bogus'");
+        assert_eq!(fs::read_to_string(dir.join("precious")).unwrap(), "keep me");
         // Wrong repository.
         let mut c = s.sb.tool("bb-restore");
         c.args(s.repo.args()).args([

@@ -21,9 +21,11 @@ use pitrkit::error::{Error, Result};
 use pitrkit::runner::note;
 use postgres::{Client, NoTls};
 
-/// Trust for every local connection: safe only because the socket lives in a directory
-/// nobody else can enter and TCP listens on loopback for the few minutes a drill lasts.
-const HBA: &str = "local all all trust\nhost all all 127.0.0.1/32 trust\n";
+/// Trust for connections on the private socket: safe because the socket lives in a
+/// directory nobody else can enter. The server listens on no TCP address at all
+/// (`listen_addresses = ''`): trust on 127.0.0.1 would let any local user run
+/// `COPY … TO PROGRAM` as the drill's OS user.
+const HBA: &str = "local all all trust\n";
 
 /// `sizeof(sun_path)` on Linux: PostgreSQL refuses a socket path that does not fit.
 const SOCKET_PATH_MAX: usize = 107;
@@ -139,7 +141,7 @@ impl Scratch {
         c
     }
 
-    /// Starts PostgreSQL on the restored data directory, on `port` of 127.0.0.1 and a socket
+    /// Starts PostgreSQL on the restored data directory, with `port` naming the socket
     /// in this directory.
     pub fn start(&self, bindir: &Path, port: u16) -> Result<Server> {
         let data = self.data();
@@ -206,7 +208,7 @@ fn overrides(dir: &Path, data: &Path, port: u16) -> Vec<(&'static str, String)> 
     vec![
         ("data_directory", data.display().to_string()),
         ("port", port.to_string()),
-        ("listen_addresses", "127.0.0.1".into()),
+        ("listen_addresses", String::new()),
         // A list setting: quoted, so a path with a comma or space stays one entry.
         (
             "unix_socket_directories",

@@ -265,6 +265,18 @@ fn walk(root: &Path, rel: &str, dirs: &mut Vec<Entry>, files: &mut Vec<String>) 
                     target: target.display().to_string(),
                 });
                 walk(root, &child, dirs, files)?;
+            } else if rel.is_empty() && name == "pg_wal" {
+                // pg_wal on its own disk (initdb --waldir): its contents are runtime state
+                // as always, but a restore needs the directory (PostgreSQL refuses to start
+                // without it), so it is recorded as one; bb-restore --waldir links it again.
+                dirs.push(Entry::Dir {
+                    path: "pg_wal".into(),
+                    mode: 0o700,
+                });
+                dirs.push(Entry::Dir {
+                    path: "pg_wal/archive_status".into(),
+                    mode: 0o700,
+                });
             }
             continue;
         }

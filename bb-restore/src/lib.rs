@@ -131,6 +131,7 @@ pub fn restore(cli: Cli) -> Result<Summary> {
             .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
     };
     check_archive(&index, &manifest, &target, follow)?;
+    check_tablespaces(&manifest, cli.delta || cli.force)?;
     prepare_dir(&cli.pgdata, cli.delta, cli.force)?;
 
     let jobs = cli
@@ -138,6 +139,7 @@ pub fn restore(cli: Cli) -> Result<Summary> {
         .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
         .max(1);
     let fetched = restore_files(&repo, &manifest, &cli.pgdata, jobs, cli.delta)?;
+    ensure_wal_dir(&cli.pgdata)?;
     let mut recovery = recovery_settings(&cli, &settings, &target)?;
     if let Some(tli) = auto_timeline {
         recovery.push(("recovery_target_timeline", tli.to_string()));
@@ -286,6 +288,37 @@ fn reachable_timeline(index: &ArchiveIndex, m: &BackupManifest) -> Option<u32> {
     Some(best)
 }
 
+/// A tablespace is restored where it was (its link's target), which on the database host
+/// is the live cluster's tablespace: refused while that directory holds anything, unless
+/// the user asked to overwrite (--force) or reuse (--delta) what is there.
+fn check_tablespaces(m: &BackupManifest, overwrite: bool) -> Result<()> {
+    if overwrite {
+        return Ok(());
+    }
+    for e in &m.entries {
+        let Entry::Symlink { path, target } = e else {
+            continue;
+        };
+        if pitrkit::datadir::tablespace_oid(path).is_none() {
+            continue;
+        }
+        let occupied = fs::read_dir(target).is_ok_and(|mut it| it.next().is_some());
+        if occupied {
+            return Err(Error::invalid_input(
+                target,
+                format!(
+                    "tablespace {} of backup {} would be restored into this directory, which is \
+                     not empty (the live cluster's tablespace?): restore on another host, or \
+                     use --force to overwrite it",
+                    path.trim_start_matches("pg_tblspc/"),
+                    m.backup_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn prepare_dir(dir: &Path, delta: bool, force: bool) -> Result<()> {
     match fs::read_dir(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -351,8 +384,11 @@ fn restore_files(
         match e {
             Entry::Dir { mode, .. } => {
                 fs::create_dir_all(&path).map_err(|e| Error::local_io(&path, e))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(*mode & 0o7777))
-                    .map_err(|e| Error::local_io(&path, e))?;
+                fs::set_permissions(
+                    &path,
+                    fs::Permissions::from_mode(pitrkit::datadir::dir_mode(*mode)),
+                )
+                .map_err(|e| Error::local_io(&path, e))?;
             }
             Entry::Symlink { target, .. } => {
                 // A tablespace: recreate its directory where it was, and the link to it.
@@ -375,8 +411,10 @@ fn restore_files(
                     .open(&path)
                     .map_err(|e| Error::local_io(&path, e))?;
                 f.set_len(*size).map_err(|e| Error::local_io(&path, e))?;
-                f.set_permissions(fs::Permissions::from_mode(*mode & 0o7777))
-                    .map_err(|e| Error::local_io(&path, e))?;
+                f.set_permissions(fs::Permissions::from_mode(pitrkit::datadir::file_mode(
+                    *mode,
+                )))
+                .map_err(|e| Error::local_io(&path, e))?;
                 for (i, id) in chunks.iter().enumerate() {
                     let offset = i as u64 * m.chunk_size;
                     let same = existing.as_ref().is_some_and(|d| {
@@ -681,6 +719,21 @@ const MANAGED: [&str; 12] = [
     "recovery_target_timeline",
     "archive_cleanup_command",
 ];
+
+/// PostgreSQL refuses to start without `pg_wal` (and archiving needs its
+/// `archive_status`): backups of a cluster whose pg_wal was a link did not always list it.
+fn ensure_wal_dir(dir: &Path) -> Result<()> {
+    let status = dir.join("pg_wal").join("archive_status");
+    fs::create_dir_all(&status).map_err(|e| Error::local_io(&status, e))?;
+    for d in [dir.join("pg_wal"), status] {
+        let meta = fs::symlink_metadata(&d).map_err(|e| Error::local_io(&d, e))?;
+        if meta.is_dir() {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::local_io(&d, e))?;
+        }
+    }
+    pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
+}
 
 /// backup_label, tablespace_map, postgresql.auto.conf and the signal file, in that order.
 fn write_recovery(

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod buffer;
 pub mod chunk;
 pub mod crypto;
+pub mod datadir;
 pub mod db;
 pub mod error;
 pub mod lock;

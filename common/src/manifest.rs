@@ -207,6 +207,10 @@ impl Repository {
     /// Publishes a manifest; it never replaces an existing one. Every chunk stored unsettled
     /// is made durable first: a manifest must never name a chunk a crash could still lose.
     pub fn write_manifest(&self, m: &BackupManifest) -> Result<u64> {
+        // What a restore would refuse is never published (a crafted tar on bb-push's stdin).
+        crate::datadir::check_entries(&m.entries).map_err(|bad| {
+            Error::invalid_input(format!("backup {}", m.backup_id), bad.to_string())
+        })?;
         let named: Vec<ObjectKey> = m.referenced_chunks().map(|c| c.key()).collect();
         self.store().settle(&named)?;
         let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
@@ -256,6 +260,9 @@ impl Repository {
                 format!("names backup {} inside", m.backup_id),
             ));
         }
+        // A restore (as root) must never be told to write outside its directories.
+        crate::datadir::check_entries(&m.entries)
+            .map_err(|bad| Error::corrupt(&key, format!("backup {id} refused: {bad}")))?;
         m.sealed_with = env.key;
         Ok(m)
     }

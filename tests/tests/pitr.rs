@@ -7,7 +7,9 @@
 use std::fs;
 use std::time::Duration;
 
-use pitrkit_tests::{Backend, Pg, now, run, site};
+use pitrkit_tests::{
+    Backend, DEFAULT_MAJOR, Pg, Sandbox, Site, TestRepo, as_pg, now, pg_bin, run, site,
+};
 
 fn three_cases(backend: Backend) {
     let s = site("pitr", backend, "");
@@ -525,4 +527,45 @@ fn delta_restore_fetches_only_what_differs() {
             .unwrap()
             .contains("recovery_target = 'immediate'")
     );
+}
+
+/// A cluster made with `initdb --waldir` (pg_wal a link to another disk, as in most
+/// production setups): the backup restores into a data directory with a real pg_wal, and
+/// the restored cluster recovers and starts.
+#[test]
+fn pg_wal_on_its_own_disk_restores() {
+    let sb = Sandbox::new("waldir");
+    let repo = TestRepo::new(&sb, Backend::Fs);
+    let waldisk = sb.path().join("waldisk");
+    let data = sb.path().join("primary");
+    let mut c = as_pg(&pg_bin("initdb"));
+    c.args(["-A", "trust", "-U", "postgres", "--no-sync", "-X"])
+        .arg(&waldisk)
+        .arg("-D")
+        .arg(&data);
+    run(c).assert_ok();
+    assert!(
+        fs::symlink_metadata(data.join("pg_wal"))
+            .unwrap()
+            .is_symlink()
+    );
+    let mut primary = Pg::at(&sb, "primary");
+    primary.configure(&repo.archiving_conf(&sb));
+    primary.start();
+    let s = Site {
+        sb,
+        repo,
+        primary,
+        major: DEFAULT_MAJOR,
+    };
+    s.primary
+        .sql("create table t as select generate_series(1, 1000) i");
+    s.backup();
+    s.primary.sql("insert into t values (1001)");
+    s.archive_now();
+    let r = s.restore("r", &["--archive-mode", "off"]);
+    assert_eq!(r.sql("select count(*), max(i) from t"), "1001|1001");
+    let meta = fs::symlink_metadata(r.data.join("pg_wal")).unwrap();
+    assert!(meta.is_dir(), "pg_wal is a directory in the restore");
+    assert!(r.data.join("pg_wal/archive_status").is_dir());
 }

@@ -6,10 +6,9 @@
 //! written; the recovery settings and signal file are written last, so an interrupted
 //! restore never looks like a data directory ready to start.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::time::Instant;
@@ -17,6 +16,7 @@ use std::time::Instant;
 use clap::Parser;
 use pitrkit::archive::ArchiveIndex;
 use pitrkit::chunk::{self, ChunkId};
+use pitrkit::datadir::TablespaceMapping;
 use pitrkit::error::{Error, Result};
 use pitrkit::manifest::{BackupId, BackupManifest, Entry};
 use pitrkit::parallel;
@@ -25,6 +25,9 @@ use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::target::{RecoveryTarget, TargetArgs, TargetTimeline, conf_quote};
 use serde::Serialize;
+
+mod layout;
+use layout::{Layout, Node};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,6 +69,16 @@ pub struct Cli {
     /// Empty a non-empty DIR first
     #[arg(long)]
     pub force: bool,
+    /// Restore the tablespace that was in OLDDIR into NEWDIR instead, rewriting its
+    /// pg_tblspc link and tablespace_map (repeatable; pg_basebackup's spelling)
+    #[arg(long, value_name = "OLDDIR=NEWDIR")]
+    pub tablespace_mapping: Vec<TablespaceMapping>,
+    /// Restore every tablespace not mapped by --tablespace-mapping into DIR/<oid>
+    #[arg(long, value_name = "DIR")]
+    pub tablespace_mapping_all: Option<PathBuf>,
+    /// Put pg_wal in DIR (absolute), behind a pg_wal link, as initdb --waldir does
+    #[arg(long, value_name = "DIR")]
+    pub waldir: Option<PathBuf>,
     /// Parallel downloads [default: the CPUs; 4 × the CPUs for S3]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
@@ -131,21 +144,28 @@ pub fn restore(cli: Cli) -> Result<Summary> {
             .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
     };
     check_archive(&index, &manifest, &target, follow)?;
-    check_tablespaces(&manifest, cli.delta || cli.force)?;
-    prepare_dir(&cli.pgdata, cli.delta, cli.force)?;
-
-    let jobs = cli
-        .jobs
-        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
-        .max(1);
-    let fetched = restore_files(&repo, &manifest, &cli.pgdata, jobs, cli.delta)?;
-    ensure_wal_dir(&cli.pgdata)?;
+    let mut layout = Layout::plan(
+        &manifest,
+        &cli.pgdata,
+        &cli.tablespace_mapping,
+        cli.tablespace_mapping_all.as_deref(),
+        cli.waldir.as_deref(),
+    )?;
+    layout.check_free(&manifest.backup_id.to_string(), cli.delta || cli.force)?;
     let mut recovery = recovery_settings(&cli, &settings, &target)?;
     if let Some(tli) = auto_timeline {
         recovery.push(("recovery_target_timeline", tli.to_string()));
     }
-    write_recovery(&cli.pgdata, &manifest, &recovery, cli.standby)?;
-    chown_like_parent(&cli.pgdata)?;
+
+    // Everything that can refuse has run: from here on, the directories change.
+    layout.prepare(cli.force)?;
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+        .max(1);
+    let fetched = restore_files(&repo, &manifest, &layout, jobs, cli.delta)?;
+    write_recovery(&layout, &manifest, &recovery, cli.standby)?;
+    chown_like_parent(&cli.pgdata, &layout)?;
 
     let seconds = started.elapsed().as_secs_f64();
     let summary = Summary {
@@ -288,133 +308,55 @@ fn reachable_timeline(index: &ArchiveIndex, m: &BackupManifest) -> Option<u32> {
     Some(best)
 }
 
-/// A tablespace is restored where it was (its link's target), which on the database host
-/// is the live cluster's tablespace: refused while that directory holds anything, unless
-/// the user asked to overwrite (--force) or reuse (--delta) what is there.
-fn check_tablespaces(m: &BackupManifest, overwrite: bool) -> Result<()> {
-    if overwrite {
-        return Ok(());
-    }
-    for e in &m.entries {
-        let Entry::Symlink { path, target } = e else {
-            continue;
-        };
-        if pitrkit::datadir::tablespace_oid(path).is_none() {
-            continue;
-        }
-        let occupied = fs::read_dir(target).is_ok_and(|mut it| it.next().is_some());
-        if occupied {
-            return Err(Error::invalid_input(
-                target,
-                format!(
-                    "tablespace {} of backup {} would be restored into this directory, which is \
-                     not empty (the live cluster's tablespace?): restore on another host, or \
-                     use --force to overwrite it",
-                    path.trim_start_matches("pg_tblspc/"),
-                    m.backup_id
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn prepare_dir(dir: &Path, delta: bool, force: bool) -> Result<()> {
-    match fs::read_dir(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir).map_err(|e| Error::local_io(dir, e))?;
-        }
-        Err(e) => return Err(Error::local_io(dir, e)),
-        Ok(mut it) => {
-            if it.next().is_some() {
-                if dir.join("postmaster.pid").exists() {
-                    return Err(Error::invalid_input(
-                        dir.display(),
-                        "holds postmaster.pid: stop the server first",
-                    ));
-                }
-                if force {
-                    for e in fs::read_dir(dir)
-                        .map_err(|e| Error::local_io(dir, e))?
-                        .flatten()
-                    {
-                        let p = e.path();
-                        let r = if p.is_dir() && !p.is_symlink() {
-                            fs::remove_dir_all(&p)
-                        } else {
-                            fs::remove_file(&p)
-                        };
-                        r.map_err(|e| Error::local_io(&p, e))?;
-                    }
-                } else if !delta {
-                    return Err(Error::invalid_input(
-                        dir.display(),
-                        "is not empty: restore into an empty directory, or use --delta (reuse what matches) or --force (empty it)",
-                    ));
-                }
-            }
-        }
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::local_io(dir, e))
-}
-
-/// One unit of restore work: a chunk of a file.
+/// One unit of restore work: a chunk of a file (an index into the restore's files).
 struct Piece<'a> {
-    path: PathBuf,
+    file: usize,
     offset: u64,
     id: &'a ChunkId,
 }
 
-/// Restores every entry; returns the bytes fetched from the repository.
+/// Restores every entry through `layout`; returns the bytes fetched from the repository.
 fn restore_files(
     repo: &Repository,
     m: &BackupManifest,
-    dir: &Path,
+    layout: &Layout,
     jobs: usize,
     delta: bool,
 ) -> Result<u64> {
     let mut pieces = Vec::new();
+    // (root, path beneath it) of each regular file, indexed by `Piece::file`.
+    let mut files: Vec<(usize, &str)> = Vec::new();
     let mut wanted = HashSet::new();
     // Chunks are named with the key that sealed the manifest; without it, --delta can't
     // recognise a matching chunk and fetches everything.
     let digester = repo.keys().digester_for(m.sealed_with);
+    layout.make_links()?;
     for e in &m.entries {
-        let path = dir.join(e.path());
-        wanted.insert(path.clone());
+        let place = layout.place(e.path());
+        wanted.insert((place.root, place.rel.to_string()));
         match e {
-            Entry::Dir { mode, .. } => {
-                fs::create_dir_all(&path).map_err(|e| Error::local_io(&path, e))?;
-                fs::set_permissions(
-                    &path,
-                    fs::Permissions::from_mode(pitrkit::datadir::dir_mode(*mode)),
-                )
-                .map_err(|e| Error::local_io(&path, e))?;
-            }
-            Entry::Symlink { target, .. } => {
-                // A tablespace: recreate its directory where it was, and the link to it.
-                let target = PathBuf::from(target);
-                fs::create_dir_all(&target).map_err(|e| Error::local_io(&target, e))?;
-                let _ = fs::remove_file(&path);
-                symlink(&target, &path).map_err(|e| Error::local_io(&path, e))?;
-            }
+            Entry::Dir { mode, .. } => layout.create_dir(&place, *mode)?,
+            // Links are made by the layout, pointing where this host says.
+            Entry::Symlink { .. } => {}
             Entry::File {
                 size, mode, chunks, ..
             } => {
-                if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(|e| Error::local_io(parent, e))?;
-                }
-                let existing = if delta { fs::read(&path).ok() } else { None };
-                let f = fs::OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(!delta)
-                    .open(&path)
-                    .map_err(|e| Error::local_io(&path, e))?;
-                f.set_len(*size).map_err(|e| Error::local_io(&path, e))?;
+                let (root, rel) = (place.root, place.rel);
+                let shown = || layout.display(root, rel);
+                let existing = if delta {
+                    layout.read_existing(root, rel)
+                } else {
+                    None
+                };
+                let f = layout.open_write(root, rel, true)?;
+                // A new file, or with --delta a reused one cut or grown to its size.
+                f.set_len(*size).map_err(|e| Error::local_io(shown(), e))?;
                 f.set_permissions(fs::Permissions::from_mode(pitrkit::datadir::file_mode(
                     *mode,
                 )))
-                .map_err(|e| Error::local_io(&path, e))?;
+                .map_err(|e| Error::local_io(shown(), e))?;
+                files.push((root, rel));
+                let file = files.len() - 1;
                 for (i, id) in chunks.iter().enumerate() {
                     let offset = i as u64 * m.chunk_size;
                     let same = existing.as_ref().is_some_and(|d| {
@@ -426,33 +368,40 @@ fn restore_files(
                         })
                     });
                     if !same {
-                        pieces.push(Piece {
-                            path: path.clone(),
-                            offset,
-                            id,
-                        });
+                        pieces.push(Piece { file, offset, id });
                     }
                 }
             }
         }
     }
     if delta {
-        remove_unwanted(dir, &wanted)?;
+        layout.remove_unwanted(&wanted)?;
     }
-    let flusher = Flusher::new(&pieces);
+    layout.ensure_wal_dir()?;
+    let flusher = Flusher::new(files.len(), &pieces);
+    let open = |file: usize| {
+        let (root, rel) = files[file];
+        layout.open_write(root, rel, false)
+    };
     let fetched = std::thread::scope(|s| {
         for _ in 0..FLUSHERS {
-            s.spawn(|| flusher.work());
+            s.spawn(|| {
+                flusher.work(|file| {
+                    let (root, rel) = files[file];
+                    layout
+                        .open_read(root, rel)
+                        .map_err(|e| Error::local_io(layout.display(root, rel), e))
+                })
+            });
         }
         let fetched = parallel::map(jobs, &pieces, |p| {
             let data = chunk::read(repo.store(), repo.keys(), p.id)?;
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .open(&p.path)
-                .map_err(|e| Error::local_io(&p.path, e))?;
-            std::os::unix::fs::FileExt::write_all_at(&f, &data, p.offset)
-                .map_err(|e| Error::local_io(&p.path, e))?;
-            flusher.written(&p.path);
+            let f = open(p.file)?;
+            std::os::unix::fs::FileExt::write_all_at(&f, &data, p.offset).map_err(|e| {
+                let (root, rel) = files[p.file];
+                Error::local_io(layout.display(root, rel), e)
+            })?;
+            flusher.written(p.file);
             Ok(data.len() as u64)
         });
         flusher.finish();
@@ -460,7 +409,8 @@ fn restore_files(
     })?;
     flusher.result()?;
     // Make the rest durable before the recovery settings say "ready to start".
-    sync_tree(dir, jobs, &flusher.synced())?;
+    let synced: HashSet<(usize, &str)> = flusher.synced().into_iter().map(|f| files[f]).collect();
+    sync_tree(layout, jobs, &synced)?;
     Ok(fetched.iter().sum())
 }
 
@@ -474,11 +424,11 @@ const FLUSH_EVERY_CHUNKS: usize = 16;
 /// the page cache, where the kernel would otherwise leave it until the final fsyncs).
 struct Flusher {
     /// Per file: chunks still to be written, and written since the last flush.
-    files: HashMap<PathBuf, Mutex<(usize, usize)>>,
+    files: Vec<Mutex<(usize, usize)>>,
     /// Files to flush, and whether it is their final fsync; `None` once all are written.
-    tx: Mutex<Option<mpsc::Sender<(PathBuf, bool)>>>,
-    rx: Mutex<mpsc::Receiver<(PathBuf, bool)>>,
-    synced: Mutex<HashSet<PathBuf>>,
+    tx: Mutex<Option<mpsc::Sender<(usize, bool)>>>,
+    rx: Mutex<mpsc::Receiver<(usize, bool)>>,
+    synced: Mutex<Vec<usize>>,
     error: Mutex<Option<Error>>,
 }
 
@@ -487,17 +437,14 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Flusher {
-    fn new(pieces: &[Piece]) -> Self {
-        let mut counts: HashMap<PathBuf, usize> = HashMap::new();
+    fn new(files: usize, pieces: &[Piece]) -> Self {
+        let mut counts = vec![0; files];
         for p in pieces {
-            *counts.entry(p.path.clone()).or_default() += 1;
+            counts[p.file] += 1;
         }
         let (tx, rx) = mpsc::channel();
         Flusher {
-            files: counts
-                .into_iter()
-                .map(|(path, n)| (path, Mutex::new((n, 0))))
-                .collect(),
+            files: counts.into_iter().map(|n| Mutex::new((n, 0))).collect(),
             tx: Mutex::new(Some(tx)),
             rx: Mutex::new(rx),
             synced: Default::default(),
@@ -505,10 +452,10 @@ impl Flusher {
         }
     }
 
-    /// A chunk of `path` has been written: queue a flush every few chunks, and the final
+    /// A chunk of `file` has been written: queue a flush every few chunks, and the final
     /// fsync after the last one.
-    fn written(&self, path: &Path) {
-        let Some(counts) = self.files.get(path) else {
+    fn written(&self, file: usize) {
+        let Some(counts) = self.files.get(file) else {
             return;
         };
         let last = {
@@ -522,22 +469,22 @@ impl Flusher {
             c.0 == 0
         };
         if let Some(tx) = &*locked(&self.tx) {
-            let _ = tx.send((path.to_path_buf(), last));
+            let _ = tx.send((file, last));
         }
     }
 
     /// One flushing thread: until [`Flusher::finish`] and the queue is empty.
-    fn work(&self) {
-        while let Ok((path, last)) = locked(&self.rx).recv() {
-            let r =
-                fs::File::open(&path).and_then(|f| if last { f.sync_all() } else { f.sync_data() });
+    fn work(&self, open: impl Fn(usize) -> Result<fs::File>) {
+        while let Ok((file, last)) = locked(&self.rx).recv() {
+            let r = open(file).and_then(|f| {
+                if last { f.sync_all() } else { f.sync_data() }
+                    .map_err(|e| Error::local_io(format!("restored file #{file}"), e))
+            });
             match r {
-                Ok(()) if last => {
-                    locked(&self.synced).insert(path);
-                }
+                Ok(()) if last => locked(&self.synced).push(file),
                 Ok(()) => {}
                 Err(e) => {
-                    locked(&self.error).get_or_insert(Error::local_io(&path, e));
+                    locked(&self.error).get_or_insert(e);
                 }
             }
         }
@@ -552,65 +499,40 @@ impl Flusher {
         locked(&self.error).take().map_or(Ok(()), Err)
     }
 
-    fn synced(&self) -> HashSet<PathBuf> {
+    fn synced(&self) -> Vec<usize> {
         std::mem::take(&mut locked(&self.synced))
     }
 }
 
-/// Every path under `dir` (not following links), deepest first, so that a directory comes
-/// after its contents.
-fn tree(dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) -> Result<()> {
-    for e in fs::read_dir(dir)
-        .map_err(|e| Error::local_io(dir, e))?
-        .flatten()
-    {
-        let p = e.path();
-        let Ok(meta) = fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            tree(&p, out)?;
-        }
-        out.push((p, meta));
-    }
-    Ok(())
-}
-
-/// With --delta: files the backup does not have would confuse PostgreSQL (a dropped
-/// relation's file, an old backup_label); the runtime directories are emptied too.
-fn remove_unwanted(dir: &Path, wanted: &HashSet<PathBuf>) -> Result<()> {
-    let mut all = Vec::new();
-    tree(dir, &mut all)?;
-    for (p, meta) in all.iter().filter(|(p, _)| !wanted.contains(p)) {
-        if meta.is_dir() {
-            let _ = fs::remove_dir(p);
-        } else {
-            fs::remove_file(p).map_err(|e| Error::local_io(p, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// fsyncs every file not `synced` yet, then every directory. fsync waits on the disk, not
-/// a CPU, and the filesystem's journal commits concurrent ones together: a data directory
-/// has ~1,000 small files, so many threads.
-fn sync_tree(dir: &Path, jobs: usize, synced: &HashSet<PathBuf>) -> Result<()> {
-    let mut all = Vec::new();
-    tree(dir, &mut all)?;
-    all.retain(|(p, _)| !synced.contains(p));
-    let sync = |(p, meta): &(PathBuf, fs::Metadata)| -> Result<()> {
-        if meta.is_file() {
-            fs::File::open(p)
+/// fsyncs every file not `synced` yet, then every directory, each root and the directory
+/// holding it. fsync waits on the disk, not a CPU, and the filesystem's journal commits
+/// concurrent ones together: a data directory has ~1,000 small files, so many threads.
+fn sync_tree(layout: &Layout, jobs: usize, synced: &HashSet<(usize, &str)>) -> Result<()> {
+    let mut all = layout.tree()?;
+    all.retain(|(root, rel, _)| !synced.contains(&(*root, rel.as_str())));
+    let sync = |(root, rel, node): &(usize, String, Node)| -> Result<()> {
+        if *node == Node::File {
+            layout
+                .open_read(*root, rel)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| Error::local_io(p, e))?;
+                .map_err(|e| Error::local_io(layout.display(*root, rel), e))?;
         }
         Ok(())
     };
     parallel::map(jobs.max(16), &all, sync)?;
-    for (p, _) in all.iter().filter(|(_, m)| m.is_dir()) {
-        pitrkit::storage::fs::sync_dir(p).map_err(|e| Error::local_io(p, e))?;
+    for (root, rel, _) in all.iter().filter(|(_, _, n)| *n == Node::Dir) {
+        layout.sync_dir(*root, rel)?;
     }
-    pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
+    for (root, path) in layout.roots() {
+        layout.sync_dir(root, ".")?;
+        if let Some(parent) = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            pitrkit::storage::fs::sync_dir(&parent).map_err(|e| Error::local_io(&parent, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The settings that make PostgreSQL recover through wal-fetch from the same repository.
@@ -720,34 +642,21 @@ const MANAGED: [&str; 12] = [
     "archive_cleanup_command",
 ];
 
-/// PostgreSQL refuses to start without `pg_wal` (and archiving needs its
-/// `archive_status`): backups of a cluster whose pg_wal was a link did not always list it.
-fn ensure_wal_dir(dir: &Path) -> Result<()> {
-    let status = dir.join("pg_wal").join("archive_status");
-    fs::create_dir_all(&status).map_err(|e| Error::local_io(&status, e))?;
-    for d in [dir.join("pg_wal"), status] {
-        let meta = fs::symlink_metadata(&d).map_err(|e| Error::local_io(&d, e))?;
-        if meta.is_dir() {
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
-                .map_err(|e| Error::local_io(&d, e))?;
-        }
-    }
-    pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
-}
-
-/// backup_label, tablespace_map, postgresql.auto.conf and the signal file, in that order.
+/// backup_label, tablespace_map (rebuilt from where this restore put each tablespace, never
+/// the manifest's), postgresql.auto.conf and the signal file, in that order, in the data
+/// directory.
 fn write_recovery(
-    dir: &Path,
+    layout: &Layout,
     m: &BackupManifest,
     settings: &[(&str, String)],
     standby: bool,
 ) -> Result<()> {
-    write_file(&dir.join("backup_label"), m.backup_label.as_bytes())?;
-    if let Some(map) = &m.tablespace_map {
-        write_file(&dir.join("tablespace_map"), map.as_bytes())?;
+    layout.write_file("backup_label", m.backup_label.as_bytes())?;
+    match layout.tablespace_map() {
+        Some(map) => layout.write_file("tablespace_map", map.as_bytes())?,
+        None => layout.remove_file("tablespace_map")?,
     }
-    let auto = dir.join("postgresql.auto.conf");
-    let old = fs::read_to_string(&auto).unwrap_or_default();
+    let old = layout.read_to_string("postgresql.auto.conf");
     let mut text: String = old
         .lines()
         .filter(|l| {
@@ -765,29 +674,21 @@ fn write_recovery(
     for (k, v) in settings {
         text.push_str(&format!("{k} = {}\n", conf_quote(v)));
     }
-    write_file(&auto, text.as_bytes())?;
+    layout.write_file("postgresql.auto.conf", text.as_bytes())?;
     let (signal, other) = if standby {
         ("standby.signal", "recovery.signal")
     } else {
         ("recovery.signal", "standby.signal")
     };
-    let _ = fs::remove_file(dir.join(other));
-    write_file(&dir.join(signal), b"")?;
-    pitrkit::storage::fs::sync_dir(dir).map_err(|e| Error::local_io(dir, e))
+    layout.remove_file(other)?;
+    layout.write_file(signal, b"")?;
+    layout.sync_dir(0, ".")
 }
 
-fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(|e| Error::local_io(path, e))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::local_io(path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::local_io(path, e))
-}
-
-/// Run as root, the restored files belong to whoever owns the directory's parent (the
-/// `postgres` user in a standard layout): PostgreSQL refuses a data directory it doesn't own.
-fn chown_like_parent(dir: &Path) -> Result<()> {
+/// Run as root, the restored files belong to whoever owns the data directory's parent (the
+/// `postgres` user in a standard layout): PostgreSQL refuses a data directory it doesn't
+/// own, and needs to own its tablespaces and WAL directory too.
+fn chown_like_parent(dir: &Path, layout: &Layout) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !pitrkit::storage::fs::running_as_root() {
         return Ok(());
@@ -800,19 +701,5 @@ fn chown_like_parent(dir: &Path) -> Result<()> {
     if meta.uid() == 0 {
         return Ok(());
     }
-    chown_tree(dir, meta.uid(), meta.gid())
-}
-
-fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| Error::local_io(p, e))?;
-    let meta = fs::symlink_metadata(p).map_err(|e| Error::local_io(p, e))?;
-    if meta.is_dir() {
-        for e in fs::read_dir(p)
-            .map_err(|e| Error::local_io(p, e))?
-            .flatten()
-        {
-            chown_tree(&e.path(), uid, gid)?;
-        }
-    }
-    Ok(())
+    layout.chown(meta.uid(), meta.gid())
 }

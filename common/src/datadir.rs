@@ -11,7 +11,9 @@
 //! no setuid, setgid or sticky bit ever reaches the disk.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
+use crate::error::Error;
 use crate::manifest::Entry;
 
 /// Longest path accepted (Linux's `PATH_MAX`).
@@ -63,6 +65,26 @@ pub fn tablespace_oid(path: &str) -> Option<u32> {
     oid.parse().ok()
 }
 
+/// `pg_tblspc/<oid>/rest` → (`pg_tblspc/<oid>`, `rest`); `pg_tblspc/<oid>` → (it, "").
+pub fn tablespace_split(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("pg_tblspc/")?;
+    let (oid, rest) = after.split_once('/').unwrap_or((after, ""));
+    let link = &path[..path.len() - after.len() + oid.len()];
+    tablespace_oid(link).map(|_| (link, rest))
+}
+
+/// `PG_<major>_<catversion>`: the one directory PostgreSQL creates in a tablespace.
+pub fn is_version_dir(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("PG_") else {
+        return false;
+    };
+    let Some((major, cat)) = rest.split_once('_') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && digits(cat)
+}
+
 /// Checks every entry of a manifest: the first bad one is returned.
 pub fn check_entries(entries: &[Entry]) -> Result<(), BadEntry> {
     let bad = |path: &str, reason: &str| BadEntry {
@@ -89,10 +111,19 @@ pub fn check_entries(entries: &[Entry]) -> Result<(), BadEntry> {
             let relative = target
                 .strip_prefix('/')
                 .ok_or_else(|| bad(path, "link target is not an absolute path"))?;
-            if !relative.is_empty() {
-                check_relative_path(relative)
-                    .map_err(|r| bad(path, &format!("link target: {r}")))?;
-            }
+            check_relative_path(relative).map_err(|r| bad(path, &format!("link target: {r}")))?;
+        }
+        // A tablespace's directory holds only PostgreSQL's version directory
+        // (`PG_<major>_<catversion>`), so a planted manifest can't name a system file below
+        // whatever directory its link points at.
+        if let Some((link, rest)) = tablespace_split(path)
+            && !rest.is_empty()
+            && !is_version_dir(rest.split('/').next().unwrap_or_default())
+        {
+            return Err(bad(
+                path,
+                &format!("lies in tablespace {link} outside its PG_<major>_<catversion> directory"),
+            ));
         }
     }
     for e in entries {
@@ -108,6 +139,54 @@ pub fn check_entries(entries: &[Entry]) -> Result<(), BadEntry> {
         }
     }
     Ok(())
+}
+
+/// `--tablespace-mapping OLDDIR=NEWDIR`, pg_basebackup's spelling: the tablespace whose
+/// directory was OLDDIR is restored into NEWDIR (`\=` is a literal `=` in either).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablespaceMapping {
+    pub old: PathBuf,
+    pub new: PathBuf,
+}
+
+impl std::str::FromStr for TablespaceMapping {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::Usage(format!("bad tablespace mapping {s:?}: {why}"));
+        let (mut old, mut new, mut seen) = (String::new(), String::new(), false);
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            let c = match (c, chars.clone().next()) {
+                ('\\', Some('=')) => {
+                    chars.next();
+                    '='
+                }
+                ('=', _) if seen => return Err(bad("more than one unescaped '='")),
+                ('=', _) => {
+                    seen = true;
+                    continue;
+                }
+                (c, _) => c,
+            };
+            if seen { new.push(c) } else { old.push(c) }
+        }
+        if !seen {
+            return Err(bad("must be OLDDIR=NEWDIR"));
+        }
+        let absolute = |p: &str, which: &str| -> Result<PathBuf, Error> {
+            let relative = p
+                .strip_prefix('/')
+                .ok_or_else(|| bad(&format!("{which} is not an absolute path")))?;
+            let relative = relative.trim_end_matches('/');
+            check_relative_path(relative).map_err(|r| bad(&format!("{which}: {r}")))?;
+            Ok(PathBuf::from(format!("/{relative}")))
+        };
+        Ok(TablespaceMapping {
+            old: absolute(&old, "OLDDIR")?,
+            new: absolute(&new, "NEWDIR")?,
+        })
+    }
 }
 
 /// The mode a restored directory gets: 0750 when the backup's had group read access
@@ -186,6 +265,53 @@ mod tests {
         assert_eq!(tablespace_oid("pg_tblspc/16384"), Some(16384));
         assert_eq!(tablespace_oid("pg_tblspc/16384/x"), None);
         assert_eq!(tablespace_oid("pg_tblspc/99999999999"), None);
+    }
+
+    #[test]
+    fn tablespace_contents_stay_in_the_version_directory() {
+        let ok = [
+            link("pg_tblspc/7", "/srv/ts"),
+            dir("pg_tblspc/7/PG_18_202506291"),
+            file("pg_tblspc/7/PG_18_202506291/5/1"),
+        ];
+        assert_eq!(check_entries(&ok), Ok(()));
+        for planted in [
+            "pg_tblspc/7/cron.d",
+            "pg_tblspc/7/PG_x_1",
+            "pg_tblspc/7/PG_15_",
+        ] {
+            let e = check_entries(&[link("pg_tblspc/7", "/etc"), file(planted)]).unwrap_err();
+            assert!(e.reason.contains("outside its PG_"), "{e}");
+        }
+        let e = check_entries(&[link("pg_tblspc/7", "/")]).unwrap_err();
+        assert!(e.reason.contains("empty path"), "{e}");
+        assert_eq!(
+            tablespace_split("pg_tblspc/7/PG_1_2/x"),
+            Some(("pg_tblspc/7", "PG_1_2/x"))
+        );
+        assert_eq!(tablespace_split("pg_tblspc/7"), Some(("pg_tblspc/7", "")));
+        assert_eq!(tablespace_split("pg_tblspcx/7"), None);
+        assert_eq!(tablespace_split("base/1"), None);
+    }
+
+    #[test]
+    fn tablespace_mappings_parse_as_pg_basebackup_does() {
+        let m: TablespaceMapping = "/srv/ts1/=/tmp/new ts".parse().unwrap();
+        assert_eq!(m.old, PathBuf::from("/srv/ts1"));
+        assert_eq!(m.new, PathBuf::from("/tmp/new ts"));
+        let m: TablespaceMapping = "/a\\=b=/c".parse().unwrap();
+        assert_eq!(m.old, PathBuf::from("/a=b"));
+        for (bad, why) in [
+            ("/a", "OLDDIR=NEWDIR"),
+            ("/a=/b=/c", "more than one"),
+            ("a=/b", "OLDDIR is not an absolute"),
+            ("/a=b", "NEWDIR is not an absolute"),
+            ("/a=/b/../c", "'..'"),
+            ("/a=/", "empty path"),
+        ] {
+            let e = bad.parse::<TablespaceMapping>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

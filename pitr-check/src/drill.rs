@@ -322,6 +322,10 @@ fn restore(
         standby: false,
         delta: false,
         force: false,
+        // Never into the live cluster's tablespaces, on the database host.
+        tablespace_mapping: Vec::new(),
+        tablespace_mapping_all: Some(scratch.tablespaces()),
+        waldir: None,
         jobs: a.jobs,
         repo: repo.clone(),
     };

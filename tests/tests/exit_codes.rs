@@ -238,6 +238,36 @@ fn status_4_wrong_repository_or_conflicting_content() {
         run(c)
             .assert_code(132)
             .stderr_has("is not a pitrkit repository");
+
+        // A segment missing while a later one of its timeline is stored is a hole: recovery
+        // must stop (above 125), not end early and promote. Past the last stored segment,
+        // or for a standby, it is "not found".
+        let last = f.segments[1].clone();
+        let plus = |n: u32| {
+            let seg = u32::from_str_radix(&last[16..], 16).unwrap() + n;
+            format!("{}{seg:08X}", &last[..16])
+        };
+        let key = |name: &str| format!("wal/{}/{name}.zst", &name[..8]);
+        fs::copy(
+            f.repo.object_path(&key(&last)),
+            f.repo.object_path(&key(&plus(2))),
+        )
+        .expect("plant a later segment");
+        let dest = f.dest();
+        f.fetch(&[&plus(1), dest.to_str().unwrap()])
+            .assert_code(132)
+            .stderr_has(&format!("{} is missing", plus(1)))
+            .stderr_has(&format!("goes on with {}", plus(2)));
+        assert!(!dest.exists());
+        f.fetch(&[&plus(3), dest.to_str().unwrap()]).assert_code(1);
+        let standby = f.sb.path().join("standby");
+        fs::create_dir_all(&standby).unwrap();
+        fs::write(standby.join("standby.signal"), "").unwrap();
+        let mut c = f.sb.tool("wal-fetch");
+        c.current_dir(&standby)
+            .args(f.repo.args())
+            .args([&plus(1), dest.to_str().unwrap()]);
+        run(c).assert_code(1);
     }
 }
 

@@ -532,9 +532,30 @@ fn delta_restore_fetches_only_what_differs() {
 /// A cluster made with `initdb --waldir` (pg_wal a link to another disk, as in most
 /// production setups): the backup restores into a data directory with a real pg_wal, and
 /// the restored cluster recovers and starts.
+/// md5 of every file below `dir`, by path: what must not change on the database host.
+fn sums(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                let data = fs::read(&p).unwrap();
+                out.push((p.display().to_string(), pitrkit_tests::sha256_hex(&data)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A production layout: pg_wal on its own disk (`initdb --waldir`) and a table in a
+/// tablespace. Restoring it on the database host must never touch the live tablespace.
 #[test]
-fn pg_wal_on_its_own_disk_restores() {
-    let sb = Sandbox::new("waldir");
+fn tablespaces_and_pg_wal_elsewhere_restore_without_touching_the_live_cluster() {
+    let sb = Sandbox::new("layout");
     let repo = TestRepo::new(&sb, Backend::Fs);
     let waldisk = sb.path().join("waldisk");
     let data = sb.path().join("primary");
@@ -549,23 +570,133 @@ fn pg_wal_on_its_own_disk_restores() {
             .unwrap()
             .is_symlink()
     );
+    let live_ts = sb.path().join("live-ts");
+    fs::create_dir(&live_ts).unwrap();
+    sb.chown_to_pg(&live_ts);
     let mut primary = Pg::at(&sb, "primary");
     primary.configure(&repo.archiving_conf(&sb));
     primary.start();
-    let s = Site {
+    let mut s = Site {
         sb,
         repo,
         primary,
         major: DEFAULT_MAJOR,
     };
-    s.primary
-        .sql("create table t as select generate_series(1, 1000) i");
+    let p = &s.primary;
+    p.sql(&format!(
+        "create tablespace ts location '{}'",
+        live_ts.display()
+    ));
+    p.sql("create table t tablespace ts as select generate_series(1, 1000) i");
+    p.sql("create index t_i on t(i) tablespace ts");
+    p.sql("vacuum t");
     s.backup();
-    s.primary.sql("insert into t values (1001)");
+    p.sql("insert into t values (1001)");
     s.archive_now();
-    let r = s.restore("r", &["--archive-mode", "off"]);
+    s.primary.stop();
+    let before = sums(&live_ts);
+    assert!(before.len() > 3, "{before:?}");
+    let dir = |name: &str| s.sb.path().join(name).display().to_string();
+
+    // Without a mapping, the live tablespace is refused before anything is written.
+    let out = s.tool(
+        "bb-restore",
+        &["--pgdata", &dir("refused"), "--archive-mode", "off"],
+    );
+    out.assert_code(3)
+        .stderr_has(&format!("{}: is where tablespace", live_ts.display()))
+        .stderr_has("--tablespace-mapping");
+    assert!(!s.sb.path().join("refused").exists(), "{out}");
+    // A mapping that names no tablespace of the backup is a usage error.
+    let out = s.tool(
+        "bb-restore",
+        &[
+            "--pgdata",
+            &dir("refused"),
+            "--tablespace-mapping",
+            "/nowhere=/tmp/x",
+        ],
+    );
+    out.assert_code(2).stderr_has("has no tablespace there");
+    assert!(!s.sb.path().join("refused").exists(), "{out}");
+
+    // A drill on the same host restores the tablespace into its scratch directory.
+    let work = s.sb.path().join("drill");
+    fs::create_dir(&work).unwrap();
+    let out = s.tool(
+        "pitr-check",
+        &[
+            "drill",
+            "--workdir",
+            work.to_str().unwrap(),
+            "--pg-bin",
+            pg_bin("postgres").parent().unwrap().to_str().unwrap(),
+        ],
+    );
+    out.assert_code(0);
+    assert_eq!(
+        sums(&live_ts),
+        before,
+        "the drill changed the live tablespace"
+    );
+
+    // Mapped into a new directory, and pg_wal on a disk of its own again.
+    let new_ts = dir("new-ts");
+    let new_wal = dir("new-wal");
+    let mut r = Pg::at(&s.sb, "r");
+    let out = s.tool(
+        "bb-restore",
+        &[
+            "--pgdata",
+            &dir("r"),
+            "--archive-mode",
+            "off",
+            "--tablespace-mapping",
+            &format!("{}={new_ts}", live_ts.display()),
+            "--waldir",
+            &new_wal,
+        ],
+    );
+    out.assert_ok();
+    r.configure("");
+    r.start_recovery();
+    r.wait_promoted(Duration::from_secs(120));
     assert_eq!(r.sql("select count(*), max(i) from t"), "1001|1001");
-    let meta = fs::symlink_metadata(r.data.join("pg_wal")).unwrap();
+    assert_eq!(
+        r.sql("select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts'"),
+        new_ts
+    );
+    assert_eq!(
+        fs::read_link(r.data.join("pg_wal"))
+            .unwrap()
+            .display()
+            .to_string(),
+        new_wal
+    );
+    assert!(s.sb.path().join("new-wal/archive_status").is_dir());
+    r.sql("checkpoint");
+    r.stop();
+    assert_eq!(
+        sums(&live_ts),
+        before,
+        "the mapped restore changed the live tablespace"
+    );
+
+    // Without --waldir, pg_wal is a directory of the data directory.
+    let out = s.tool(
+        "bb-restore",
+        &[
+            "--pgdata",
+            &dir("plain"),
+            "--tablespace-mapping-all",
+            &dir("all-ts"),
+        ],
+    );
+    out.assert_ok();
+    let meta = fs::symlink_metadata(s.sb.path().join("plain/pg_wal")).unwrap();
     assert!(meta.is_dir(), "pg_wal is a directory in the restore");
-    assert!(r.data.join("pg_wal/archive_status").is_dir());
+    assert!(s.sb.path().join("plain/pg_wal/archive_status").is_dir());
+    let ts = fs::read_dir(s.sb.path().join("all-ts")).unwrap().count();
+    assert_eq!(ts, 1, "one tablespace below --tablespace-mapping-all");
+    assert_eq!(sums(&live_ts), before);
 }

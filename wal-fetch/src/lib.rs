@@ -235,16 +235,66 @@ fn fetch_into(repo: &Repository, name: &WalFileName, sink: &mut TempFile) -> Res
 
 /// Exit 1 tells PostgreSQL the archive has ended, so it must be true: a wrong bucket,
 /// prefix or directory also answers "no such object" for everything. Only a repository
-/// whose root document is there can say a file is missing.
+/// whose root document is there can say a file is missing, and a segment missing between
+/// stored ones of its timeline is a hole, not the end: recovery must stop there rather
+/// than promote early (retention racing a restore, a lost object). A standby asks again
+/// whatever the answer (see `runner`), so it skips the listing.
 fn not_found(repo: &Repository, name: &WalFileName, key: &str) -> Error {
     match repo.read_root() {
-        Ok(Some(_)) => Error::NotFound {
-            key: format!("{name} ({key} in {})", repo.location()),
-        },
+        Ok(Some(_)) => {
+            let standby = Path::new("standby.signal").exists();
+            if let (WalFileName::Segment { .. }, false) = (name, standby) {
+                match later_segment(repo, name) {
+                    Ok(Some(later)) => {
+                        return Error::Conflict(format!(
+                            "{name} is missing from {} although timeline {} goes on with {later}:                              a hole in the archive, so recovery stops here instead of ending                              early (put the segment back, or restore to a target before it)",
+                            repo.location(),
+                            name.timeline()
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return e,
+                }
+            }
+            Error::NotFound {
+                key: format!("{name} ({key} in {})", repo.location()),
+            }
+        }
         Ok(None) => Error::Conflict(format!(
             "{} is not a pitrkit repository (no pitrkit.json): wrong bucket, prefix or directory?",
             repo.location()
         )),
         Err(e) => e,
     }
+}
+
+/// A stored segment of `name`'s timeline after it, when one before it is stored too: the
+/// evidence of a hole. A segment before the timeline's first (recovery probes each
+/// timeline of the history) or after its last is simply not there.
+fn later_segment(repo: &Repository, name: &WalFileName) -> Result<Option<WalFileName>> {
+    let Some(wanted) = name.log_seg() else {
+        return Ok(None);
+    };
+    let prefix = format!("wal/{}/", name.timeline());
+    let (mut before, mut after) = (false, None);
+    for o in repo.store().list(&prefix)? {
+        let Some(stored) = o
+            .key
+            .as_str()
+            .strip_prefix(prefix.as_str())
+            .and_then(|n| n.strip_suffix(".zst"))
+            .and_then(|n| n.parse::<WalFileName>().ok())
+        else {
+            continue;
+        };
+        let (WalFileName::Segment { .. }, Some(at)) = (stored, stored.log_seg()) else {
+            continue;
+        };
+        if at < wanted {
+            before = true;
+        } else if at > wanted && after.is_none_or(|a: WalFileName| Some(at) < a.log_seg()) {
+            after = Some(stored);
+        }
+    }
+    Ok(after.filter(|_| before))
 }

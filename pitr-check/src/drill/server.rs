@@ -104,6 +104,11 @@ impl Scratch {
         self.dir.join("data")
     }
 
+    /// Where the drill restores every tablespace (`<oid>` below it).
+    pub fn tablespaces(&self) -> PathBuf {
+        self.dir.join("tablespaces")
+    }
+
     fn make_private(&self, dir: &Path, exists: bool) -> Result<()> {
         if !exists {
             fs::create_dir(dir).map_err(|e| Error::local_io(dir, e))?;

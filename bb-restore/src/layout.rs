@@ -1,0 +1,540 @@
+//! Where each entry of a backup goes on this host, and writing it there without following
+//! links out of the directories the user named.
+//!
+//! A restore has one *root* per directory it writes into: the data directory, each
+//! tablespace's directory (where it was, or where `--tablespace-mapping` /
+//! `--tablespace-mapping-all` put it) and, with `--waldir`, the WAL directory. Every manifest
+//! path is routed to one root (`pg_tblspc/<oid>/…` to its tablespace, `pg_wal/…` to the WAL
+//! directory) and opened beneath it through a directory handle (`cap-std`), so neither a
+//! planted manifest nor a link already present in a reused directory (`--delta`) can make
+//! a write land outside. The links PostgreSQL needs (`pg_tblspc/<oid>`, `pg_wal`) are made
+//! here, pointing where this host says, never where the manifest says.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, OpenOptions, Permissions};
+use pitrkit::datadir::{self, TablespaceMapping};
+use pitrkit::error::{Error, Result};
+use pitrkit::manifest::{BackupManifest, Entry};
+
+/// What a path found beneath a root is (links are never followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File,
+    Other,
+}
+
+/// What a root is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    DataDir,
+    /// A tablespace: its oid and where the backed-up cluster had it.
+    Tablespace {
+        oid: u32,
+        original: PathBuf,
+    },
+    WalDir,
+}
+
+#[derive(Debug)]
+struct Root {
+    kind: Kind,
+    /// The manifest path it stands for: "" (data directory), `pg_tblspc/<oid>`, `pg_wal`.
+    prefix: String,
+    /// Where it is on this host (absolute for everything but a relative --pgdata).
+    path: PathBuf,
+    /// Opened once the directories are prepared.
+    dir: Option<Dir>,
+}
+
+/// The roots of one restore; index 0 is the data directory.
+#[derive(Debug)]
+pub struct Layout {
+    roots: Vec<Root>,
+}
+
+/// A manifest path resolved to a root and a path beneath it.
+pub struct Place<'a> {
+    pub root: usize,
+    pub rel: &'a str,
+}
+
+/// Renders a path with a `--tablespace-mapping`-style absolute form for comparisons.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::local_io(p, e))
+}
+
+impl Layout {
+    /// Decides every root from the manifest and the flags, refusing what cannot be right
+    /// (a mapping that matches no tablespace of this backup, two roots in one place, one
+    /// inside another) before anything is written.
+    pub fn plan(
+        m: &BackupManifest,
+        pgdata: &Path,
+        mappings: &[TablespaceMapping],
+        all_into: Option<&Path>,
+        waldir: Option<&Path>,
+    ) -> Result<Layout> {
+        let mut roots = vec![Root {
+            kind: Kind::DataDir,
+            prefix: String::new(),
+            path: pgdata.to_path_buf(),
+            dir: None,
+        }];
+        let mut used = vec![false; mappings.len()];
+        for e in &m.entries {
+            let Entry::Symlink { path, target } = e else {
+                continue;
+            };
+            let Some(oid) = datadir::tablespace_oid(path) else {
+                continue;
+            };
+            let original = PathBuf::from(target.trim_end_matches('/'));
+            let mapped = mappings.iter().position(|t| t.old == original);
+            let place = match (mapped, all_into) {
+                (Some(i), _) => {
+                    used[i] = true;
+                    mappings[i].new.clone()
+                }
+                (None, Some(dir)) => absolute(dir)?.join(oid.to_string()),
+                (None, None) => original.clone(),
+            };
+            roots.push(Root {
+                kind: Kind::Tablespace { oid, original },
+                prefix: path.clone(),
+                path: place,
+                dir: None,
+            });
+        }
+        if let Some(i) = used.iter().position(|u| !u) {
+            let known: Vec<String> = roots
+                .iter()
+                .filter_map(|r| match &r.kind {
+                    Kind::Tablespace { original, .. } => Some(original.display().to_string()),
+                    _ => None,
+                })
+                .collect();
+            return Err(Error::Usage(format!(
+                "--tablespace-mapping {}: backup {} has no tablespace there (its tablespaces: {})",
+                mappings[i].old.display(),
+                m.backup_id,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        if let Some(dir) = waldir {
+            if !dir.is_absolute() {
+                return Err(Error::Usage(format!(
+                    "--waldir {}: must be an absolute path",
+                    dir.display()
+                )));
+            }
+            roots.push(Root {
+                kind: Kind::WalDir,
+                prefix: "pg_wal".into(),
+                path: dir.to_path_buf(),
+                dir: None,
+            });
+        }
+        let layout = Layout { roots };
+        layout.check_apart()?;
+        Ok(layout)
+    }
+
+    /// No root may be another, or lie inside another: emptying or walking one would reach
+    /// into the other.
+    fn check_apart(&self) -> Result<()> {
+        let abs: Vec<PathBuf> = self
+            .roots
+            .iter()
+            .map(|r| absolute(&r.path))
+            .collect::<Result<_>>()?;
+        for (i, a) in abs.iter().enumerate() {
+            if a.parent().is_none() {
+                return Err(Error::Usage(format!(
+                    "{} cannot be restored into /",
+                    self.name(i)
+                )));
+            }
+            for (j, b) in abs.iter().enumerate() {
+                if i != j && a.starts_with(b) {
+                    return Err(Error::Usage(format!(
+                        "{} ({}) would lie inside {} ({}): give it a directory of its own{}",
+                        self.name(i),
+                        a.display(),
+                        self.name(j),
+                        b.display(),
+                        match self.roots[i].kind {
+                            Kind::Tablespace { .. } => " with --tablespace-mapping",
+                            _ => "",
+                        }
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A root as messages name it.
+    fn name(&self, i: usize) -> String {
+        match &self.roots[i].kind {
+            Kind::DataDir => "the data directory".into(),
+            Kind::Tablespace { oid, .. } => format!("tablespace {oid}"),
+            Kind::WalDir => "the WAL directory".into(),
+        }
+    }
+
+    /// Refuses, before anything is written, to restore into a directory that holds
+    /// something, unless the user asked to overwrite (`--force`) or reuse (`--delta`) it.
+    /// A tablespace restored where it was is, on the database host, the live cluster's.
+    pub fn check_free(&self, backup: &str, overwrite: bool) -> Result<()> {
+        for (i, r) in self.roots.iter().enumerate() {
+            let occupied = match std::fs::read_dir(&r.path) {
+                Ok(mut it) => it.next().is_some(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                    return Err(Error::invalid_input(r.path.display(), "is not a directory"));
+                }
+                Err(e) => return Err(Error::local_io(&r.path, e)),
+            };
+            if !occupied {
+                continue;
+            }
+            if i == 0 && r.path.join("postmaster.pid").exists() {
+                return Err(Error::invalid_input(
+                    r.path.display(),
+                    "holds postmaster.pid: stop the server first",
+                ));
+            }
+            if overwrite {
+                continue;
+            }
+            let why = match &r.kind {
+                Kind::DataDir | Kind::WalDir => "is not empty: restore into an empty directory, or use --delta (reuse what matches) or --force (empty it)".to_string(),
+                Kind::Tablespace { oid, original } if *original == r.path => format!(
+                    "is where tablespace {oid} of backup {backup} was, and it is not empty (the live \
+                     cluster's tablespace?): restore it elsewhere with --tablespace-mapping {}=NEWDIR \
+                     (or --tablespace-mapping-all DIR), or overwrite it with --force",
+                    original.display()
+                ),
+                Kind::Tablespace { oid, .. } => format!(
+                    "is where tablespace {oid} of backup {backup} was mapped, and it is not empty: \
+                     map it to an empty directory, or use --delta or --force"
+                ),
+            };
+            return Err(Error::invalid_input(r.path.display(), why));
+        }
+        Ok(())
+    }
+
+    /// Creates every root (mode 0700) and, with `force`, empties it — all of the data and
+    /// WAL directories, but in a tablespace's directory only PostgreSQL's
+    /// `PG_<major>_<catversion>` directories — then opens each.
+    pub fn prepare(&mut self, force: bool) -> Result<()> {
+        for r in &mut self.roots {
+            std::fs::create_dir_all(&r.path).map_err(|e| Error::local_io(&r.path, e))?;
+            let dir = Dir::open_ambient_dir(&r.path, cap_std::ambient_authority())
+                .map_err(|e| Error::local_io(&r.path, e))?;
+            if force {
+                for e in dir.entries().map_err(|e| Error::local_io(&r.path, e))? {
+                    let e = e.map_err(|e| Error::local_io(&r.path, e))?;
+                    let name = e.file_name();
+                    if matches!(r.kind, Kind::Tablespace { .. })
+                        && !datadir::is_version_dir(&name.to_string_lossy())
+                    {
+                        continue;
+                    }
+                    let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                    let p = r.path.join(&name);
+                    if is_dir {
+                        dir.remove_dir_all(&name)
+                    } else {
+                        dir.remove_file(&name)
+                    }
+                    .map_err(|e| Error::local_io(&p, e))?;
+                }
+            }
+            dir.set_permissions(".", mode(0o700))
+                .map_err(|e| Error::local_io(&r.path, e))?;
+            r.dir = Some(dir);
+        }
+        Ok(())
+    }
+
+    /// Routes a manifest path: into the tablespace or WAL directory it belongs to, else
+    /// the data directory. A root's own entry routes to `rel == "."`.
+    pub fn place<'a>(&self, path: &'a str) -> Place<'a> {
+        for (i, r) in self.roots.iter().enumerate().skip(1) {
+            if path == r.prefix {
+                return Place { root: i, rel: "." };
+            }
+            if let Some(rel) = path
+                .strip_prefix(r.prefix.as_str())
+                .and_then(|s| s.strip_prefix('/'))
+            {
+                return Place { root: i, rel };
+            }
+        }
+        Place { root: 0, rel: path }
+    }
+
+    fn dir(&self, root: usize) -> &Dir {
+        self.roots[root]
+            .dir
+            .as_ref()
+            .expect("roots are opened by prepare before use")
+    }
+
+    /// A path for messages.
+    pub fn display(&self, root: usize, rel: &str) -> PathBuf {
+        self.roots[root].path.join(rel)
+    }
+
+    /// Creates a directory beneath its root, with PostgreSQL's mode.
+    pub fn create_dir(&self, p: &Place, stored_mode: u32) -> Result<()> {
+        let dir = self.dir(p.root);
+        let err = |e| Error::local_io(self.display(p.root, p.rel), e);
+        if p.rel != "." {
+            dir.create_dir_all(p.rel).map_err(err)?;
+        }
+        dir.set_permissions(p.rel, mode(datadir::dir_mode(stored_mode)))
+            .map_err(err)
+    }
+
+    /// Opens (creating with `create`) a file beneath its root for writing.
+    pub fn open_write(&self, root: usize, rel: &str, create: bool) -> Result<std::fs::File> {
+        let dir = self.dir(root);
+        let err = |e| Error::local_io(self.display(root, rel), e);
+        if create && let Some((parent, _)) = rel.rsplit_once('/') {
+            dir.create_dir_all(parent).map_err(err)?;
+        }
+        let f = dir
+            .open_with(rel, OpenOptions::new().write(true).create(create))
+            .map_err(err)?;
+        Ok(f.into_std())
+    }
+
+    /// The current content of a file beneath its root, if it is one (for --delta).
+    pub fn read_existing(&self, root: usize, rel: &str) -> Option<Vec<u8>> {
+        self.dir(root).read(rel).ok()
+    }
+
+    /// Opens a file beneath its root to fsync it.
+    pub fn open_read(&self, root: usize, rel: &str) -> io::Result<std::fs::File> {
+        Ok(self.dir(root).open(rel)?.into_std())
+    }
+
+    /// Writes a small file of the data directory durably, mode 0600, replacing any file
+    /// or link of that name.
+    pub fn write_file(&self, name: &str, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let err = |e| Error::local_io(self.display(0, name), e);
+        self.remove_file(name)?;
+        let mut f = self
+            .dir(0)
+            .open_with(name, OpenOptions::new().write(true).create_new(true))
+            .map_err(err)?
+            .into_std();
+        f.write_all(data).and_then(|()| f.sync_all()).map_err(err)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)
+    }
+
+    /// Removes a file or link of the data directory, if there is one.
+    pub fn remove_file(&self, name: &str) -> Result<()> {
+        match self.dir(0).remove_file(name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::local_io(self.display(0, name), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A text file of the data directory, or "" when there is none.
+    pub fn read_to_string(&self, name: &str) -> String {
+        self.dir(0).read_to_string(name).unwrap_or_default()
+    }
+
+    /// Makes the links PostgreSQL needs in the data directory: `pg_tblspc/<oid>` to each
+    /// tablespace's directory, and `pg_wal` to the WAL directory, replacing whatever a
+    /// reused directory had there.
+    pub fn make_links(&self) -> Result<()> {
+        let data = self.dir(0);
+        for r in self.roots.iter().skip(1) {
+            let at = &r.prefix;
+            let shown = self.display(0, at);
+            if let Some((parent, _)) = at.rsplit_once('/') {
+                data.create_dir_all(parent)
+                    .map_err(|e| Error::local_io(&shown, e))?;
+            }
+            match data.symlink_metadata(at) {
+                Ok(m) if m.is_dir() => data.remove_dir_all(at),
+                Ok(_) => data.remove_file(at),
+                Err(_) => Ok(()),
+            }
+            .map_err(|e| Error::local_io(&shown, e))?;
+            let target = absolute(&r.path)?;
+            data.symlink_contents(&target, at)
+                .map_err(|e| Error::local_io(&shown, e))?;
+        }
+        Ok(())
+    }
+
+    /// `pg_wal/archive_status`, which PostgreSQL needs to start and to archive, whether or
+    /// not the backup listed it.
+    pub fn ensure_wal_dir(&self) -> Result<()> {
+        self.create_dir(&self.place("pg_wal"), 0o700)?;
+        self.create_dir(&self.place("pg_wal/archive_status"), 0o700)
+    }
+
+    /// `tablespace_map` as PostgreSQL reads it (`<oid> <path>`, `\` escaping `\`, CR and
+    /// LF), rebuilt from where this restore put each tablespace; `None` without any.
+    pub fn tablespace_map(&self) -> Option<String> {
+        let mut out = String::new();
+        for r in &self.roots {
+            if let Kind::Tablespace { oid, .. } = r.kind {
+                let path = absolute(&r.path).unwrap_or_else(|_| r.path.clone());
+                let mut escaped = String::new();
+                for c in path.to_string_lossy().chars() {
+                    if matches!(c, '\\' | '\n' | '\r') {
+                        escaped.push('\\');
+                    }
+                    escaped.push(c);
+                }
+                out.push_str(&format!("{oid} {escaped}\n"));
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Every path beneath each root that a restore walks (deepest first), not following
+    /// links; in a tablespace's directory only its version directories are PostgreSQL's.
+    pub fn tree(&self) -> Result<Vec<(usize, String, Node)>> {
+        let mut out = Vec::new();
+        for (i, r) in self.roots.iter().enumerate() {
+            let dir = self.dir(i);
+            let only_versions = matches!(r.kind, Kind::Tablespace { .. });
+            walk(dir, "", &r.path, only_versions, &mut out, i)?;
+        }
+        Ok(out)
+    }
+
+    /// With --delta: what the backup does not have would confuse PostgreSQL (a dropped
+    /// relation's file, an old backup_label, stale WAL).
+    pub fn remove_unwanted(&self, wanted: &HashSet<(usize, String)>) -> Result<()> {
+        for (root, rel, node) in self.tree()? {
+            if wanted.contains(&(root, rel.clone())) {
+                continue;
+            }
+            if root == 0 && self.roots.iter().any(|r| r.prefix == rel) {
+                continue;
+            }
+            let dir = self.dir(root);
+            if node == Node::Dir {
+                let _ = dir.remove_dir(&rel);
+            } else {
+                dir.remove_file(&rel)
+                    .map_err(|e| Error::local_io(self.display(root, &rel), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs a directory beneath its root ("." for the root itself).
+    pub fn sync_dir(&self, root: usize, rel: &str) -> Result<()> {
+        let err = |e| Error::local_io(self.display(root, rel), e);
+        let rel = if rel.is_empty() { "." } else { rel };
+        // Opened for reading: cap-std's directory handles (O_PATH) cannot be fsynced.
+        self.dir(root)
+            .open_with(rel, OpenOptions::new().read(true))
+            .map_err(err)?
+            .into_std()
+            .sync_all()
+            .map_err(err)
+    }
+
+    /// Every root, for syncing each and the directory that holds it.
+    pub fn roots(&self) -> impl Iterator<Item = (usize, &Path)> {
+        self.roots
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.path.as_path()))
+    }
+
+    /// Run as root, everything restored belongs to `uid:gid`, links themselves included
+    /// (never what they point at).
+    pub fn chown(&self, uid: u32, gid: u32) -> Result<()> {
+        use rustix::fs::{AtFlags, Gid, Uid, chownat};
+        let (u, g) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        for (i, r) in self.roots.iter().enumerate() {
+            chownat(self.dir(i), ".", u, g, AtFlags::empty())
+                .map_err(|e| Error::local_io(&r.path, e.into()))?;
+        }
+        for (root, rel, _) in self.tree()? {
+            chownat(
+                self.dir(root),
+                rel.as_str(),
+                u,
+                g,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| Error::local_io(self.display(root, &rel), e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+fn mode(m: u32) -> Permissions {
+    Permissions::from_std(std::fs::Permissions::from_mode(m))
+}
+
+/// Collects `(root, path, is_dir)` beneath `dir`, children before their directory.
+fn walk(
+    root_dir: &Dir,
+    rel: &str,
+    shown: &Path,
+    only_versions: bool,
+    out: &mut Vec<(usize, String, Node)>,
+    root: usize,
+) -> Result<()> {
+    let listing = if rel.is_empty() {
+        root_dir.entries()
+    } else {
+        root_dir.read_dir(rel)
+    }
+    .map_err(|e| Error::local_io(shown.join(rel), e))?;
+    for e in listing {
+        let e = e.map_err(|e| Error::local_io(shown.join(rel), e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if only_versions && rel.is_empty() && !datadir::is_version_dir(&name) {
+            continue;
+        }
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = e
+            .file_type()
+            .map_err(|e| Error::local_io(shown.join(&path), e))?;
+        if ft.is_dir() {
+            walk(root_dir, &path, shown, false, out, root)?;
+        }
+        let node = if ft.is_dir() {
+            Node::Dir
+        } else if ft.is_file() {
+            Node::File
+        } else {
+            Node::Other
+        };
+        out.push((root, path, node));
+    }
+    Ok(())
+}

@@ -120,9 +120,6 @@ struct Summary<'a> {
     expire: Option<retention::Plan>,
 }
 
-/// How long a backup waits for a running expire to finish before giving up.
-const EXPIRE_WAIT: Duration = Duration::from_secs(15 * 60);
-
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
@@ -159,7 +156,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let level = cli.compress_level.or(settings.compress_level).unwrap_or(3);
     repo.store().create()?;
     let lock = RepoLock::acquire(&repo, LockKind::Backup)?;
-    wait_for_expire(&lock)?;
+    // A backup must not list the chunk store while an expire deletes from it: it could
+    // reuse a chunk that is about to go.
+    lock.wait_for(LockKind::Expire, pitrkit::lock::EXPIRE_WAIT)?;
     let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 }, repo.keys())?;
     let captured = match (&cli.stdin, &cli.pgdata) {
         (Some(dash), _) if dash == "-" => stream::capture(&cli, &repo, &writer, jobs)?,
@@ -211,26 +210,6 @@ pub fn run(cli: Cli) -> Result<()> {
 fn print_json(v: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string(v).map_err(Error::internal)?);
     Ok(())
-}
-
-/// A backup must not list the chunk store while an expire deletes from it: it could reuse
-/// a chunk that is about to go.
-fn wait_for_expire(lock: &RepoLock) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let running = lock.others(LockKind::Expire)?;
-        if running.is_empty() {
-            return Ok(());
-        }
-        if start.elapsed() >= EXPIRE_WAIT {
-            return Err(Error::Conflict(format!(
-                "an expire is still running after {} min ({}); try again later",
-                EXPIRE_WAIT.as_secs() / 60,
-                pitrkit::lock::describe(&running)
-            )));
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 fn report_expire(plan: &retention::Plan) {

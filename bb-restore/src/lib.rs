@@ -11,13 +11,14 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pitrkit::archive::ArchiveIndex;
 use pitrkit::chunk::{self, ChunkId};
 use pitrkit::datadir::TablespaceMapping;
 use pitrkit::error::{Error, Result};
+use pitrkit::lock::{LockKind, RepoLock};
 use pitrkit::manifest::{BackupId, BackupManifest, Entry};
 use pitrkit::parallel;
 use pitrkit::repo::Repository;
@@ -79,6 +80,11 @@ pub struct Cli {
     /// Put pg_wal in DIR (absolute), behind a pg_wal link, as initdb --waldir does
     #[arg(long, value_name = "DIR")]
     pub waldir: Option<PathBuf>,
+    /// How long the repository keeps this backup and the WAL after it for the recovery
+    /// that follows, unless recovery ends first (its recovery_end_command releases them)
+    #[arg(long, value_name = "DURATION", default_value = "24h",
+          value_parser = |s: &str| pitrkit::settings::parse_duration("--hold", s))]
+    pub hold: Duration,
     /// Parallel downloads [default: the CPUs; 4 × the CPUs for S3]
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
@@ -99,6 +105,9 @@ pub struct Summary {
     pub mb_per_s: f64,
     pub recovery_settings: Vec<(String, String)>,
     pub signal_file: &'static str,
+    /// The lock that keeps what recovery needs in the repository until recovery ends (or
+    /// `--hold` passes); null when the repository could not be written to.
+    pub restore_lock: Option<String>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -122,7 +131,14 @@ pub fn restore(cli: Cli) -> Result<Summary> {
             repo.location()
         ))
     })?;
-    let manifest = choose_backup(&repo, cli.backup.as_deref(), &target)?;
+    let chosen = choose_backup(&repo, cli.backup.as_deref(), &target)?;
+    // Registered before the archive is checked: an expire that starts later keeps what
+    // this restore needs, and one already running is waited for, then the backup re-read.
+    let mut lock = register(&repo, &chosen.backup_id)?;
+    if let Some(l) = &lock {
+        l.wait_for(LockKind::Expire, pitrkit::lock::EXPIRE_WAIT)?;
+    }
+    let manifest = repo.read_manifest(&chosen.backup_id)?;
     if manifest.system_identifier != root.system_identifier {
         return Err(Error::corrupt(
             manifest.backup_id.manifest_key(),
@@ -152,7 +168,8 @@ pub fn restore(cli: Cli) -> Result<Summary> {
         cli.waldir.as_deref(),
     )?;
     layout.check_free(&manifest.backup_id.to_string(), cli.delta || cli.force)?;
-    let mut recovery = recovery_settings(&cli, &settings, &target)?;
+    let lock_key = lock.as_ref().map(|l| l.key().as_str().to_string());
+    let mut recovery = recovery_settings(&cli, &settings, &target, lock_key.as_deref())?;
     if let Some(tli) = auto_timeline {
         recovery.push(("recovery_target_timeline", tli.to_string()));
     }
@@ -163,9 +180,23 @@ pub fn restore(cli: Cli) -> Result<Summary> {
         .jobs
         .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
         .max(1);
-    let fetched = restore_files(&repo, &manifest, &layout, jobs, cli.delta)?;
+    let fetched = match &mut lock {
+        Some(l) => l.with_heartbeat(|| restore_files(&repo, &manifest, &layout, jobs, cli.delta)),
+        None => restore_files(&repo, &manifest, &layout, jobs, cli.delta),
+    }?;
     write_recovery(&layout, &manifest, &recovery, cli.standby)?;
     chown_like_parent(&cli.pgdata, &layout)?;
+    let restore_lock = match lock.map(|l| l.hold(cli.hold)) {
+        Some(Ok(key)) => Some(key.as_str().to_string()),
+        Some(Err(e)) => {
+            note(format!(
+                "the restore lock could not be kept ({e}): retention may remove WAL this \
+                 recovery still needs"
+            ));
+            None
+        }
+        None => None,
+    };
 
     let seconds = started.elapsed().as_secs_f64();
     let summary = Summary {
@@ -186,12 +217,30 @@ pub fn restore(cli: Cli) -> Result<Summary> {
         } else {
             "recovery.signal"
         },
+        restore_lock,
     };
     note(format!(
         "restored backup {} into {} in {seconds:.1} s",
         summary.backup_id, summary.pgdata
     ));
     Ok(summary)
+}
+
+/// Registers the restore of `backup` with retention (see `pitrkit::lock`). A repository
+/// this host may only read (a restore host with read-only credentials) is restored from
+/// unregistered, with a note.
+fn register<'a>(repo: &'a Repository, backup: &BackupId) -> Result<Option<RepoLock<'a>>> {
+    match RepoLock::acquire_restore(repo, &backup.to_string()) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ (Error::Denied(_) | Error::LocalIo { .. })) => {
+            note(format!(
+                "restoring without a restore lock ({e}): an expire running meanwhile could \
+                 remove WAL this recovery needs"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The newest backup that is consistent before the target, or the one named.
@@ -540,6 +589,7 @@ fn recovery_settings(
     cli: &Cli,
     settings: &Settings,
     target: &RecoveryTarget,
+    lock: Option<&str>,
 ) -> Result<Vec<(&'static str, String)>> {
     let exe = std::env::current_exe().map_err(|e| Error::local_io("bb-restore", e))?;
     let beside = exe
@@ -549,10 +599,11 @@ fn recovery_settings(
     let wal_fetch = beside
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "wal-fetch".into());
-    let mut cmd = shell_quote(&wal_fetch);
+    // The repository as wal-fetch must be told it.
+    let mut repo_args = String::new();
     if let Some(cfg) = &settings.config_path {
         let cfg = fs::canonicalize(cfg).unwrap_or_else(|_| cfg.clone());
-        cmd.push_str(&format!(
+        repo_args.push_str(&format!(
             " --config {}",
             shell_quote(&cfg.display().to_string())
         ));
@@ -569,32 +620,51 @@ fn recovery_settings(
     // config file, so these never contradict it). Secrets stay in the config file.
     if let pitrkit::settings::RepoLocation::S3 { .. } = &settings.location {
         if let Some(endpoint) = &settings.s3_endpoint {
-            cmd.push_str(&format!(
+            repo_args.push_str(&format!(
                 " --s3-endpoint {}",
                 shell_quote(endpoint.as_str())
             ));
         }
-        cmd.push_str(&format!(
+        repo_args.push_str(&format!(
             " --s3-region {}",
             shell_quote(&settings.s3_region)
         ));
         if let Some(path) = settings.s3_path_style {
-            cmd.push_str(if path {
+            repo_args.push_str(if path {
                 " --s3-url-style path"
             } else {
                 " --s3-url-style virtual"
             });
         }
     }
-    cmd.push_str(&format!(" --repo {} %f %p", shell_quote(&repo_url)));
+    repo_args.push_str(&format!(" --repo {}", shell_quote(&repo_url)));
     if settings.s3_credentials.is_some() && settings.config_path.is_none() {
         note(
             "S3 credentials came from the environment: the server needs them too (its environment, or a --config file)",
         );
     }
-    // Prefetched segments recovery did not use (past the target) go when recovery ends.
-    let cleanup = format!("{} --prefetch-cleanup", shell_quote(&wal_fetch));
-    let mut out = vec![("restore_command", cmd), ("recovery_end_command", cleanup)];
+    // Prefetched segments recovery did not use (past the target) go when recovery ends, and
+    // so does the lock that kept the WAL in the repository.
+    let wal_fetch = shell_quote(&wal_fetch);
+    let cleanup = match lock {
+        Some(key) => format!(
+            "{wal_fetch} --prefetch-cleanup --release-lock {}{repo_args}",
+            shell_quote(key)
+        ),
+        None => format!("{wal_fetch} --prefetch-cleanup"),
+    };
+    // Recovery to consistency ends at the first missing segment, as it should: the WAL
+    // after a backup kept on its own (retention's keep marks) is gone on purpose.
+    let holes = if matches!(target, RecoveryTarget::Immediate) {
+        " --no-hole-check"
+    } else {
+        ""
+    };
+    let restore = format!("{wal_fetch}{holes}{repo_args} %f %p");
+    let mut out = vec![
+        ("restore_command", restore),
+        ("recovery_end_command", cleanup),
+    ];
     if cli.archive_mode == "off" {
         out.push(("archive_mode", "off".into()));
     }

@@ -1,15 +1,21 @@
-//! Advisory locks between `bb-push` and retention, as small objects under `locks/`.
+//! Advisory locks between `bb-push`, restores and retention, as small objects under `locks/`.
 //!
 //! Retention deletes chunks no manifest refers to; a backup in progress has uploaded (or
 //! decided to reuse) chunks that its manifest will only name at the end. So each side first
 //! writes its own lock object and then looks for the other's: whatever the interleaving, at
 //! least one of them sees the other (S3 and POSIX directories both give read-after-write).
 //! A backup that sees a running expire waits for it; an expire that sees a running backup
-//! keeps every chunk this time. WAL is never locked: `wal-push` only adds segments newer than
+//! keeps every chunk this time. `wal-push` takes no lock: it only adds segments newer than
 //! anything retention deletes.
 //!
-//! A lock left by a killed process stops counting after a while (`stale_after`), so a crash
-//! can delay chunk cleanup but never block it forever.
+//! A restore (bb-restore, a drill) registers the backup it restores the same way, and keeps
+//! it registered while PostgreSQL replays the archive after bb-restore has exited: the lock
+//! carries an expiry, pushed forward by a heartbeat while bb-restore runs, then set to the
+//! restore's hold; the `recovery_end_command` bb-restore writes releases it. Retention keeps
+//! that backup, its chunks and the WAL from its start on while the lock lives.
+//!
+//! A lock left by a killed process stops counting after a while (`stale_after`, or its
+//! expiry), so a crash can delay cleanup but never block it forever.
 
 use std::time::Duration;
 
@@ -30,6 +36,8 @@ pub enum LockKind {
     Backup,
     /// Retention deleting backups, WAL and chunks.
     Expire,
+    /// A restore or drill that needs a backup and the WAL after it.
+    Restore,
 }
 
 impl LockKind {
@@ -37,6 +45,7 @@ impl LockKind {
         match self {
             LockKind::Backup => "backup",
             LockKind::Expire => "expire",
+            LockKind::Restore => "restore",
         }
     }
 
@@ -46,9 +55,21 @@ impl LockKind {
         match self {
             LockKind::Backup => Duration::from_secs(24 * 3600),
             LockKind::Expire => Duration::from_secs(3600),
+            // Restore locks carry their own expiry; this bounds what one may claim.
+            LockKind::Restore => MAX_HOLD,
         }
     }
 }
+
+/// The longest a restore lock counts, whatever its expiry says (a planted lock can delay
+/// retention by this much at most).
+pub const MAX_HOLD: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How far ahead a running restore's heartbeat sets its expiry.
+pub const LEASE: Duration = Duration::from_secs(10 * 60);
+/// How long a backup or restore waits for a running expire before giving up.
+pub const EXPIRE_WAIT: Duration = Duration::from_secs(15 * 60);
+/// How often the heartbeat rewrites the lock.
+const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// `locks/<kind>-<time>-<pid>-<random>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +80,24 @@ pub struct LockInfo {
     pub host: String,
     pub pid: u32,
     pub created_at: Timestamp,
+    /// Restore locks: the backup restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Restore locks: the lock counts until then (and at most [`MAX_HOLD`] after
+    /// `created_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+impl LockInfo {
+    /// Whether the lock still counts at `now`.
+    fn live(&self, now: Timestamp) -> bool {
+        let age = now.duration_since(self.created_at).as_secs_f64();
+        if age >= self.kind.stale_after().as_secs_f64() {
+            return false;
+        }
+        self.expires_at.is_none_or(|e| now < e)
+    }
 }
 
 /// A lock this process holds; dropping it removes the object (best effort: a lock that
@@ -66,11 +105,32 @@ pub struct LockInfo {
 pub struct RepoLock<'a> {
     repo: &'a Repository,
     key: ObjectKey,
+    info: LockInfo,
     released: bool,
 }
 
 impl<'a> RepoLock<'a> {
     pub fn acquire(repo: &'a Repository, kind: LockKind) -> Result<Self> {
+        Self::acquire_with(repo, kind, None, None)
+    }
+
+    /// Registers a restore of `backup_id`, counting for [`LEASE`] unless refreshed.
+    pub fn acquire_restore(repo: &'a Repository, backup_id: &str) -> Result<Self> {
+        let expires = Timestamp::now() + lease(LEASE);
+        Self::acquire_with(
+            repo,
+            LockKind::Restore,
+            Some(backup_id.to_string()),
+            Some(expires),
+        )
+    }
+
+    fn acquire_with(
+        repo: &'a Repository,
+        kind: LockKind,
+        backup_id: Option<String>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<Self> {
         let info = LockInfo {
             format_version: 1,
             kind,
@@ -79,6 +139,8 @@ impl<'a> RepoLock<'a> {
                 .unwrap_or_default(),
             pid: std::process::id(),
             created_at: Timestamp::now(),
+            backup_id,
+            expires_at,
         };
         let key = ObjectKey::new(format!(
             "{PREFIX}{}-{}-{}-{:08x}.json",
@@ -92,13 +154,76 @@ impl<'a> RepoLock<'a> {
         Ok(RepoLock {
             repo,
             key,
+            info,
             released: false,
         })
+    }
+
+    /// The lock object's key (what `wal-fetch --release-lock` names).
+    pub fn key(&self) -> &ObjectKey {
+        &self.key
     }
 
     pub fn release(mut self) -> Result<()> {
         self.released = true;
         self.repo.store().delete(&self.key)
+    }
+
+    /// Sets the expiry to `for_` from now.
+    pub fn extend(&mut self, for_: Duration) -> Result<()> {
+        self.info.expires_at = Some(Timestamp::now() + lease(for_));
+        let json = serde_json::to_vec(&self.info).map_err(Error::internal)?;
+        self.repo
+            .store()
+            .put(&self.key, &json, PutMode::Overwrite)?;
+        Ok(())
+    }
+
+    /// Leaves the lock in the repository for `for_` after this process is gone (someone
+    /// else releases it, or it expires); returns its key.
+    pub fn hold(mut self, for_: Duration) -> Result<ObjectKey> {
+        self.extend(for_)?;
+        self.released = true;
+        Ok(self.key.clone())
+    }
+
+    /// Runs `work` while a heartbeat thread pushes the expiry [`LEASE`] ahead every
+    /// minute (best effort: a missed beat only shortens the protection).
+    pub fn with_heartbeat<T>(&mut self, work: impl FnOnce() -> T) -> T {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let lock = &mut *self;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(HEARTBEAT)
+                {
+                    let _ = lock.extend(LEASE);
+                }
+            });
+            let out = work();
+            drop(stop);
+            out
+        })
+    }
+
+    /// Waits (polling) while a live lock of `kind` other than this one exists, up to `max`.
+    pub fn wait_for(&self, kind: LockKind, max: Duration) -> Result<()> {
+        let start = std::time::Instant::now();
+        loop {
+            let running = self.others(kind)?;
+            if running.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= max {
+                return Err(Error::Conflict(format!(
+                    "{} still running after {} min ({}); try again later",
+                    kind.name(),
+                    max.as_secs() / 60,
+                    describe(&running)
+                )));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// Live locks of `kind` other than this one.
@@ -116,6 +241,20 @@ impl Drop for RepoLock<'_> {
             let _ = self.repo.store().delete(&self.key);
         }
     }
+}
+
+/// Removes a restore lock by key, as `wal-fetch --release-lock` does at the end of recovery.
+/// Only `locks/restore-…` keys are accepted: the key comes from a command line.
+pub fn release_restore(repo: &Repository, key: &str) -> Result<()> {
+    let name = key.strip_prefix(PREFIX).unwrap_or_default();
+    if !name.starts_with("restore-") || name.contains('/') || !name.ends_with(".json") {
+        return Err(Error::Usage(format!("{key:?} is not a restore lock")));
+    }
+    repo.store().delete(&ObjectKey::new(key)?)
+}
+
+fn lease(d: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
 }
 
 /// Every lock of `kind` that is not stale. An unreadable lock object counts as live: it
@@ -136,9 +275,10 @@ pub fn held(repo: &Repository, kind: LockKind) -> Result<Vec<(ObjectKey, LockInf
                 .modified
                 .and_then(|m| Timestamp::try_from(m).ok())
                 .unwrap_or(now),
+            backup_id: None,
+            expires_at: None,
         });
-        let age = now.duration_since(info.created_at);
-        if age.as_secs_f64() < kind.stale_after().as_secs_f64() {
+        if info.live(now) {
             out.push((o.key, info));
         }
     }
@@ -151,8 +291,12 @@ pub fn describe(locks: &[(ObjectKey, LockInfo)]) -> String {
         .iter()
         .map(|(_, l)| {
             format!(
-                "{} on {} (pid {}) since {}",
+                "{}{} on {} (pid {}) since {}",
                 l.kind.name(),
+                l.backup_id
+                    .as_deref()
+                    .map(|b| format!(" of backup {b}"))
+                    .unwrap_or_default(),
                 l.host,
                 l.pid,
                 l.created_at
@@ -179,5 +323,23 @@ mod tests {
         assert!(expire.others(LockKind::Backup).unwrap().is_empty());
         drop(expire);
         assert!(held(&repo, LockKind::Expire).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restore_lock_counts_until_its_expiry_or_release() {
+        let repo = Repository::new(Box::new(MemoryStore::default()));
+        let lock = RepoLock::acquire_restore(&repo, "20261202T101010Z").unwrap();
+        let key = lock.hold(Duration::from_secs(3600)).unwrap();
+        let live = held(&repo, LockKind::Restore).unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].1.backup_id.as_deref(), Some("20261202T101010Z"));
+        let mut info = live[0].1.clone();
+        assert!(!info.live(Timestamp::now() + jiff::SignedDuration::from_hours(2)));
+        info.expires_at = Some(Timestamp::now() + jiff::SignedDuration::from_hours(24 * 365));
+        assert!(!info.live(Timestamp::now() + jiff::SignedDuration::from_hours(24 * 8)));
+        assert!(release_restore(&repo, "chunks/ab/cd").is_err());
+        assert!(release_restore(&repo, "locks/backup-x.json").is_err());
+        release_restore(&repo, key.as_str()).unwrap();
+        assert!(held(&repo, LockKind::Restore).unwrap().is_empty());
     }
 }

@@ -195,6 +195,19 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
             add(id, format!("keep mark: {}", mark.reason));
         }
     }
+    // A restore or drill in progress keeps its backup, and so the WAL after it. A restore
+    // lock that names no backup (unreadable, being written) could need any: nothing goes.
+    let mut restore_unknown = false;
+    for (key, l) in lock::held(repo, LockKind::Restore)? {
+        match l.backup_id.as_deref().map(str::parse::<BackupId>) {
+            Some(Ok(id)) if manifests.contains_key(&id) => add(
+                &id,
+                format!("being restored ({})", lock::describe(&[(key, l.clone())])),
+            ),
+            Some(_) => {}
+            None => restore_unknown = true,
+        }
+    }
 
     let kept: Vec<Kept> = why
         .into_iter()
@@ -203,7 +216,7 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
     let kept_ids: HashSet<&BackupId> = kept.iter().map(|k| &k.backup_id).collect();
     let expired: Vec<BackupId> = ids
         .iter()
-        .filter(|id| !kept_ids.contains(id))
+        .filter(|id| !kept_ids.contains(id) && !restore_unknown)
         .cloned()
         .collect();
 
@@ -213,9 +226,10 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
         kept.iter()
             .filter_map(|k| manifests.get(&k.backup_id).cloned().flatten())
     };
-    let any_unreadable = kept
-        .iter()
-        .any(|k| manifests.get(&k.backup_id).is_none_or(Option::is_none));
+    let any_unreadable = restore_unknown
+        || kept
+            .iter()
+            .any(|k| manifests.get(&k.backup_id).is_none_or(Option::is_none));
     let boundary = kept_manifests()
         .filter(|m| !marks.contains_key(&m.backup_id))
         .map(|m| m.start_lsn.segno(seg_size))
@@ -458,6 +472,23 @@ mod tests {
             4,
             "dry run deletes nothing"
         );
+        // While backup 2 is being restored, it stays, and so does the WAL from its start.
+        let restore = RepoLock::acquire_restore(&repo, "20261102T000000Z").unwrap();
+        let held = expire(&repo, policy, true).unwrap();
+        assert!(held.expired_backups.is_empty(), "{held:?}");
+        let names: Vec<String> = held.wal_files.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            names,
+            [1, 3, 4].map(|s| format!("0000000100000000000000{s:02X}"))
+        );
+        assert_eq!(held.chunks, 0);
+        assert!(
+            held.kept
+                .iter()
+                .any(|k| k.why.iter().any(|w| w.contains("being restored"))),
+            "{held:?}"
+        );
+        restore.release().unwrap();
         let done = expire(&repo, policy, false).unwrap();
         assert_eq!(done.bytes_freed, dry.bytes_freed);
         assert_eq!(repo.list_backups().unwrap().len(), 3);

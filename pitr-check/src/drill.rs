@@ -223,6 +223,11 @@ fn drill(plan: &Plan, repo: &RepoArgs, report: &mut Report) -> Result<(), Stop> 
         None => None,
     };
     let summary = restore(plan, repo, &scratch, baseline.as_ref(), report)?;
+    // Dropped after the server has stopped, whatever happens from here on.
+    let _lock = summary.restore_lock.clone().map(|key| Release {
+        repo: repo.clone(),
+        key,
+    });
     let bindir = pg_bindir(plan.args.pg_bin.as_deref(), repo, &summary.backup_id)?;
 
     let (server, db) = start(&scratch, &bindir, plan, report)?;
@@ -326,6 +331,8 @@ fn restore(
         tablespace_mapping: Vec::new(),
         tablespace_mapping_all: Some(scratch.tablespaces()),
         waldir: None,
+        // Retention keeps what the drill replays while it may still be replaying.
+        hold: plan.recovery_timeout + Duration::from_secs(600),
         jobs: a.jobs,
         repo: repo.clone(),
     };
@@ -347,6 +354,27 @@ fn restore(
         }
         Err(e @ Error::Usage(_)) => Err(Stop::Error(e)),
         Err(e) => Err(report.fail("restore", e.to_string())),
+    }
+}
+
+/// Releases the drill's restore lock when the drill ends (normally the drill server's
+/// recovery_end_command already has; a drill whose recovery failed leaves it otherwise).
+struct Release {
+    repo: RepoArgs,
+    key: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let released = Settings::from_args(&self.repo)
+            .and_then(|s| s.open_repo())
+            .and_then(|r| pitrkit::lock::release_restore(&r, &self.key));
+        if let Err(e) = released {
+            note(format!(
+                "the drill's restore lock {} stays until it expires: {e}",
+                self.key
+            ));
+        }
     }
 }
 

@@ -210,3 +210,71 @@ fn a_backup_running_during_expire_loses_nothing() {
     s.archive_now();
     drill(&s, &id, &["--target-immediate"], 7000);
 }
+
+/// A restore registers the backup it restores: an expire while PostgreSQL still has to
+/// replay keeps that backup and the WAL after it, and the restored cluster's
+/// recovery_end_command releases it, after which it may go.
+#[test]
+fn an_expire_during_a_restore_keeps_what_recovery_needs() {
+    let s = site("restorelock", Backend::Fs, "");
+    let p = &s.primary;
+    p.sql("create table t(i int primary key)");
+    p.sql("insert into t select generate_series(1, 1000)");
+    let b1 = s.backup()["backup_id"].as_str().unwrap().to_string();
+    p.sql("insert into t select generate_series(1001, 1500)");
+    s.archive_now();
+    std::thread::sleep(Duration::from_millis(1100)); // backup ids are per second
+    s.backup();
+    p.sql("insert into t select generate_series(1501, 1800)");
+    s.archive_now();
+
+    let dir = s.sb.path().join("r");
+    let out = s.tool(
+        "bb-restore",
+        &[
+            "--pgdata",
+            dir.to_str().unwrap(),
+            "--backup",
+            &b1,
+            "--archive-mode",
+            "off",
+        ],
+    );
+    let summary = json(&out);
+    let key = summary["restore_lock"].as_str().unwrap().to_string();
+    assert!(key.starts_with("locks/restore-"), "{summary}");
+    assert!(s.repo.object_path(&key).exists());
+    let auto = fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains(&format!("--release-lock {key}")), "{auto}");
+
+    // The policy keeps one backup, but b1 is being restored.
+    let plan = json(&s.tool("bb-push", &["--expire", "--retain-full", "1"]));
+    assert_eq!(
+        ids(&plan["expired_backups"]),
+        Vec::<String>::new(),
+        "{plan}"
+    );
+    let why = plan["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["backup_id"] == b1.as_str())
+        .map(|k| k["why"].to_string())
+        .unwrap_or_default();
+    assert!(why.contains("being restored"), "{plan}");
+
+    let mut r = pitrkit_tests::Pg::at(&s.sb, "r");
+    r.configure("");
+    r.start_recovery();
+    r.wait_promoted(Duration::from_secs(120));
+    assert_eq!(r.sql("select count(*), max(i) from t"), "1800|1800");
+    pitrkit_tests::wait_for("the lock released", Duration::from_secs(30), || {
+        !s.repo.object_path(&key).exists()
+    });
+    r.stop();
+
+    let plan = json(&s.tool("bb-push", &["--expire", "--retain-full", "1"]));
+    assert_eq!(ids(&plan["expired_backups"]), vec![b1], "{plan}");
+    let out = s.tool("pitr-check", &["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+}

@@ -59,6 +59,15 @@ pub struct Cli {
     /// this as recovery_end_command)
     #[arg(long, conflicts_with_all = ["name", "dest"])]
     pub prefetch_cleanup: bool,
+    /// With --prefetch-cleanup: also release this restore lock, so that retention may
+    /// remove what recovery needed (bb-restore writes it)
+    #[arg(long, value_name = "KEY", requires = "prefetch_cleanup")]
+    pub release_lock: Option<String>,
+    /// Answer "not found" (1) for a segment missing between stored ones too, instead of
+    /// stopping recovery at the hole (bb-restore sets it for --target-immediate, which ends
+    /// at consistency, where the WAL after a kept backup may be gone on purpose)
+    #[arg(long)]
+    pub no_hole_check: bool,
     /// Run as the prefetcher for segments of this size (started by a restoring call)
     #[arg(
         long,
@@ -81,7 +90,12 @@ pub fn run(cli: Cli) -> Result<()> {
             .prefetch_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("pg_wal").join(prefetch::DIR));
-        return Prefetch::new(dir).clear(CLEANUP_WAIT);
+        Prefetch::new(dir).clear(CLEANUP_WAIT)?;
+        if let Some(key) = &cli.release_lock {
+            let repo = Settings::from_args(&cli.repo)?.open_repo()?;
+            pitrkit::lock::release_restore(&repo, key)?;
+        }
+        return Ok(());
     }
     let (Some(raw), Some(dest)) = (&cli.name, &cli.dest) else {
         return Err(Error::Usage("give WALNAME and DEST (see --help)".into()));
@@ -98,7 +112,7 @@ pub fn run(cli: Cli) -> Result<()> {
             .unwrap_or(parallel::default_jobs() * 2)
             .min(cli.prefetch);
         return p.run_daemon(name, seg_size, cli.prefetch, jobs, |n, tmp| {
-            fetch_into(&repo, n, tmp)
+            fetch_into(&repo, n, tmp, false)
         });
     }
     // Served only while the prefetcher that fetched it runs (see `prefetch`).
@@ -117,7 +131,7 @@ pub fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let repo = settings.open_repo()?;
-    let bytes = fetch(&repo, &name, dest)?;
+    let bytes = fetch(&repo, &name, dest, !cli.no_hole_check)?;
     if let Some(p) = &prefetch {
         // Prefetching is an optimisation: a failure to start it is a note, not a failure.
         let started = p.note_restored(&name).and_then(|()| {
@@ -184,9 +198,9 @@ fn start_prefetcher(seg_size: u64) -> std::io::Result<()> {
 }
 
 /// Fetches `name` to `dest` (`-`: stdout), verified before anything appears there.
-fn fetch(repo: &Repository, name: &WalFileName, dest: &Path) -> Result<u64> {
+fn fetch(repo: &Repository, name: &WalFileName, dest: &Path, holes: bool) -> Result<u64> {
     if dest.as_os_str() == "-" {
-        let (key, stored) = get(repo, name)?;
+        let (key, stored) = get(repo, name, holes)?;
         // Nothing unverified may reach a pipe: verify first, then write.
         let (plain, _) = object::open(key.as_str(), &stored, repo.keys())?;
         let mut out = std::io::stdout().lock();
@@ -198,7 +212,7 @@ fn fetch(repo: &Repository, name: &WalFileName, dest: &Path) -> Result<u64> {
     // Stream into a temporary file beside DEST; it is renamed into place only once the
     // length and digest are verified, and removed otherwise.
     let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;
-    let n = fetch_into(repo, name, &mut tmp).map_err(|e| match e {
+    let n = fetch_into(repo, name, &mut tmp, holes).map_err(|e| match e {
         Error::LocalIo { source, .. } => Error::local_io(dest, source),
         other => other,
     })?;
@@ -207,10 +221,14 @@ fn fetch(repo: &Repository, name: &WalFileName, dest: &Path) -> Result<u64> {
 }
 
 /// The stored object of `name`, or "not found" when the repository says so.
-fn get(repo: &Repository, name: &WalFileName) -> Result<(pitrkit::storage::ObjectKey, Vec<u8>)> {
+fn get(
+    repo: &Repository,
+    name: &WalFileName,
+    holes: bool,
+) -> Result<(pitrkit::storage::ObjectKey, Vec<u8>)> {
     let key = Repository::wal_key(name);
     let Some(stored) = repo.store().get(&key)? else {
-        return Err(not_found(repo, name, key.as_str()));
+        return Err(not_found(repo, name, key.as_str(), holes));
     };
     if name.has_wal_pages() {
         // The digest (verified while streaming, before anything is published) proves the
@@ -228,8 +246,13 @@ fn get(repo: &Repository, name: &WalFileName) -> Result<(pitrkit::storage::Objec
 }
 
 /// Streams the verified content of `name` into `sink` (an undoable temporary file).
-fn fetch_into(repo: &Repository, name: &WalFileName, sink: &mut TempFile) -> Result<u64> {
-    let (key, stored) = get(repo, name)?;
+fn fetch_into(
+    repo: &Repository,
+    name: &WalFileName,
+    sink: &mut TempFile,
+    holes: bool,
+) -> Result<u64> {
+    let (key, stored) = get(repo, name, holes)?;
     Ok(object::open_to(key.as_str(), &stored, sink, repo.keys())?.plain_len)
 }
 
@@ -239,11 +262,11 @@ fn fetch_into(repo: &Repository, name: &WalFileName, sink: &mut TempFile) -> Res
 /// stored ones of its timeline is a hole, not the end: recovery must stop there rather
 /// than promote early (retention racing a restore, a lost object). A standby asks again
 /// whatever the answer (see `runner`), so it skips the listing.
-fn not_found(repo: &Repository, name: &WalFileName, key: &str) -> Error {
+fn not_found(repo: &Repository, name: &WalFileName, key: &str, holes: bool) -> Error {
     match repo.read_root() {
         Ok(Some(_)) => {
             let standby = Path::new("standby.signal").exists();
-            if let (WalFileName::Segment { .. }, false) = (name, standby) {
+            if let (WalFileName::Segment { .. }, false, true) = (name, standby, holes) {
                 match later_segment(repo, name) {
                     Ok(Some(later)) => {
                         return Error::Conflict(format!(

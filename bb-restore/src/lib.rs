@@ -148,6 +148,17 @@ pub fn restore(cli: Cli) -> Result<Summary> {
             ),
         ));
     }
+    let missing = pitrkit::datadir::missing_to_start(&manifest.entries);
+    if !missing.is_empty() {
+        return Err(Error::corrupt(
+            manifest.backup_id.manifest_key(),
+            format!(
+                "backup {} lacks {}: a cluster restored from it cannot start",
+                manifest.backup_id,
+                missing.join(" and ")
+            ),
+        ));
+    }
     let index = ArchiveIndex::load(&repo, root.wal_segment_size)?;
     let auto_timeline = match &cli.target_timeline {
         None => reachable_timeline(&index, &manifest),

@@ -141,6 +141,22 @@ pub fn check_entries(entries: &[Entry]) -> Result<(), BadEntry> {
     Ok(())
 }
 
+/// Files without which a restored cluster cannot start, whatever the WAL: its version
+/// and its control file.
+pub const NEEDED_TO_START: [&str; 2] = ["PG_VERSION", "global/pg_control"];
+
+/// Which of [`NEEDED_TO_START`] a backup's entries lack (as regular files).
+pub fn missing_to_start(entries: &[Entry]) -> Vec<&'static str> {
+    NEEDED_TO_START
+        .into_iter()
+        .filter(|needed| {
+            !entries
+                .iter()
+                .any(|e| matches!(e, Entry::File { .. }) && e.path() == *needed)
+        })
+        .collect()
+}
+
 /// `--tablespace-mapping OLDDIR=NEWDIR`, pg_basebackup's spelling: the tablespace whose
 /// directory was OLDDIR is restored into NEWDIR (`\=` is a literal `=` in either).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +328,15 @@ mod tests {
             let e = bad.parse::<TablespaceMapping>().unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_backup_without_its_control_file_cannot_start() {
+        assert!(missing_to_start(&[file("PG_VERSION"), file("global/pg_control")]).is_empty());
+        assert_eq!(
+            missing_to_start(&[file("PG_VERSION"), dir("global/pg_control")]),
+            ["global/pg_control"]
+        );
     }
 
     #[test]

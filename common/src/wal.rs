@@ -95,7 +95,8 @@ fn hex8(s: &str) -> Option<u32> {
 }
 
 fn hex24(s: &str) -> Option<(TimelineId, u32, u32)> {
-    if s.len() != 24 {
+    // Byte slicing below needs ASCII: a stored name is anyone's choice.
+    if s.len() != 24 || !s.is_ascii() {
         return None;
     }
     Some((
@@ -408,6 +409,9 @@ pub(crate) mod tests {
             "000000000000000000000003",
             "00000001000000000000000a",
             "000000010000000000000003.ready",
+            // 24 bytes, but not 24 ASCII characters: must not panic on byte slicing.
+            "0000000100000000000000é",
+            "0000000é000000000000003",
         ] {
             assert!(bad.parse::<WalFileName>().is_err(), "{bad}");
         }

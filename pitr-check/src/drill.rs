@@ -265,12 +265,24 @@ fn start(
         Err(NotPromoted::Recovery(why)) => return Err(report.fail("recovery", why)),
         Err(NotPromoted::Connect(why)) => return Err(report.fail("connect", why)),
     };
+    // Trust authentication is safe only on the private socket: prove TCP is closed.
+    let tcp = std::net::TcpStream::connect_timeout(
+        &(std::net::Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_secs(2),
+    );
     report.record(
         "connect",
-        Ok(format!(
-            "accepts connections as {user} on its private socket in {} (port {port}, no TCP)",
-            server.socket_dir().display()
-        )),
+        match tcp {
+            Err(_) => Ok(format!(
+                "accepts connections as {user} on its private socket in {} only (port {port}: \
+                 a TCP connection to 127.0.0.1 is refused)",
+                server.socket_dir().display()
+            )),
+            Ok(_) => Err(format!(
+                "the drill's server accepts TCP connections on 127.0.0.1:{port}, where any \
+                 local user would be trusted"
+            )),
+        },
     );
     let mut detail = format!("promoted after {replay:.1} s");
     let lines = server.recovery_lines();

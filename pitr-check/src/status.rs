@@ -84,6 +84,10 @@ impl Inventory {
                         .into_iter()
                         .filter(|c| !self.chunks.contains(c))
                         .count() as u64;
+                    let missing_files: Vec<String> = pitrkit::datadir::missing_to_start(&m.entries)
+                        .into_iter()
+                        .map(String::from)
+                        .collect();
                     let tli = self.index.recovery_timeline(m.timeline, m.stop_lsn);
                     let window = (missing_chunks == 0)
                         .then(|| self.index.window(m, tli))
@@ -99,7 +103,9 @@ impl Inventory {
                         stop_time: Some(m.stop_time),
                         bytes: m.totals.bytes,
                         pg_version_num: m.pg_version_num,
-                        restorable: window.is_some(),
+                        // Restorable means the restored cluster starts and recovers.
+                        restorable: window.is_some() && missing_files.is_empty(),
+                        missing_files,
                         missing_wal: missing_wal.iter().map(ToString::to_string).collect(),
                         missing_chunks,
                         manifest_error: None,
@@ -150,6 +156,8 @@ pub struct BackupReport {
     pub bytes: u64,
     pub pg_version_num: u32,
     pub restorable: bool,
+    /// Files a cluster needs to start (PG_VERSION, global/pg_control) the backup lacks.
+    pub missing_files: Vec<String>,
     /// WAL from the backup's start to its stop that the archive lacks.
     pub missing_wal: Vec<String>,
     /// Chunks the manifest names that are not in the repository.
@@ -173,6 +181,7 @@ impl BackupReport {
             bytes: 0,
             pg_version_num: 0,
             restorable: false,
+            missing_files: vec![],
             missing_wal: vec![],
             missing_chunks: 0,
             manifest_error: Some(why.to_string()),
@@ -408,6 +417,15 @@ pub fn build(
             flag(
                 Severity::Critical,
                 format!("backup {} can't be read: {e}", b.backup_id),
+            );
+        } else if !b.missing_files.is_empty() {
+            flag(
+                Severity::Critical,
+                format!(
+                    "backup {} can't start: it lacks {}",
+                    b.backup_id,
+                    b.missing_files.join(" and ")
+                ),
             );
         } else if !b.missing_wal.is_empty() {
             flag(

@@ -149,6 +149,12 @@ fn passes_on_a_good_repository(backend: Backend) {
     );
     assert!(r.check("sql:3").detail.contains("'10500'"), "{r:#?}");
     assert!(
+        r.check("connect")
+            .detail
+            .contains("a TCP connection to 127.0.0.1 is refused"),
+        "{r:#?}"
+    );
+    assert!(
         entries(&work).is_empty(),
         "the throwaway directory is left: {:?}",
         entries(&work)

@@ -149,6 +149,25 @@ fn crafted_manifests(encrypted: bool) {
         assert_eq!(fs::read_dir(&work).unwrap().count(), 0, "{out}");
     }
 
+    // A backup without its control file does not start: not "restorable", refused.
+    let mut m = original.clone();
+    m.entries.retain(|e| e.path() != "global/pg_control");
+    plant(&writer, &m);
+    let out = tool(
+        "bb-restore",
+        &["--pgdata", target.to_str().unwrap(), "--backup", &id],
+    );
+    out.assert_code(7).stderr_has("lacks global/pg_control");
+    assert!(!target.exists(), "{out}");
+    let out = tool("pitr-check", &["status"]);
+    out.assert_code(2);
+    assert!(
+        out.to_string().contains(&format!(
+            "backup {id} can't start: it lacks global/pg_control"
+        )),
+        "{out}"
+    );
+
     // Setuid, setgid, sticky and world-writable modes are restored as PostgreSQL's own
     // (group read kept: a cluster made with --allow-group-access).
     let mut m = original.clone();

@@ -14,6 +14,7 @@ pub mod object;
 pub mod parallel;
 pub mod postgres;
 pub mod repo;
+pub mod restore;
 pub mod retention;
 pub mod runner;
 pub mod settings;

@@ -213,6 +213,21 @@ impl Repository {
         })?;
         let named: Vec<ObjectKey> = m.referenced_chunks().map(|c| c.key()).collect();
         self.store().settle(&named)?;
+        let sealed = self.seal_manifest(m)?;
+        let key = m.backup_id.manifest_key();
+        match self.store().put(&key, &sealed, PutMode::CreateNew)? {
+            PutOutcome::Stored => Ok(sealed.len() as u64),
+            PutOutcome::AlreadyExists => Err(Error::Conflict(format!(
+                "backup {} already exists in {}",
+                m.backup_id,
+                self.location()
+            ))),
+        }
+    }
+
+    /// The stored form of `m` (sealed as metadata), unchecked: [`Repository::write_manifest`]
+    /// checks its entries first. Public for tests that plant what an attacker would.
+    pub fn seal_manifest(&self, m: &BackupManifest) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
         let (sealed, _) = Compressor {
             level: 3,
@@ -225,15 +240,7 @@ impl Repository {
             Class::Metadata,
         )
         .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
-        let key = m.backup_id.manifest_key();
-        match self.store().put(&key, &sealed, PutMode::CreateNew)? {
-            PutOutcome::Stored => Ok(sealed.len() as u64),
-            PutOutcome::AlreadyExists => Err(Error::Conflict(format!(
-                "backup {} already exists in {}",
-                m.backup_id,
-                self.location()
-            ))),
-        }
+        Ok(sealed)
     }
 
     pub fn read_manifest(&self, id: &BackupId) -> Result<BackupManifest> {

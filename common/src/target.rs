@@ -21,6 +21,24 @@ pub enum RecoveryTarget {
     Name(String),
 }
 
+/// What the server does once it reaches the target (`recovery_target_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+    Shutdown,
+}
+
+impl std::fmt::Display for TargetAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+            TargetAction::Shutdown => "shutdown",
+        })
+    }
+}
+
 /// The recovery target flags, one group shared by bb-restore and `pitr-check drill`: at
 /// most one of them; none means the end of the archive.
 #[derive(clap::Args, Debug, Clone, Default)]

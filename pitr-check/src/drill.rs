@@ -23,9 +23,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
+use pitrkit::restore::{self, ArchiveMode, Existing, RestoreOptions, Signal};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
-use pitrkit::target::{RecoveryTarget, TargetArgs};
+use pitrkit::target::{RecoveryTarget, TargetAction, TargetArgs};
 use postgres::{Client, SimpleQueryMessage};
 use serde::Serialize;
 
@@ -319,37 +320,38 @@ fn restore(
     scratch: &Scratch,
     baseline: Option<&Baseline>,
     report: &mut Report,
-) -> Result<bb_restore::Summary, Stop> {
+) -> Result<restore::Summary, Stop> {
     let a = plan.args;
-    let cli = bb_restore::Cli {
-        pgdata: scratch.data(),
-        target: TargetArgs {
-            target_name: baseline
-                .map(|b| b.restore_point.clone())
-                .or_else(|| a.target.target_name.clone()),
-            ..a.target.clone()
-        },
-        target_exclusive: false,
-        target_action: "promote".into(),
-        target_timeline: None,
-        backup: a.backup.clone(),
-        // The drill's cluster must never archive into the repository (a new timeline there
-        // would change what later restores follow).
-        archive_mode: "off".into(),
-        standby: false,
-        delta: false,
-        force: false,
-        // Never into the live cluster's tablespaces, on the database host.
-        tablespace_mapping: Vec::new(),
-        tablespace_mapping_all: Some(scratch.tablespaces()),
-        waldir: None,
-        // Retention keeps what the drill replays while it may still be replaying.
-        hold: plan.recovery_timeout + Duration::from_secs(600),
-        jobs: a.jobs,
-        repo: repo.clone(),
-    };
     let started = Instant::now();
-    let result = bb_restore::restore(cli);
+    let result = (|| {
+        let opts = RestoreOptions {
+            pgdata: scratch.data(),
+            target: TargetArgs {
+                target_name: baseline
+                    .map(|b| b.restore_point.clone())
+                    .or_else(|| a.target.target_name.clone()),
+                ..a.target.clone()
+            }
+            .parse()?,
+            target_exclusive: false,
+            target_action: TargetAction::Promote,
+            target_timeline: None,
+            backup: a.backup.as_deref().map(str::parse).transpose()?,
+            // The drill's cluster must never archive into the repository (a new timeline
+            // there would change what later restores follow).
+            archive_mode: ArchiveMode::Off,
+            signal: Signal::Recovery,
+            existing: Existing::Refuse,
+            // Never into the live cluster's tablespaces, on the database host.
+            tablespace_mapping: Vec::new(),
+            tablespace_mapping_all: Some(scratch.tablespaces()),
+            waldir: None,
+            // Retention keeps what the drill replays while it may still be replaying.
+            hold: plan.recovery_timeout + Duration::from_secs(600),
+            jobs: a.jobs,
+        };
+        restore::restore(&Settings::from_args(repo)?, &opts)
+    })();
     report.timings.restore_seconds = Some(seconds(started.elapsed()));
     match result {
         Ok(s) => {

@@ -88,6 +88,7 @@ struct Backup {
     bytes: u64,
     pg_version_num: u32,
     restorable: bool,
+    missing_files: Vec<String>,
     missing_wal: Vec<String>,
     missing_chunks: u64,
     manifest_error: Option<String>,
@@ -247,6 +248,7 @@ fn gaps_timelines_and_verify(backend: Backend) {
     let b = &healthy.backups[0];
     assert_eq!(b.backup_id, id);
     assert!(b.restorable);
+    assert!(b.missing_files.is_empty(), "{b:?}");
     let w = b.window.as_ref().unwrap();
     assert_eq!(w.timeline, 2, "recovery follows the newest timeline");
     assert_eq!(w.cut_by, None);

@@ -11,9 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pitrkit::crypto::Class;
 use pitrkit::manifest::{BackupManifest, Entry};
-use pitrkit::object::Compressor;
 use pitrkit::repo::Repository;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::PutMode;
@@ -31,18 +29,7 @@ fn repo_of(config: &Path) -> Repository {
 /// recipient: what every database host has) and stores it over the real one.
 fn plant(config: &Path, m: &BackupManifest) {
     let repo = repo_of(config);
-    let json = serde_json::to_vec(m).unwrap();
-    let (sealed, _) = Compressor {
-        level: 3,
-        workers: 0,
-    }
-    .seal_reader(
-        &mut &json[..],
-        json.len() as u64,
-        repo.keys(),
-        Class::Metadata,
-    )
-    .unwrap();
+    let sealed = repo.seal_manifest(m).unwrap();
     repo.store()
         .put(&m.backup_id.manifest_key(), &sealed, PutMode::Overwrite)
         .unwrap();

@@ -15,10 +15,10 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::datadir::{self, TablespaceMapping};
+use crate::error::{Error, Result};
+use crate::manifest::{BackupManifest, Entry};
 use cap_std::fs::{Dir, OpenOptions, Permissions};
-use pitrkit::datadir::{self, TablespaceMapping};
-use pitrkit::error::{Error, Result};
-use pitrkit::manifest::{BackupManifest, Entry};
 
 /// What a path found beneath a root is (links are never followed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

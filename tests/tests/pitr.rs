@@ -31,6 +31,29 @@ fn three_cases(backend: Backend) {
                 "{d}"
             );
         }
+        // Whatever the umask (022 here), nothing the repository holds — chunks are rows — is
+        // readable by others, and what root wrote belongs to the repository's owner.
+        let mut stack = vec![s.repo.files.clone()];
+        let mut seen = 0;
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                let meta = e.metadata().unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(
+                    meta.permissions().mode() & 0o007,
+                    0,
+                    "{}",
+                    e.path().display()
+                );
+                assert_eq!(meta.uid(), owner, "{}", e.path().display());
+                if meta.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 100, "{seen} objects");
     }
     assert!(
         backup["totals"]["files"].as_u64().unwrap() > 100,

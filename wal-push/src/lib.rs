@@ -377,8 +377,12 @@ fn verify_existing(
     }
     let whole = repo.store().get(key)?.unwrap_or_default();
     match object::open(key.as_str(), &whole, repo.keys()) {
-        Ok(_) => Ok("already-archived"),
-        Err(Error::Denied(_)) => Ok("already-archived"),
+        // PostgreSQL deletes the segment on this answer: the copy found (perhaps linked by a
+        // wal-push killed before its directory fsync) must be durable first.
+        Ok(_) | Err(Error::Denied(_)) => {
+            repo.store().settle(std::slice::from_ref(key))?;
+            Ok("already-archived")
+        }
         Err(e) => {
             note(format!(
                 "{e}; rewriting it from {display}, which has the recorded digest"

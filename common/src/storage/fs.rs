@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -58,7 +59,9 @@ impl FsStore {
         }
         match fs::create_dir(dir) {
             Ok(()) => {
-                give_to_parent_owner(dir).map_err(|e| self.unavailable(dir, e))?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(self.modes().0))
+                    .and_then(|()| give_to_parent_owner(dir))
+                    .map_err(|e| self.unavailable(dir, e))?;
                 sync_dir(parent).map_err(|e| self.unavailable(parent, e))
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -133,6 +136,21 @@ fn give_to_parent_owner(dir: &Path) -> io::Result<()> {
         return Ok(());
     }
     std::os::unix::fs::lchown(dir, Some(parent.uid()), Some(parent.gid()))
+}
+
+/// Run as root, a new repository file gets the owner of its directory, like directories do:
+/// the archiver, running as `postgres`, reads the root document and WAL that a root cron job
+/// may have written first.
+fn give_file_to_dir_owner(file: &File, dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !running_as_root() {
+        return Ok(());
+    }
+    let owner = fs::metadata(dir)?;
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
 }
 
 /// fsync a directory so that entries created or renamed in it are durable.
@@ -520,8 +538,24 @@ impl FsStore {
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&dir)?;
         let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
+        tmp.file
+            .set_permissions(fs::Permissions::from_mode(self.modes().1))
+            .and_then(|()| give_file_to_dir_owner(&tmp.file, &dir))
+            .map_err(|e| self.unavailable(&dir, e))?;
         tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
         Ok((tmp, target))
+    }
+
+    /// Modes of what the repository holds, whatever the umask of the cron job or archiver
+    /// writing (chunks are the database's rows): private to the owner, or readable by the
+    /// group when the repository's directory is (a shared backup group). Directories, files.
+    fn modes(&self) -> (u32, u32) {
+        let group = fs::metadata(&self.root).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
+        if group {
+            (0o750, 0o640)
+        } else {
+            (0o700, 0o600)
+        }
     }
 
     /// "Not found" is only a positive answer if the repository directory itself exists: a

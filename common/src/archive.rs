@@ -236,45 +236,83 @@ impl ArchiveIndex {
     /// timeline's newest, along that timeline's history. A gap seen from several timelines
     /// is reported once, on the timeline it belongs to.
     pub fn gaps(&self) -> Vec<Gap> {
-        let mut missing: BTreeSet<(u32, u64)> = BTreeSet::new();
+        // Runs of missing segments as (owner timeline, first, last). Only stored segments are
+        // visited, never every number in between: a planted `…FFFFFFFF000000FF` must not
+        // turn this into 2^40 steps.
+        let mut runs: BTreeSet<(u32, u64, u64)> = BTreeSet::new();
         for (tli, segs) in &self.segments {
             let Some(&end) = segs.keys().next_back() else {
                 continue;
             };
             let path = self.path(*tli);
-            let Some(start) = path
+            let mut found: Vec<u64> = path
                 .iter()
-                .filter_map(|(t, _)| self.segments.get(t)?.keys().next().copied())
-                .min()
-            else {
+                .filter_map(|(t, _)| self.segments.get(t))
+                .flat_map(|s| s.range(..=end).map(|(n, _)| *n))
+                .filter(|n| self.find(&path, *n).is_some())
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            let Some(&start) = found.first() else {
                 continue;
             };
-            for segno in start..=end {
-                if self.find(&path, segno).is_none() {
-                    missing.insert((Self::owner(&path, segno), segno));
+            let mut next = start;
+            for f in found
+                .into_iter()
+                .chain(std::iter::once(end.saturating_add(1)))
+            {
+                if f > next {
+                    self.split_by_owner(&path, next, f - 1, &mut runs);
                 }
+                next = next.max(f.saturating_add(1));
             }
         }
         let mut gaps: Vec<Gap> = Vec::new();
-        for (tli, segno) in missing {
+        for (tli, first, last) in runs {
             match gaps.last_mut() {
-                Some(g) if g.timeline == tli && g.first_segno + g.segments == segno => {
-                    g.segments += 1;
-                    g.last = WalFileName::segment(TimelineId(tli), segno, self.seg_size);
+                Some(g) if g.timeline == tli && g.first_segno + g.segments >= first => {
+                    let end = (g.first_segno + g.segments - 1).max(last);
+                    g.segments = end - g.first_segno + 1;
+                    g.last = WalFileName::segment(TimelineId(tli), end, self.seg_size);
                 }
-                _ => {
-                    let name = WalFileName::segment(TimelineId(tli), segno, self.seg_size);
-                    gaps.push(Gap {
-                        timeline: tli,
-                        first: name,
-                        last: name,
-                        segments: 1,
-                        first_segno: segno,
-                    })
-                }
+                _ => gaps.push(Gap {
+                    timeline: tli,
+                    first: WalFileName::segment(TimelineId(tli), first, self.seg_size),
+                    last: WalFileName::segment(TimelineId(tli), last, self.seg_size),
+                    segments: last - first + 1,
+                    first_segno: first,
+                }),
             }
         }
         gaps
+    }
+
+    /// Records the missing segments `first..=last` in runs, each on the timeline of `path`
+    /// it belongs to (the owner changes only where a timeline of the path begins).
+    fn split_by_owner(
+        &self,
+        path: &[(u32, u64)],
+        first: u64,
+        last: u64,
+        runs: &mut BTreeSet<(u32, u64, u64)>,
+    ) {
+        let mut cuts: Vec<u64> = path
+            .iter()
+            .map(|(_, begin)| *begin)
+            .filter(|b| *b > first && *b <= last)
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut from = first;
+        for cut in cuts
+            .into_iter()
+            .chain(std::iter::once(last.saturating_add(1)))
+        {
+            if cut > from {
+                runs.insert((Self::owner(path, from), from, cut - 1));
+                from = cut;
+            }
+        }
     }
 
     /// Whether recovery of a backup taken on `tli` that ended at `stop` can follow `target`:
@@ -409,6 +447,42 @@ mod tests {
         assert_eq!(gaps[0].first.to_string(), "000000010000000000000003");
         assert_eq!(gaps[0].last.to_string(), "000000010000000000000005");
         assert_eq!(gaps[0].segments, 3);
+    }
+
+    #[test]
+    fn a_planted_far_segment_is_one_gap_found_at_once() {
+        // `…FFFFFFFF000000FF`: 2^40 segments past the real ones, one run, found in no time.
+        let mut all = segs(1, 1..=3);
+        let far = 0xFFFF_FFFFu64 * 256 + 0xFF;
+        all.extend(segs(1, far..=far));
+        let idx = ArchiveIndex::from_parts(SEG, all, vec![]);
+        let started = std::time::Instant::now();
+        let gaps = idx.gaps();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].first_segno(), 4);
+        assert_eq!(gaps[0].segments, far - 4);
+    }
+
+    #[test]
+    fn a_gap_across_a_switch_is_split_by_owner() {
+        // Timeline 1: 1..=2; timeline 2 begins in 6 and has 8: 3..=5 missing on timeline
+        // 1, 6..=7 on timeline 2.
+        let mut all = segs(1, 1..=2);
+        all.extend(segs(2, 8..=8));
+        let hist = vec![(
+            2,
+            vec![Switch {
+                parent: 1,
+                switch: lsn_of_seg(6),
+            }],
+        )];
+        let gaps = ArchiveIndex::from_parts(SEG, all, hist).gaps();
+        let runs: Vec<(u32, u64, u64)> = gaps
+            .iter()
+            .map(|g| (g.timeline, g.first_segno(), g.segments))
+            .collect();
+        assert_eq!(runs, vec![(1, 3, 3), (2, 6, 2)], "{gaps:?}");
     }
 
     #[test]

@@ -146,6 +146,18 @@ impl Repository {
                 root.format_version
             )));
         }
+        // Every WAL position is computed from the segment size: PostgreSQL's are powers of
+        // two from 1 MiB to 1 GiB (a 0 would divide by zero, anything else mis-name files).
+        let seg = root.wal_segment_size;
+        if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
+            return Err(Error::corrupt(
+                ROOT_KEY,
+                format!(
+                    "WAL segment size {seg} is not one PostgreSQL uses (a power of two from \
+                     1 MiB to 1 GiB)"
+                ),
+            ));
+        }
         self.check_encryption(&root)?;
         Ok(Some(root))
     }
@@ -288,6 +300,25 @@ mod tests {
             repo.read_root().unwrap().unwrap().system_identifier,
             7712125352005778860
         );
+    }
+
+    #[test]
+    fn a_root_with_an_impossible_segment_size_is_refused() {
+        for bad in [0u64, 3 << 20, 512 << 10, 2 << 30] {
+            let repo = Repository::new(Box::new(MemoryStore::default()));
+            let doc = format!(
+                "{{\"format_version\":1,\"system_identifier\":\"7\",\"wal_segment_size\":{bad},\"pg_major\":15,\"created_at\":\"x\",\"created_by\":\"x\"}}"
+            );
+            repo.store()
+                .put(&Repository::root_key(), doc.as_bytes(), PutMode::CreateNew)
+                .unwrap();
+            let e = repo.read_root().unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("WAL segment size {bad} ")),
+                "{e}"
+            );
+            assert_eq!(e.code(), crate::error::EXIT_CORRUPT);
+        }
     }
 
     #[test]

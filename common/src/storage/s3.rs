@@ -506,6 +506,7 @@ impl Store for S3Store {
         };
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         loop {
             let sign = || {
                 let mut a: ListObjectsV2 = self.bucket.list_objects_v2(self.creds());
@@ -552,9 +553,18 @@ impl Store for S3Store {
                     });
                 }
             }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            // Retention deletes what no listed manifest names: a listing must be provably
+            // complete, and a store that repeats itself must not loop forever.
+            let incomplete = |why: &str| {
+                Error::Unavailable(format!(
+                    "listing of {} {why}: it cannot be proved complete",
+                    self.display_key(prefix)
+                ))
+            };
+            match next_token(page.is_truncated, page.next_continuation_token, &mut seen) {
+                Ok(Some(t)) => token = Some(t),
+                Ok(None) => break,
+                Err(why) => return Err(incomplete(why)),
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -593,6 +603,8 @@ struct ListPage {
     contents: Vec<ListEntry>,
     #[serde(rename = "NextContinuationToken")]
     next_continuation_token: Option<String>,
+    #[serde(rename = "IsTruncated")]
+    is_truncated: Option<bool>,
 }
 
 #[derive(serde::Deserialize)]
@@ -639,6 +651,28 @@ fn xml_field(body: &[u8], name: &str) -> Option<String> {
     Some(s[start..end].to_string())
 }
 
+/// After a listing page: the continuation token of the next page, or `None` at the end; an
+/// error when the page does not prove where the listing stands (no `IsTruncated`, a
+/// truncated page without a token, a token seen before).
+fn next_token(
+    truncated: Option<bool>,
+    token: Option<String>,
+    seen: &mut std::collections::HashSet<String>,
+) -> std::result::Result<Option<String>, &'static str> {
+    match (truncated, token) {
+        (Some(false), _) => Ok(None),
+        (Some(true), Some(t)) if !t.is_empty() => {
+            if seen.insert(t.clone()) {
+                Ok(Some(t))
+            } else {
+                Err("repeats a continuation token")
+            }
+        }
+        (Some(true), _) => Err("is truncated but gives no continuation token"),
+        (None, _) => Err("does not say whether it is truncated"),
+    }
+}
+
 fn s3_error_summary(body: &[u8]) -> String {
     match (xml_field(body, "Code"), xml_field(body, "Message")) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
@@ -672,6 +706,19 @@ mod tests {
         let empty: ListPage =
             quick_xml::de::from_str("<ListBucketResult><Name>b</Name></ListBucketResult>").unwrap();
         assert!(empty.contents.is_empty());
+    }
+
+    #[test]
+    fn a_listing_must_prove_it_is_complete() {
+        let mut seen = std::collections::HashSet::new();
+        let tok = |s: &str| Some(s.to_string());
+        assert_eq!(next_token(Some(true), tok("a"), &mut seen), Ok(tok("a")));
+        assert_eq!(next_token(Some(true), tok("b"), &mut seen), Ok(tok("b")));
+        assert!(next_token(Some(true), tok("a"), &mut seen).is_err());
+        assert!(next_token(Some(true), None, &mut seen).is_err());
+        assert!(next_token(Some(true), tok(""), &mut seen).is_err());
+        assert!(next_token(None, None, &mut seen).is_err());
+        assert_eq!(next_token(Some(false), tok("c"), &mut seen), Ok(None));
     }
 
     #[test]

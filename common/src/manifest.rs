@@ -244,6 +244,8 @@ impl Repository {
     }
 
     pub fn read_manifest(&self, id: &BackupId) -> Result<BackupManifest> {
+        /// The most WAL one backup's start and stop may span (a million 16 MiB segments).
+        const MAX_BACKUP_WAL: u64 = 1 << 44;
         let key = id.manifest_key();
         let stored = self.store().get(&key)?.ok_or_else(|| Error::NotFound {
             key: format!("backup {id} ({key} in {})", self.location()),
@@ -265,6 +267,18 @@ impl Repository {
             return Err(Error::corrupt(
                 &key,
                 format!("names backup {} inside", m.backup_id),
+            ));
+        }
+        // Every WAL segment from start to stop is listed and looked for: a planted range
+        // of 2^64 bytes must not become a 2^40-element list.
+        let span = m.stop_lsn.0.checked_sub(m.start_lsn.0);
+        if span.is_none_or(|s| s > MAX_BACKUP_WAL) {
+            return Err(Error::corrupt(
+                &key,
+                format!(
+                    "backup {id} claims WAL from {} to {}: not an ordered range of at most 16 TiB",
+                    m.start_lsn, m.stop_lsn
+                ),
             ));
         }
         // A restore (as root) must never be told to write outside its directories.
@@ -382,5 +396,27 @@ mod tests {
         );
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<BackupManifest>(&json).unwrap(), m);
+
+        // Stored and read back; then with an impossible WAL range, refused as corrupt.
+        let repo = Repository::new(Box::new(crate::storage::memory::MemoryStore::default()));
+        let put = |m: &BackupManifest| {
+            let sealed = repo.seal_manifest(m).unwrap();
+            repo.store()
+                .put(&m.backup_id.manifest_key(), &sealed, PutMode::Overwrite)
+                .unwrap();
+        };
+        put(&m);
+        assert_eq!(
+            repo.read_manifest(&m.backup_id).unwrap().stop_lsn,
+            m.stop_lsn
+        );
+        for (start, stop) in [("0/4000000", "0/2000028"), ("0/0", "FFFFFFFF/FFFFFFFF")] {
+            let mut bad = m.clone();
+            bad.start_lsn = start.parse().unwrap();
+            bad.stop_lsn = stop.parse().unwrap();
+            put(&bad);
+            let e = repo.read_manifest(&m.backup_id).unwrap_err();
+            assert!(e.to_string().contains("not an ordered range"), "{e}");
+        }
     }
 }

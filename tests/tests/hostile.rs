@@ -136,6 +136,26 @@ fn crafted_manifests(encrypted: bool) {
         assert_eq!(fs::read_dir(&work).unwrap().count(), 0, "{out}");
     }
 
+    // Chosen without --backup, a newer backup whose manifest is planted is skipped, named,
+    // and the older one restores.
+    plant(&writer, &original);
+    std::thread::sleep(Duration::from_millis(1100)); // backup ids are per second
+    let newer = s.backup()["backup_id"].as_str().unwrap().to_string();
+    let mut m = repo_of(&reader)
+        .read_manifest(&newer.parse().unwrap())
+        .unwrap();
+    m.entries.push(file("../outside", 0o600));
+    plant(&writer, &m);
+    let out = tool("bb-restore", &["--pgdata", target.to_str().unwrap()]);
+    out.assert_ok()
+        .stderr_has(&format!("skipping backup {newer}"));
+    assert!(
+        out.stdout.contains(&format!("\"backup_id\":\"{id}\"")),
+        "{out}"
+    );
+    assert!(!outside.exists());
+    fs::remove_dir_all(&target).unwrap();
+
     // A backup without its control file does not start: not "restorable", refused.
     let mut m = original.clone();
     m.entries.retain(|e| e.path() != "global/pg_control");

@@ -30,11 +30,24 @@ pub(super) fn choose_backup(
             key: format!("any backup in {}", repo.location()),
         });
     }
+    let mut unusable = None;
     for id in ids.iter().rev() {
-        let m = repo.read_manifest(id)?;
+        // One damaged or planted manifest must not stop the restore of the others.
+        let m = match repo.read_manifest(id) {
+            Ok(m) => m,
+            Err(e @ Error::Corrupt { .. }) => {
+                note(format!("skipping backup {id}, which can't be used: {e}"));
+                unusable.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if precedes(&m, target) {
             return Ok(m);
         }
+    }
+    if let Some(e) = unusable {
+        return Err(e);
     }
     Err(Error::Usage(format!(
         "no backup ends before the target ({}): the oldest, {}, is not early enough",

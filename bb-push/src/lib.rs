@@ -300,8 +300,8 @@ fn publish(
             chunks,
             new_chunks: writer.new_chunks.load(Ordering::Relaxed),
             new_stored_bytes: writer.new_stored_bytes.load(Ordering::Relaxed),
-            seconds: (seconds * 1000.0).round() / 1000.0,
-            mb_per_s: ((bytes as f64 / 1e6 / seconds.max(1e-9)) * 10.0).round() / 10.0,
+            seconds: pitrkit::measure::round(seconds, 3),
+            mb_per_s: pitrkit::measure::mb_per_s(bytes, seconds),
         },
     };
     let manifest_bytes = repo.write_manifest(&m)?;

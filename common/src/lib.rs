@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod lock;
 pub mod manifest;
+pub mod measure;
 pub mod object;
 pub mod parallel;
 pub mod postgres;

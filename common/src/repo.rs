@@ -162,6 +162,18 @@ impl Repository {
         Ok(Some(root))
     }
 
+    /// The root document of a repository that must exist already (everything but a
+    /// writer's first push): its absence means a wrong bucket, prefix or directory.
+    pub fn require_root(&self) -> Result<RepoRoot> {
+        self.read_root()?.ok_or_else(|| {
+            Error::Conflict(format!(
+                "{} is not a pitrkit repository (no pitrkit.json): wrong bucket, prefix or \
+                 directory?",
+                self.location()
+            ))
+        })
+    }
+
     /// A tool must never store plaintext into an encrypted repository, nor mix encrypted
     /// objects into a plain one: the root decides, and the keys configured must agree.
     fn check_encryption(&self, root: &RepoRoot) -> Result<()> {

@@ -145,12 +145,7 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
     if policy.retain_full == Some(0) {
         return Err(Error::Usage("--retain-full must be at least 1".into()));
     }
-    let root = repo.read_root()?.ok_or_else(|| {
-        Error::Conflict(format!(
-            "{} is not a pitrkit repository (no pitrkit.json)",
-            repo.location()
-        ))
-    })?;
+    let root = repo.require_root()?;
     let seg_size = root.wal_segment_size;
     let ids = repo.list_backups()?;
     let marks = repo.keep_marks()?;

@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
+use pitrkit::measure::seconds;
 use pitrkit::restore::{self, ArchiveMode, Existing, RestoreOptions, Signal};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
@@ -557,10 +558,6 @@ fn one_line(sql: &str) -> String {
         Some((at, _)) => format!("{}…", &flat[..at]),
         None => flat,
     }
-}
-
-fn seconds(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

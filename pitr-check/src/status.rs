@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use pitrkit::archive::{ArchiveIndex, Gap};
 use pitrkit::chunk::{self, ChunkId};
-use pitrkit::error::{Error, Result};
+use pitrkit::error::Result;
 use pitrkit::manifest::{BackupId, BackupManifest};
 use pitrkit::repo::{RepoRoot, Repository};
 use pitrkit::retention::KeepMark;
@@ -41,12 +41,7 @@ pub struct Inventory {
 impl Inventory {
     pub fn load(settings: &Settings) -> Result<Self> {
         let repo = settings.open_repo()?;
-        let root = repo.read_root()?.ok_or_else(|| {
-            Error::Conflict(format!(
-                "{} is not a pitrkit repository (no pitrkit.json): is --repo right?",
-                repo.location()
-            ))
-        })?;
+        let root = repo.require_root()?;
         let index = ArchiveIndex::load(&repo, root.wal_segment_size)?;
         let backups = repo
             .list_backups()?

@@ -205,7 +205,7 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         verdict,
         objects_checked: objects.len() as u64,
         bytes_checked: bytes.load(Ordering::Relaxed),
-        seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        seconds: pitrkit::measure::seconds(started.elapsed()),
         keys: by_key.into_inner().unwrap_or_else(|p| p.into_inner()),
         problems,
     };

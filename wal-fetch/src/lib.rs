@@ -263,31 +263,27 @@ fn fetch_into(
 /// than promote early (retention racing a restore, a lost object). A standby asks again
 /// whatever the answer (see `runner`), so it skips the listing.
 fn not_found(repo: &Repository, name: &WalFileName, key: &str, holes: bool) -> Error {
-    match repo.read_root() {
-        Ok(Some(_)) => {
-            let standby = Path::new("standby.signal").exists();
-            if let (WalFileName::Segment { .. }, false, true) = (name, standby, holes) {
-                match later_segment(repo, name) {
-                    Ok(Some(later)) => {
-                        return Error::Conflict(format!(
-                            "{name} is missing from {} although timeline {} goes on with {later}:                              a hole in the archive, so recovery stops here instead of ending                              early (put the segment back, or restore to a target before it)",
-                            repo.location(),
-                            name.timeline()
-                        ));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return e,
-                }
+    if let Err(e) = repo.require_root() {
+        return e;
+    }
+    let standby = Path::new("standby.signal").exists();
+    if let (WalFileName::Segment { .. }, false, true) = (name, standby, holes) {
+        match later_segment(repo, name) {
+            Ok(Some(later)) => {
+                return Error::Conflict(format!(
+                    "{name} is missing from {} although timeline {} goes on with {later}: \
+                     a hole in the archive, so recovery stops here instead of ending \
+                     early (put the segment back, or restore to a target before it)",
+                    repo.location(),
+                    name.timeline()
+                ));
             }
-            Error::NotFound {
-                key: format!("{name} ({key} in {})", repo.location()),
-            }
+            Ok(None) => {}
+            Err(e) => return e,
         }
-        Ok(None) => Error::Conflict(format!(
-            "{} is not a pitrkit repository (no pitrkit.json): wrong bucket, prefix or directory?",
-            repo.location()
-        )),
-        Err(e) => e,
+    }
+    Error::NotFound {
+        key: format!("{name} ({key} in {})", repo.location()),
     }
 }
 

@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(ahead) = &ahead
         && let Some(mut report) = ahead.take(&name, &cli.path)?
     {
-        report.seconds = (started.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+        report.seconds = pitrkit::measure::round(started.elapsed().as_secs_f64(), 4);
         if settings.verbose {
             note(format!(
                 "{name}: pushed ahead earlier, record matches the file"
@@ -149,7 +149,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     let (mut report, _) = mine?;
-    report.seconds = (started.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+    report.seconds = pitrkit::measure::round(started.elapsed().as_secs_f64(), 4);
     print_report(&report)
 }
 
@@ -263,7 +263,7 @@ fn push_one(
         bytes: envelope.plain_len,
         stored_bytes: stored.len() as u64,
         digest: envelope.digest.to_string(),
-        seconds: (started.elapsed().as_secs_f64() * 1e4).round() / 1e4,
+        seconds: pitrkit::measure::round(started.elapsed().as_secs_f64(), 4),
         status: status.into(),
     };
     Ok((report, hash))

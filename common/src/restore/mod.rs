@@ -115,12 +115,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
     let started = Instant::now();
     let target = &opts.target;
     let repo = settings.open_repo()?;
-    let root = repo.read_root()?.ok_or_else(|| {
-        Error::Conflict(format!(
-            "{} is not a pitrkit repository (no pitrkit.json)",
-            repo.location()
-        ))
-    })?;
+    let root = repo.require_root()?;
     let chosen = choose_backup(&repo, opts.backup.as_ref(), target)?;
     // Registered before the archive is checked: an expire that starts later keeps what
     // this restore needs, and one already running is waited for, then the backup re-read.
@@ -211,8 +206,8 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
         files: manifest.totals.files,
         bytes: manifest.totals.bytes,
         bytes_fetched: fetched,
-        seconds: (seconds * 1000.0).round() / 1000.0,
-        mb_per_s: ((manifest.totals.bytes as f64 / 1e6 / seconds.max(1e-9)) * 10.0).round() / 10.0,
+        seconds: crate::measure::round(seconds, 3),
+        mb_per_s: crate::measure::mb_per_s(manifest.totals.bytes, seconds),
         recovery_settings: recovery
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))

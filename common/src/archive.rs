@@ -114,8 +114,12 @@ impl ArchiveIndex {
                 }
                 WalFileName::History { tli } => {
                     if let Some(stored) = repo.store().get(&info.key)? {
-                        let (text, _) =
-                            crate::object::open(info.key.as_str(), &stored, repo.keys())?;
+                        let (text, _) = crate::object::open(
+                            info.key.as_str(),
+                            &stored,
+                            repo.keys(),
+                            crate::object::limit::SMALL,
+                        )?;
                         index
                             .histories
                             .insert(tli.0, parse_history(&String::from_utf8_lossy(&text)));

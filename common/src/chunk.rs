@@ -347,7 +347,7 @@ fn read_object(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<(Stored, 
 
 fn parse_object(keys: &Keys, id: &ChunkId, stored: &[u8]) -> Result<(Stored, Digester)> {
     let key = id.key();
-    let (plain, env) = object::open(key.as_str(), stored, keys)?;
+    let (plain, env) = object::open(key.as_str(), stored, keys, object::limit::CHUNK)?;
     // open() succeeded, so the key that sealed it is known.
     let digester = keys.digester_for(env.key).unwrap_or(Digester::Sha256);
     if env.digest.0 == id.0 {
@@ -484,6 +484,7 @@ mod tests {
             base_key.as_str(),
             &store.get(&base_key).unwrap().unwrap(),
             &keys,
+            object::limit::CHUNK,
         )
         .unwrap();
         let mut other = plain.clone();

@@ -250,7 +250,8 @@ impl Repository {
         let stored = self.store().get(&key)?.ok_or_else(|| Error::NotFound {
             key: format!("backup {id} ({key} in {})", self.location()),
         })?;
-        let (json, env) = object::open(key.as_str(), &stored, self.keys())?;
+        let (json, env) =
+            object::open(key.as_str(), &stored, self.keys(), object::limit::MANIFEST)?;
         let mut m: BackupManifest = serde_json::from_slice(&json).map_err(|e| {
             Error::corrupt(
                 &key,

@@ -370,10 +370,25 @@ impl Compressor {
     }
 }
 
+/// The most plain bytes an object of each kind may claim, checked before anything is
+/// decompressed into memory: a zstd frame of 100 KB can inflate to gigabytes, and restores
+/// open many objects at once.
+pub mod limit {
+    /// A backup chunk (1 MiB today), or a page delta of one.
+    pub const CHUNK: u64 = 64 << 20;
+    /// A WAL segment: PostgreSQL's largest segment size.
+    pub const WAL: u64 = 1 << 30;
+    /// A backup manifest (about 100 bytes per file and 70 per chunk).
+    pub const MANIFEST: u64 = 1 << 30;
+    /// A timeline history, a `.backup` file, a keep mark or a lock.
+    pub const SMALL: u64 = 16 << 20;
+}
+
 /// Recovers and verifies the plain content of a stored object: the length and sha256 must
-/// match the envelope before any byte is handed to the caller.
-pub fn open(key: &str, stored: &[u8], keys: &Keys) -> Result<(Vec<u8>, Envelope)> {
-    decompress(key, stored, keys)
+/// match the envelope before any byte is handed to the caller. An envelope that claims more
+/// than `max` bytes (see [`limit`]) is refused unread.
+pub fn open(key: &str, stored: &[u8], keys: &Keys, max: u64) -> Result<(Vec<u8>, Envelope)> {
+    decompress(key, stored, keys, max)
 }
 
 /// The payload after the envelope, unsealed. In an encrypted repository (the tool holds
@@ -523,8 +538,17 @@ fn verify(key: &str, env: &Envelope, got: Sha256Sum) -> Result<()> {
     Ok(())
 }
 
-fn decompress(key: &str, stored: &[u8], keys: &Keys) -> Result<(Vec<u8>, Envelope)> {
+fn decompress(key: &str, stored: &[u8], keys: &Keys, max: u64) -> Result<(Vec<u8>, Envelope)> {
     let env = Envelope::decode(key, stored)?;
+    if env.plain_len > max {
+        return Err(Error::corrupt(
+            key,
+            format!(
+                "claims {} bytes, more than an object of its kind holds ({max})",
+                env.plain_len
+            ),
+        ));
+    }
     let digester = digester(key, &env, keys)?;
     let payload = payload(key, stored, &env, keys)?;
     let payload = &payload[..];
@@ -575,7 +599,7 @@ mod tests {
                 .unwrap();
             assert_eq!(env.plain_len, plain.len() as u64);
             assert_eq!(env.digest, Sha256Sum::of(&plain));
-            let (back, env2) = open("k", &stored, &Keys::none()).unwrap();
+            let (back, env2) = open("k", &stored, &Keys::none(), limit::WAL).unwrap();
             assert_eq!(back, plain);
             assert_eq!(env, env2);
             if c.level > 0 {
@@ -610,7 +634,10 @@ mod tests {
                     .unwrap();
                 assert_eq!(env.plain_len, len as u64);
                 assert_eq!(env.digest, Sha256Sum::of(plain));
-                assert_eq!(open("k", &stored, &Keys::none()).unwrap().0, plain);
+                assert_eq!(
+                    open("k", &stored, &Keys::none(), limit::WAL).unwrap().0,
+                    plain
+                );
                 assert_eq!(zstd::stream::decode_all(&stored[..]).unwrap(), plain);
                 // Count the frames after the envelope: one per started piece, at least one.
                 let mut rest = &stored[ENVELOPE_LEN..];
@@ -650,7 +677,10 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(env.digest, Sha256Sum::of(&plain));
-            assert_eq!(open("k", &stored, &Keys::none()).unwrap().0, plain);
+            assert_eq!(
+                open("k", &stored, &Keys::none(), limit::WAL).unwrap().0,
+                plain
+            );
             let mut out = Vec::new();
             assert_eq!(open_to("k", &stored, &mut out, &Keys::none()).unwrap(), env);
             assert_eq!(out, plain);
@@ -692,21 +722,23 @@ mod tests {
             assert!(env.key.is_some());
             assert!(!stored.windows(8).any(|w| w == b"customer"));
             assert_eq!(env.digest.0, reader.digester().of(&plain));
-            let (back, _) = open("k", &stored, &reader).unwrap();
+            let (back, _) = open("k", &stored, &reader, limit::WAL).unwrap();
             assert_eq!(back, plain);
             let mut out = Vec::new();
             open_to("k", &stored, &mut out, &reader).unwrap();
             assert_eq!(out, plain);
             // Without keys: refused as a missing credential, not read as garbage.
             assert_eq!(
-                open("k", &stored, &Keys::none()).unwrap_err().code(),
+                open("k", &stored, &Keys::none(), limit::WAL)
+                    .unwrap_err()
+                    .code(),
                 crate::error::EXIT_DENIED
             );
             for at in [40, ENVELOPE_LEN + 2, stored.len() - 2] {
                 let mut bad = stored.clone();
                 bad[at] ^= 0x10;
                 assert_eq!(
-                    open("k", &bad, &reader).unwrap_err().code(),
+                    open("k", &bad, &reader, limit::WAL).unwrap_err().code(),
                     crate::error::EXIT_CORRUPT,
                     "byte {at}"
                 );
@@ -716,12 +748,12 @@ mod tests {
         let (meta, _) = c
             .seal_reader(&mut &plain[..], 0, &writer, Class::Metadata)
             .unwrap();
-        assert_eq!(open("k", &meta, &writer).unwrap().0, plain);
+        assert_eq!(open("k", &meta, &writer, limit::WAL).unwrap().0, plain);
         let (data, _) = c
             .seal_reader(&mut &plain[..], 0, &writer, Class::Data)
             .unwrap();
         assert_eq!(
-            open("k", &data, &writer).unwrap_err().code(),
+            open("k", &data, &writer, limit::WAL).unwrap_err().code(),
             crate::error::EXIT_DENIED
         );
         // A plain object in an encrypted repository is refused.
@@ -729,7 +761,9 @@ mod tests {
             .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
             .unwrap();
         assert_eq!(
-            open("k", &plain_obj, &reader).unwrap_err().code(),
+            open("k", &plain_obj, &reader, limit::WAL)
+                .unwrap_err()
+                .code(),
             crate::error::EXIT_CORRUPT
         );
     }
@@ -746,9 +780,35 @@ mod tests {
         for at in [0, 20, 40, ENVELOPE_LEN + 3, stored.len() - 1] {
             let mut bad = stored.clone();
             bad[at] ^= 0x40;
-            let e = open("wal/x", &bad, &Keys::none()).unwrap_err();
+            let e = open("wal/x", &bad, &Keys::none(), limit::WAL).unwrap_err();
             assert_eq!(e.code(), crate::error::EXIT_CORRUPT, "byte {at}: {e}");
         }
-        assert!(open("k", &stored[..stored.len() - 5], &Keys::none()).is_err());
+        assert!(open("k", &stored[..stored.len() - 5], &Keys::none(), limit::WAL).is_err());
+    }
+
+    #[test]
+    fn a_bomb_is_refused_by_its_kind_before_it_inflates() {
+        // 128 MiB of zeros seal into a few KB; as a chunk it claims more than a chunk holds.
+        let zeros = vec![0u8; 128 << 20];
+        let (stored, _) = Compressor {
+            level: 1,
+            workers: 0,
+        }
+        .seal_reader(&mut &zeros[..], 0, &Keys::none(), Class::Data)
+        .unwrap();
+        assert!(stored.len() < 1 << 20, "{}", stored.len());
+        let e = open("chunks/ab/x.zst", &stored, &Keys::none(), limit::CHUNK).unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_CORRUPT);
+        assert!(
+            e.to_string().contains("more than an object of its kind"),
+            "{e}"
+        );
+        assert_eq!(
+            open("wal/x", &stored, &Keys::none(), limit::WAL)
+                .unwrap()
+                .0
+                .len(),
+            128 << 20
+        );
     }
 }

@@ -202,7 +202,7 @@ fn fetch(repo: &Repository, name: &WalFileName, dest: &Path, holes: bool) -> Res
     if dest.as_os_str() == "-" {
         let (key, stored) = get(repo, name, holes)?;
         // Nothing unverified may reach a pipe: verify first, then write.
-        let (plain, _) = object::open(key.as_str(), &stored, repo.keys())?;
+        let (plain, _) = object::open(key.as_str(), &stored, repo.keys(), object::limit::WAL)?;
         let mut out = std::io::stdout().lock();
         out.write_all(&plain)
             .and_then(|()| out.flush())

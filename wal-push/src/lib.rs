@@ -376,7 +376,7 @@ fn verify_existing(
         return Err(conflict(key.as_str(), display, &theirs, ours));
     }
     let whole = repo.store().get(key)?.unwrap_or_default();
-    match object::open(key.as_str(), &whole, repo.keys()) {
+    match object::open(key.as_str(), &whole, repo.keys(), object::limit::WAL) {
         // PostgreSQL deletes the segment on this answer: the copy found (perhaps linked by a
         // wal-push killed before its directory fsync) must be durable first.
         Ok(_) | Err(Error::Denied(_)) => {

@@ -430,6 +430,22 @@ fn rebuild(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn deltas_from_arbitrary_bytes_never_panic(
+            mut b in proptest::collection::vec(any::<u8>(), 0..600),
+            magic in any::<bool>(),
+        ) {
+            if magic && b.len() >= 8 {
+                b[..8].copy_from_slice(DELTA_MAGIC);
+            }
+            let key = ObjectKey::new("chunks/ab/x.zst").unwrap();
+            let _ = parse_delta(&key, &b);
+        }
+    }
+
     use super::*;
     use crate::storage::memory::MemoryStore;
 

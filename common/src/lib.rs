@@ -24,3 +24,6 @@ pub mod target;
 pub mod wal;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod proptests;

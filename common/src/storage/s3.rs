@@ -683,6 +683,19 @@ fn s3_error_summary(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn store_replies_never_panic(body in "\\PC{0,300}", wrapped in "[a-zA-Z<>/ ]{0,80}") {
+            let xml = format!("<ListBucketResult>{wrapped}{body}</ListBucketResult>");
+            let _ = quick_xml::de::from_str::<ListPage>(&xml);
+            let _ = quick_xml::de::from_str::<ListPage>(&body);
+            let _ = s3_error_summary(body.as_bytes());
+            let _ = xml_field(xml.as_bytes(), "Code");
+        }
+    }
+
     use super::*;
 
     #[test]

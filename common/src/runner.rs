@@ -31,8 +31,40 @@ pub fn main<C: clap::Parser>(
     role: Role,
     run: impl FnOnce(C) -> Result<()>,
 ) -> ! {
-    let result = parse::<C>(tool).and_then(run);
+    on_panic(move |e| exit_code(role, Err(e), Path::new("standby.signal")));
+    let result = parse::<C>(tool).and_then(|c| {
+        fault();
+        run(c)
+    });
     std::process::exit(exit_code(role, result, Path::new("standby.signal")))
+}
+
+/// A panic anywhere — any thread, debug or release build (which aborts) — is a bug: it
+/// ends the process with the documented internal-error status (10; 138 as
+/// `restore_command`; UNKNOWN for a check) and a one-line message, instead of the 101 or
+/// SIGABRT the runtime would give.
+fn on_panic(code: impl Fn(Error) -> i32 + Send + Sync + 'static) {
+    std::panic::set_hook(Box::new(move |info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        std::process::exit(code(Error::internal(format!("panic: {what}{at}"))));
+    }));
+}
+
+/// `PITRKIT_FAULT=panic` makes a tool panic once its command line is parsed: how the tests
+/// prove what a bug looks like from outside. Nothing else reads it.
+fn fault() {
+    if std::env::var_os("PITRKIT_FAULT").is_some_and(|v| v == "panic") {
+        panic!("PITRKIT_FAULT=panic");
+    }
 }
 
 /// A monitoring check's finding, in the Nagios plugin convention that Icinga, Sensu and
@@ -54,7 +86,14 @@ pub fn main_check<C: clap::Parser>(
     tool: &'static str,
     run: impl FnOnce(C) -> Result<Verdict>,
 ) -> ! {
-    match parse::<C>(tool).and_then(run) {
+    on_panic(|e| {
+        note(format!("UNKNOWN: {e} (error {})", e.code()));
+        EXIT_UNKNOWN
+    });
+    match parse::<C>(tool).and_then(|c| {
+        fault();
+        run(c)
+    }) {
         Ok(v) => std::process::exit(v as i32),
         Err(Error::LocalIo { source, .. }) if source.kind() == ErrorKind::BrokenPipe => {
             std::process::exit(EXIT_OK)

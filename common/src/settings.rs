@@ -599,7 +599,9 @@ mod tests {
             ]),
         )
         .unwrap();
+        assert!(s.s3_credentials.is_some(), "the credentials were read");
         let shown = format!("{s:?}");
+        assert!(shown.contains("s3_credentials: Some(\"<set>\")"), "{shown}");
         assert!(
             !shown.contains("s3cr3t") && !shown.contains("AKIDX"),
             "{shown}"

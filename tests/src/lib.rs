@@ -249,6 +249,8 @@ pub struct S3Server {
     pub data: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// Whether the log names every request (see [`S3Server::log_requests`]).
+    requests: bool,
 }
 
 pub const S3_KEY: &str = "pitrkit-test-key";
@@ -282,6 +284,7 @@ impl S3Server {
             data,
             child: None,
             log,
+            requests: false,
         };
         s.spawn();
         s
@@ -289,22 +292,24 @@ impl S3Server {
 
     fn spawn(&mut self) {
         let logf = fs::File::create(&self.log).expect("s3 log");
-        let child = Command::new(s3s_fs_bin())
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--access-key",
-                S3_KEY,
-                "--secret-key",
-                S3_SECRET,
-            ])
-            .arg(&self.data)
-            .stdout(logf.try_clone().expect("log"))
-            .stderr(logf)
-            .spawn()
-            .expect("start s3s-fs");
+        let mut c = Command::new(s3s_fs_bin());
+        c.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--access-key",
+            S3_KEY,
+            "--secret-key",
+            S3_SECRET,
+        ])
+        .arg(&self.data)
+        .stdout(logf.try_clone().expect("log"))
+        .stderr(logf);
+        if self.requests {
+            c.env("RUST_LOG", "s3s=debug");
+        }
+        let child = c.spawn().expect("start s3s-fs");
         self.child = Some(child);
         let port = self.port;
         wait_for("s3s-fs to listen", Duration::from_secs(20), || {
@@ -331,6 +336,13 @@ impl S3Server {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Restarts the server logging every request it handles (by S3 operation name), for
+    /// tests that check which requests a tool made.
+    pub fn log_requests(&mut self) {
+        self.requests = true;
+        self.restart();
     }
 
     pub fn log(&self) -> String {

@@ -356,14 +356,21 @@ fn status_6_store_refuses_access() {
     )
     .assert_code(132)
     .stderr_has("not a pitrkit repository");
-    // Flags beat the environment: the right secret from the environment still works.
-    with_env(
-        "wal-fetch",
-        "s3://pitr-test/cluster-a",
-        pitrkit_tests::S3_SECRET,
-        &[&f.segments[0], "-"],
-    )
-    .assert_ok();
+    // Flags beat the environment: the environment names another repository and an
+    // endpoint where nothing listens, the flags the right ones.
+    let mut c = f.sb.tool("wal-fetch");
+    c.env("AWS_ACCESS_KEY_ID", pitrkit_tests::S3_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", pitrkit_tests::S3_SECRET)
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("PITR_REPO", "s3://no-such-bucket/x")
+        .args([
+            "--repo",
+            "s3://pitr-test/cluster-a",
+            "--s3-endpoint",
+            &endpoint,
+        ])
+        .args(["--retries", "2", &f.segments[0], "-"]);
+    run(c).assert_ok();
     assert_eq!(f.repo.snapshot(), before);
 }
 
@@ -426,7 +433,8 @@ fn status_8_local_files() {
 
 #[test]
 fn large_objects_go_up_in_parts() {
-    let f = fixture("multipart", Backend::S3);
+    let mut f = fixture("multipart", Backend::S3);
+    f.repo.s3.as_mut().expect("S3").log_requests();
     let cfg = fs::read_to_string(&f.repo.config).expect("config");
     fs::write(
         &f.repo.config,
@@ -451,6 +459,17 @@ fn large_objects_go_up_in_parts() {
         report["stored_bytes"].as_u64().unwrap_or(0) > 12 << 20,
         "{out}"
     );
+    // 12 MiB and its envelope in 5 MiB parts: three parts, one completed upload.
+    let log = f.repo.log();
+    for n in 1..=3 {
+        assert!(
+            log.contains("UploadPartInput")
+                && log.contains(&format!("part_number: {n}, upload_id")),
+            "part {n} was not uploaded: {log}"
+        );
+    }
+    assert!(!log.contains("part_number: 4, upload_id"), "{log}");
+    assert!(log.contains("CompleteMultipartUploadInput"), "{log}");
     let out = f.fetch(&[&name, "-"]);
     out.assert_ok();
     assert!(out.stdout_bytes == partial, "multipart object differs");
@@ -483,4 +502,31 @@ fn status_9_database_unreachable_and_3_unbackupable_cluster() {
         "{:?}",
         repo.snapshot()
     );
+}
+
+#[test]
+fn status_10_internal_error() {
+    let f = fixture("internal", Backend::Fs);
+    let before = f.repo.snapshot();
+    let dest = f.dest();
+    let faulty = |tool: &str, args: &[&str]| {
+        let mut c = f.sb.tool(tool);
+        c.env("PITRKIT_FAULT", "panic")
+            .args(f.repo.args())
+            .args(args);
+        run(c)
+    };
+    let seg = f.segment_path(0);
+    faulty("wal-push", &[&seg]).assert_code(10).stderr_has(
+        "internal error (a bug in pitrkit, please report it): panic: PITRKIT_FAULT=panic",
+    );
+    // As restore_command, above 125: recovery stops rather than ending early.
+    faulty("wal-fetch", &[&f.segments[0], dest.to_str().unwrap()])
+        .assert_code(138)
+        .stderr_has("internal error");
+    assert!(!dest.exists());
+    faulty("pitr-check", &["status"])
+        .assert_code(3)
+        .stderr_has("UNKNOWN: internal error");
+    assert_eq!(f.repo.snapshot(), before);
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 /// PostgreSQL's server binaries (`PITRKIT_PG_BIN` overrides).
+pub mod proxy;
+
 pub fn pg_bin(tool: &str) -> PathBuf {
     let dir =
         std::env::var("PITRKIT_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());

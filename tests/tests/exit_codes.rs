@@ -530,3 +530,54 @@ fn status_10_internal_error() {
         .stderr_has("UNKNOWN: internal error");
     assert_eq!(f.repo.snapshot(), before);
 }
+
+/// A bucket policy without s3:ListBucket: S3 answers 403 for a missing object. Archiving
+/// still works (the create-only write tells "missing" from "there"), and wal-fetch at the
+/// archive's end stays an error above 125 that names the permission, never "not found".
+#[test]
+fn without_s3_list_bucket_archiving_works_and_the_end_is_an_error() {
+    use pitrkit_tests::proxy::{Misbehaviour, Proxy};
+    let f = fixture("nolist", Backend::S3);
+    let s3 = f.repo.s3.as_ref().expect("s3");
+    let proxy = Proxy::start(s3.port, Misbehaviour::ForbidMissing);
+    let cfg: String = fs::read_to_string(&f.repo.config)
+        .expect("config")
+        .lines()
+        .map(|l| {
+            if l.starts_with("s3_endpoint") {
+                format!("s3_endpoint = '{}'\n", proxy.endpoint())
+            } else if l.starts_with("repo") {
+                "repo = 's3://pitr-test/nolist'\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let cfg_path = f.scratch("nolist.toml", cfg.as_bytes());
+    let tool = |tool: &str, args: &[&str]| {
+        let mut c = f.sb.tool(tool);
+        c.args(["--config", &cfg_path]).args(args);
+        run(c)
+    };
+    // A new repository: the root document and the segment both answer 403 while missing.
+    let out = tool("wal-push", &[&f.segment_path(0)]);
+    out.assert_ok();
+    assert!(out.stdout.contains("\"status\":\"stored\""), "{out}");
+    tool("wal-push", &[&f.segment_path(0)])
+        .assert_ok()
+        .stderr_has("already-archived");
+    tool("wal-push", &[&f.segment_path(1)]).assert_ok();
+    let out = tool("wal-fetch", &[&f.segments[0], "-"]);
+    out.assert_ok();
+    assert!(out.stdout_bytes == fs::read(f.segment_path(0)).expect("segment"));
+    let last = &f.segments[1];
+    let next = format!(
+        "{}{:08X}",
+        &last[..16],
+        u32::from_str_radix(&last[16..], 16).unwrap() + 1
+    );
+    tool("wal-fetch", &[&next, f.dest().to_str().unwrap()])
+        .assert_code(134)
+        .stderr_has("s3:ListBucket");
+    assert!(!f.dest().exists());
+}

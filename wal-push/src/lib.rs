@@ -214,7 +214,12 @@ fn push_one(
     let (sealed, probe) = std::thread::scope(|s| {
         let probe = s.spawn(|| -> Result<_> {
             let root = root.get(repo)?;
-            let existing = repo.store().get_prefix(&key, ENVELOPE_LEN)?;
+            let existing = match repo.store().get_prefix(&key, ENVELOPE_LEN) {
+                // S3 without s3:ListBucket answers 403 for a missing key: find out by the
+                // create-only write below (412 when it exists), then read what is there.
+                Err(Error::Denied(_)) => None,
+                other => other?,
+            };
             Ok((root, existing))
         });
         let slot = sealing.slots.take();
@@ -279,7 +284,12 @@ impl RootOnce {
         let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if cached.is_none() {
             repo.store().create()?;
-            *cached = repo.read_root()?;
+            *cached = match repo.read_root() {
+                // Perhaps missing, on S3 without s3:ListBucket: creating it (create-only)
+                // settles it, and a real refusal fails there.
+                Err(Error::Denied(_)) => None,
+                other => other?,
+            };
         }
         Ok(cached.clone())
     }

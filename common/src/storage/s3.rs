@@ -237,6 +237,10 @@ impl S3Store {
             (403, _) | (401, _) => {
                 let hint = if self.cfg.credentials.is_none() {
                     " (no credentials given: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                } else if what == "download" || what == "read" {
+                    " (check the access key, secret and the bucket policy; without \
+                     s3:ListBucket on the bucket, S3 answers 403 for a missing object too, so \
+                     'missing' can't be told from 'forbidden': grant it)"
                 } else {
                     " (check the access key, secret and the bucket policy)"
                 };

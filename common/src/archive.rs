@@ -88,6 +88,9 @@ pub struct ArchiveIndex {
     pub wal_objects: usize,
     /// Every object under `wal/`, as listed.
     pub objects: Vec<ObjectKey>,
+    /// `.history` objects that could not be read (damaged, planted), with why: a finding
+    /// for the caller to report, while everything else is still indexed.
+    pub unreadable: Vec<(ObjectKey, String)>,
 }
 
 impl ArchiveIndex {
@@ -101,6 +104,7 @@ impl ArchiveIndex {
             wal_bytes: 0,
             wal_objects: 0,
             objects: Vec::new(),
+            unreadable: Vec::new(),
         };
         for (name, info) in repo.list_wal()? {
             index.objects.push(info.key.clone());
@@ -114,15 +118,22 @@ impl ArchiveIndex {
                 }
                 WalFileName::History { tli } => {
                     if let Some(stored) = repo.store().get(&info.key)? {
-                        let (text, _) = crate::object::open(
+                        match crate::object::open(
                             info.key.as_str(),
                             &stored,
                             repo.keys(),
                             crate::object::limit::SMALL,
-                        )?;
-                        index
-                            .histories
-                            .insert(tli.0, parse_history(&String::from_utf8_lossy(&text)));
+                        ) {
+                            Ok((text, _)) => {
+                                index
+                                    .histories
+                                    .insert(tli.0, parse_history(&String::from_utf8_lossy(&text)));
+                            }
+                            Err(e @ crate::error::Error::Corrupt { .. }) => {
+                                index.unreadable.push((info.key.clone(), e.to_string()));
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 _ => index.other_files += 1,
@@ -149,6 +160,7 @@ impl ArchiveIndex {
             wal_bytes: 0,
             wal_objects: 0,
             objects: Vec::new(),
+            unreadable: Vec::new(),
         }
     }
 

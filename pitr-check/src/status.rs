@@ -341,6 +341,15 @@ pub fn build(
     let backups = inv.analyse();
     let seg = inv.root.wal_segment_size;
 
+    // Objects that can't be read are findings; the rest is still checked.
+    for (key, why) in &inv.index.unreadable {
+        flag(
+            Severity::Critical,
+            format!(
+                "timeline history {key} can't be read, so recovery along it can't be planned: {why}"
+            ),
+        );
+    }
     // Gaps, and which backups' windows they end.
     let found = inv.index.gaps();
     let gaps: Vec<GapReport> = found

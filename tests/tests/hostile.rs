@@ -399,3 +399,29 @@ fn s3_settings_from_the_environment_reach_restore_command() {
     r.wait_promoted(Duration::from_secs(120));
     assert_eq!(r.sql("select count(*), max(i) from t"), "301|301");
 }
+
+/// One unreadable object is a finding that names it, not the end of every check: status
+/// still reports the backups and the archive, CRITICAL (2) rather than UNKNOWN (3).
+#[test]
+fn an_unreadable_history_is_a_finding_not_a_failure() {
+    let s = site_with("bad-history", Backend::Fs, "", "");
+    s.primary
+        .sql("create table t as select generate_series(1, 10) i");
+    let id = s.backup()["backup_id"].as_str().unwrap().to_string();
+    s.archive_now();
+    let key = "wal/00000002/00000002.history.zst";
+    let path = s.repo.object_path(key);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, b"not an object at all").unwrap();
+    let out = s.tool("pitr-check", &["status", "--json"]);
+    out.assert_code(2);
+    assert!(
+        out.stdout
+            .contains(&format!("timeline history {key} can't be read")),
+        "{out}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let backup = &report["backups"][0];
+    assert_eq!(backup["backup_id"], id.as_str(), "{report}");
+    assert_eq!(backup["restorable"], true, "{report}");
+}

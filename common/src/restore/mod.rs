@@ -145,6 +145,11 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
         ));
     }
     let index = ArchiveIndex::load(&repo, root.wal_segment_size)?;
+    for (key, why) in &index.unreadable {
+        note(format!(
+            "{key} can't be read ({why}): PostgreSQL stops if recovery needs that timeline"
+        ));
+    }
     let auto_timeline = match &opts.target_timeline {
         None => reachable_timeline(&index, &manifest),
         Some(_) => None,

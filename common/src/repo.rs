@@ -32,6 +32,12 @@ pub struct RepoRoot {
     /// `age-x25519` when every object is encrypted (see `crypto`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
+    /// Whether the store refused a second create-only write of a probe object when the
+    /// repository was made (`If-None-Match: *` on S3). `false`: writers read back what they
+    /// stored, since the store would let a racing writer replace it. Absent in repositories
+    /// made before the probe existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_create: Option<bool>,
 }
 
 /// The value of [`RepoRoot::encryption`] for an encrypted repository.
@@ -200,6 +206,13 @@ impl Repository {
     /// Records which cluster the repository belongs to. When two writers race, the first
     /// root wins and both get it back, so the loser's cluster check still runs against it.
     pub fn init_root(&self, header: &ClusterIdentity) -> Result<RepoRoot> {
+        let honoured = self.probe_conditional_create()?;
+        if !honoured {
+            crate::runner::note(format!(
+                "{} ignores create-only writes (If-None-Match): every write will be read back",
+                self.location()
+            ));
+        }
         let root = RepoRoot {
             format_version: FORMAT_VERSION,
             system_identifier: header.system_identifier,
@@ -211,6 +224,7 @@ impl Repository {
                 .keys
                 .is_enabled()
                 .then(|| ENCRYPTION_SCHEME.to_string()),
+            conditional_create: Some(honoured),
         };
         let mut json = serde_json::to_vec_pretty(&root).map_err(Error::internal)?;
         json.push(b'\n');
@@ -226,6 +240,18 @@ impl Repository {
                 ))
             }),
         }
+    }
+
+    /// Whether the store honours create-only writes: the same probe object created twice
+    /// must be refused the second time. A local directory (a hard link) always does; some
+    /// S3 implementations, and proxies in front of them, drop `If-None-Match`.
+    fn probe_conditional_create(&self) -> Result<bool> {
+        let key = ObjectKey::new(format!("probe/create-only-{:016x}", fastrand::u64(..)))?;
+        self.store.put(&key, b"1", PutMode::CreateNew)?;
+        let second = self.store.put(&key, b"2", PutMode::CreateNew)?;
+        // A host that may not delete leaves the probe behind: harmless.
+        let _ = self.store.delete(&key);
+        Ok(second == PutOutcome::AlreadyExists)
     }
 
     /// Checks that a segment or backup belongs to the cluster this repository archives,

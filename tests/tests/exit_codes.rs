@@ -539,7 +539,7 @@ fn without_s3_list_bucket_archiving_works_and_the_end_is_an_error() {
     use pitrkit_tests::proxy::{Misbehaviour, Proxy};
     let f = fixture("nolist", Backend::S3);
     let s3 = f.repo.s3.as_ref().expect("s3");
-    let proxy = Proxy::start(s3.port, Misbehaviour::ForbidMissing);
+    let proxy = Proxy::start(s3.port, &[Misbehaviour::ForbidMissing]);
     let cfg: String = fs::read_to_string(&f.repo.config)
         .expect("config")
         .lines()
@@ -580,4 +580,70 @@ fn without_s3_list_bucket_archiving_works_and_the_end_is_an_error() {
         .assert_code(134)
         .stderr_has("s3:ListBucket");
     assert!(!f.dest().exists());
+}
+
+/// A store that ignores `If-None-Match: *` is found out when the repository is made and
+/// recorded in its root document; then every create-only write is read back, so two
+/// promoted standbys pushing different `00000002.history` files can't both succeed.
+#[test]
+fn a_store_that_ignores_if_none_match_is_found_out() {
+    use pitrkit_tests::proxy::{Misbehaviour, Proxy};
+    let f = fixture("ifnonematch", Backend::S3);
+    let s3 = f.repo.s3.as_ref().expect("s3");
+    let root = fs::read_to_string(f.repo.object_path("pitrkit.json")).expect("root");
+    assert!(root.contains("\"conditional_create\": true"), "{root}");
+    let via = |name: &str, how: &[Misbehaviour]| {
+        let proxy = Proxy::start(s3.port, how);
+        let cfg: String = fs::read_to_string(&f.repo.config)
+            .expect("config")
+            .lines()
+            .map(|l| {
+                if l.starts_with("s3_endpoint") {
+                    format!("s3_endpoint = '{}'\n", proxy.endpoint())
+                } else if l.starts_with("repo") {
+                    "repo = 's3://pitr-test/ignoring'\n".to_string()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        (proxy, f.scratch(name, cfg.as_bytes()))
+    };
+    let push = |cfg: &str, path: &str| {
+        let mut c = f.sb.tool("wal-push");
+        c.args(["--config", cfg, path]);
+        run(c)
+    };
+    let (_ignoring, cfg) = via("ignoring.toml", &[Misbehaviour::IgnorePreconditions]);
+    push(&cfg, &f.segment_path(0))
+        .assert_ok()
+        .stderr_has("ignores create-only writes");
+    let root = fs::read_to_string(s3.data.join("pitr-test/ignoring/pitrkit.json")).expect("root");
+    assert!(root.contains("\"conditional_create\": false"), "{root}");
+
+    let history = |dir: &str, text: &str| {
+        let d = f.sb.path().join(dir);
+        fs::create_dir_all(&d).expect("dir");
+        let p = d.join("00000002.history");
+        fs::write(&p, text).expect("history");
+        p.display().to_string()
+    };
+    let a = history("standby-a", "1\t0/5000000\tno recovery target specified\n");
+    let b = history("standby-b", "1\t0/6000000\tno recovery target specified\n");
+    push(&cfg, &a).assert_ok();
+    push(&cfg, &b)
+        .assert_code(4)
+        .stderr_has("already exists with different content");
+    // Even when the existence check misses the first standby's file (a read that lags the
+    // write) and the store lets the second write "succeed", the read-back refuses it.
+    let (_stale, cfg) = via(
+        "stale.toml",
+        &[
+            Misbehaviour::IgnorePreconditions,
+            Misbehaviour::StaleFirstRead,
+        ],
+    );
+    push(&cfg, &b)
+        .assert_code(4)
+        .stderr_has("already exists with different content");
 }

@@ -242,13 +242,31 @@ fn push_one(
     }
     let probe = probe.map_err(|_| Error::internal("repository probe thread panicked"))?;
     let (root, existing) = probe?;
-    if let Some(h) = &header {
-        repo.check_cluster(root, &display, &h.into())?;
-    }
+    let root = match &header {
+        Some(h) => Some(repo.check_cluster(root, &display, &h.into())?),
+        None => root,
+    };
+    // On a store that ignores If-None-Match a racing writer's PUT can replace ours (or
+    // ours theirs) without a 412: read back what is there, so one side at least fails. So
+    // too when the root could not be read (a history file pushed first, a lagging read).
+    let read_back = root
+        .as_ref()
+        .is_none_or(|r| r.conditional_create == Some(false));
 
     let status = match existing {
         Some(prefix) => verify_existing(repo, &key, path, &display, &prefix, &envelope, &stored)?,
         None => match repo.store().put(&key, &stored, PutMode::CreateNew)? {
+            PutOutcome::Stored if read_back => {
+                let prefix = repo
+                    .store()
+                    .get_prefix(&key, ENVELOPE_LEN)?
+                    .unwrap_or_default();
+                let theirs = Envelope::decode(key.as_str(), &prefix)?;
+                if theirs.digest != envelope.digest || theirs.plain_len != envelope.plain_len {
+                    return Err(conflict(key.as_str(), &display, &theirs, &envelope));
+                }
+                "stored"
+            }
             PutOutcome::Stored => "stored",
             PutOutcome::AlreadyExists => {
                 // Another wal-push won the race; what matters is whether it stored the same.

@@ -133,7 +133,6 @@ fn forward(
     up.write_all(&body)?;
     let mut reply = Vec::new();
     up.read_to_end(&mut reply)?;
-    let mut reply = reply;
     for m in how {
         reply = match m {
             Misbehaviour::ForbidMissing => forbid_missing(reply),

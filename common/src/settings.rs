@@ -43,7 +43,7 @@ pub struct RepoArgs {
     /// Give up retrying after this long, e.g. 20s [default: 20s]
     #[arg(long, value_name = "DURATION", global = true)]
     pub retry_time: Option<String>,
-    /// Limit on each phase of one store request, e.g. 10s [default: 10s]
+    /// Longest wait for the store to accept or send a byte, e.g. 10s [default: 10s]
     #[arg(long, value_name = "DURATION", global = true)]
     pub timeout: Option<String>,
     /// More detail on stderr

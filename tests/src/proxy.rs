@@ -20,6 +20,8 @@ pub enum Misbehaviour {
     /// The first GET of each object answers 404 NoSuchKey (a store whose reads lag its
     /// writes, as S3 did before 2020 and some S3-compatible stores still do).
     StaleFirstRead,
+    /// Request and reply bodies move at this many bytes per second (a slow link).
+    Throttle(usize),
 }
 
 pub struct Proxy {
@@ -126,8 +128,20 @@ fn forward(
         }
     }
     head.extend_from_slice(b"Connection: close\r\n\r\n");
+    let rate = how.iter().find_map(|m| match m {
+        Misbehaviour::Throttle(r) => Some(*r),
+        _ => None,
+    });
     let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
+    match rate {
+        Some(rate) => {
+            for piece in body.chunks_mut(PIECE) {
+                reader.read_exact(piece)?;
+                thread::sleep(pace(piece.len(), rate));
+            }
+        }
+        None => reader.read_exact(&mut body)?,
+    }
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(&head)?;
     up.write_all(&body)?;
@@ -137,12 +151,28 @@ fn forward(
         reply = match m {
             Misbehaviour::ForbidMissing => forbid_missing(reply),
             Misbehaviour::IgnorePreconditions => ignore_precondition(reply),
-            Misbehaviour::StaleFirstRead => reply,
+            Misbehaviour::StaleFirstRead | Misbehaviour::Throttle(_) => reply,
         };
     }
     let mut client = client;
-    client.write_all(&reply)?;
+    match rate {
+        Some(rate) => {
+            for piece in reply.chunks(PIECE) {
+                client.write_all(piece)?;
+                thread::sleep(pace(piece.len(), rate));
+            }
+        }
+        None => client.write_all(&reply)?,
+    }
     client.flush()
+}
+
+/// Bytes moved between pauses of a throttled body.
+const PIECE: usize = 16 << 10;
+
+/// How long `bytes` take at `rate` bytes per second.
+fn pace(bytes: usize, rate: usize) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(bytes as f64 / rate.max(1) as f64)
 }
 
 /// A 404 NoSuchKey reply rewritten as 403 AccessDenied.

@@ -647,3 +647,44 @@ fn a_store_that_ignores_if_none_match_is_found_out() {
         .assert_code(4)
         .stderr_has("already exists with different content");
 }
+
+/// `timeout` limits waiting, not transferring: a 16 MiB segment crosses a link that needs
+/// four times `timeout` for it, both ways. (The case — 500 KB/s with the default
+/// 10 s — scaled to 4 MB/s with 1 s, to run in seconds.)
+#[test]
+fn a_slow_link_still_transfers_a_whole_segment() {
+    use pitrkit_tests::proxy::{Misbehaviour, Proxy};
+    let f = fixture("slowlink", Backend::S3);
+    let s3 = f.repo.s3.as_ref().expect("s3");
+    let proxy = Proxy::start(s3.port, &[Misbehaviour::Throttle(4_000_000)]);
+    let cfg: String = fs::read_to_string(&f.repo.config)
+        .expect("config")
+        .lines()
+        .map(|l| {
+            if l.starts_with("s3_endpoint") {
+                format!("s3_endpoint = '{}'\n", proxy.endpoint())
+            } else if l.starts_with("repo") {
+                "repo = 's3://pitr-test/slow'\n".to_string()
+            } else if l.starts_with("retries") {
+                // One attempt: a retry must not be what makes it pass.
+                "retries = 1\n".to_string()
+            } else if l.starts_with("timeout") {
+                "timeout = '1s'\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let cfg = f.scratch("slow.toml", cfg.as_bytes());
+    let seg = f.segment_path(0);
+    let mut c = f.sb.tool("wal-push");
+    c.args(["--config", &cfg, "--compress-level", "0", &seg]);
+    let out = run(c);
+    out.assert_ok();
+    assert!(out.stdout.contains("\"stored_bytes\":167772"), "{out}");
+    let mut c = f.sb.tool("wal-fetch");
+    c.args(["--config", &cfg, &f.segments[0], "-"]);
+    let out = run(c);
+    out.assert_ok();
+    assert!(out.stdout_bytes == fs::read(&seg).expect("segment"));
+}

@@ -25,7 +25,8 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// No new attempt starts after this much time since the first.
     pub max_elapsed: Duration,
-    /// Limit on each phase of one attempt (connect, send, wait for the response, receive).
+    /// The longest one attempt waits for the store: to connect, for each read and write of a
+    /// body, and for a reply (longer after a large upload, see `send_once`).
     pub timeout: Duration,
 }
 
@@ -106,14 +107,19 @@ impl S3Store {
             cfg.region.clone(),
         )
         .map_err(|e| Error::Usage(format!("S3 endpoint {}: {e}", cfg.endpoint)))?;
+        // `timeout` limits waiting, not transferring: connecting, the reply's first byte, and
+        // each read or write of a body. A 16 MiB object on a slow link transfers as long as
+        // it moves; a stalled one fails within `timeout`, and `retry_time` bounds the retries.
         let t = Some(cfg.retry.timeout);
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(t)
             .timeout_send_request(t)
-            .timeout_send_body(t)
+            .timeout_send_body(None)
             .timeout_recv_response(t)
-            .timeout_recv_body(t)
+            .timeout_recv_body(None)
+            .timeout_per_read(t)
+            .timeout_per_write(t)
             .user_agent(concat!("pitrkit/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
@@ -148,6 +154,9 @@ impl S3Store {
         }
     }
 
+    /// The slowest link an upload's reply waits for (bytes per second), see `send_once`.
+    const MIN_RATE: f64 = 128.0 * 1024.0;
+
     /// One HTTP exchange, without retries.
     fn send_once(
         &self,
@@ -166,12 +175,23 @@ impl S3Store {
             }
             r
         }
+        // Once a body is sent, what is still in flight (socket buffers hold megabytes)
+        // must reach the store before it can answer: the wait for its reply grows with the
+        // body, as if the link moved at least MIN_RATE.
+        let drain = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            let wait = self.cfg.retry.timeout
+                + Duration::from_secs_f64(body.len() as f64 / Self::MIN_RATE);
+            r.config()
+                .timeout_recv_response(Some(wait))
+                .timeout_per_read(Some(wait))
+                .build()
+        };
         let u = url.as_str();
         let mut resp = match method {
             Method::Get => with(self.agent.get(u), headers).call()?,
             Method::Delete => with(self.agent.delete(u), headers).call()?,
-            Method::Put => with(self.agent.put(u), headers).send(body)?,
-            Method::Post => with(self.agent.post(u), headers).send(body)?,
+            Method::Put => drain(with(self.agent.put(u), headers)).send(body)?,
+            Method::Post => drain(with(self.agent.post(u), headers)).send(body)?,
         };
         let status = resp.status().as_u16();
         let etag = resp

@@ -31,6 +31,7 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/pgbench ] || need+=(postgresql-contrib-15)
 command -v runuser >/dev/null || need+=(util-linux)
 command -v zstd >/dev/null || need+=(zstd)
+command -v strace >/dev/null || need+=(strace)
 if [ ${#pg_missing[@]} -gt 0 ]; then
   command -v npm >/dev/null || need+=(npm)
   command -v node >/dev/null || need+=(nodejs)

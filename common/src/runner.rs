@@ -67,6 +67,19 @@ fn fault() {
     }
 }
 
+/// `PITRKIT_FAULT=die-<point>` kills the process at a named point (SIGABRT, no cleanup, as
+/// kill -9 or a power loss would leave it): how the tests prove that the next run repairs
+/// what a crash there leaves. Nothing else reads it.
+pub fn fault_point(point: &str) {
+    if let Some(v) = std::env::var_os("PITRKIT_FAULT")
+        && v.to_str()
+            .and_then(|v| v.strip_prefix("die-"))
+            .is_some_and(|p| p == point)
+    {
+        std::process::abort();
+    }
+}
+
 /// A monitoring check's finding, in the Nagios plugin convention that Icinga, Sensu and
 /// most cron wrappers also read: 0 OK, 1 WARNING, 2 CRITICAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

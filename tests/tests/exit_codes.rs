@@ -688,3 +688,47 @@ fn a_slow_link_still_transfers_a_whole_segment() {
     out.assert_ok();
     assert!(out.stdout_bytes == fs::read(&seg).expect("segment"));
 }
+
+/// "Already archived" is only said of a durable object: a wal-push killed between linking
+/// the object into place and fsyncing its directory leaves a name a power loss could take
+/// back, and the next wal-push of the same file, which PostgreSQL runs because the first
+/// never answered, fsyncs that directory before it exits 0 (seen through strace).
+#[test]
+fn a_push_killed_after_linking_is_made_durable_by_the_next() {
+    let f = fixture("killed", Backend::Fs);
+    let repo = f.sb.path().join("fresh-repo");
+    fs::create_dir_all(&repo).expect("repo dir");
+    let repo = repo.display().to_string();
+    // The repository exists (its root document made by another segment's push).
+    let mut c = f.sb.tool("wal-push");
+    c.args(["--repo", &repo, &f.segment_path(1)]);
+    run(c).assert_ok();
+    let seg = f.segment_path(0);
+    let mut c = f.sb.tool("wal-push");
+    c.env("PITRKIT_FAULT", "die-after-link")
+        .args(["--repo", &repo, &seg]);
+    let out = run(c);
+    assert_eq!(out.code, -1, "killed by SIGABRT: {out}");
+    let object = format!("{repo}/wal/00000001/{}.zst", f.segments[0]);
+    assert!(
+        std::path::Path::new(&object).exists(),
+        "linked before the kill"
+    );
+
+    let trace = f.sb.path().join("strace.log");
+    let mut c = std::process::Command::new("strace");
+    c.args(["-f", "-y", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(f.sb.bin("wal-push"))
+        .args(["--repo", &repo, &seg])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    run(c).assert_ok().stderr_has("already-archived");
+    let calls = fs::read_to_string(&trace).expect("strace log");
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.contains("fsync(") && l.contains(&format!("<{repo}/wal/00000001>"))),
+        "the object's directory was not fsynced:\n{calls}"
+    );
+}

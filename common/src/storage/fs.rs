@@ -367,6 +367,7 @@ impl TempFile {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(e),
         };
+        crate::runner::fault_point("after-link");
         if created && sync_parent {
             sync_dir(
                 target

@@ -563,26 +563,25 @@ pub fn build(
     }
 }
 
-/// The backups whose roll-forward stops at this gap.
+/// The backups whose roll-forward stops at this gap (a range test: a gap can span 2^40
+/// segments when a planted name lies far ahead).
 fn cut_backups(inv: &Inventory, backups: &[BackupReport], g: &Gap) -> Vec<String> {
-    let names: HashSet<String> = (0..g.segments)
-        .map(|i| {
-            WalFileName::segment(
-                pitrkit::wal::TimelineId(g.timeline),
-                g.first_segno() + i,
-                inv.root.wal_segment_size,
-            )
-            .to_string()
+    let seg_size = inv.root.wal_segment_size;
+    let inside = |name: &str| {
+        name.parse::<WalFileName>().is_ok_and(|n| {
+            n.timeline().0 == g.timeline
+                && n.segno(seg_size)
+                    .is_some_and(|s| s >= g.first_segno() && s - g.first_segno() < g.segments)
         })
-        .collect();
+    };
     backups
         .iter()
         .filter(|b| {
             b.window
                 .as_ref()
                 .and_then(|w| w.cut_by.as_ref())
-                .is_some_and(|c| names.contains(c))
-                || b.missing_wal.iter().any(|m| names.contains(m))
+                .is_some_and(|c| inside(c))
+                || b.missing_wal.iter().any(|m| inside(m))
         })
         .map(|b| b.backup_id.clone())
         .collect()

@@ -405,7 +405,7 @@ impl ArchiveIndex {
             timeline: tli,
             from_lsn: m.stop_lsn,
             from_time: m.stop_time,
-            to_lsn: Lsn((last + 1) * self.seg_size as u64),
+            to_lsn: Lsn(last.saturating_add(1).saturating_mul(self.seg_size as u64)),
             to_time: last_at,
             cut_by,
         })

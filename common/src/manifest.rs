@@ -282,6 +282,30 @@ impl Repository {
                 ),
             ));
         }
+        // Offsets are chunk index × chunk size, and a file's chunks must cover its size
+        // exactly: otherwise a restore would write past the size or leave holes.
+        if !(1..=object::limit::CHUNK).contains(&m.chunk_size) {
+            return Err(Error::corrupt(
+                &key,
+                format!("backup {id} has chunk size {}", m.chunk_size),
+            ));
+        }
+        for e in &m.entries {
+            if let Entry::File {
+                path, size, chunks, ..
+            } = e
+                && size.div_ceil(m.chunk_size) != chunks.len() as u64
+            {
+                return Err(Error::corrupt(
+                    &key,
+                    format!(
+                        "backup {id} refused: entry {path:?} of {size} bytes lists {} chunks of {}",
+                        chunks.len(),
+                        m.chunk_size
+                    ),
+                ));
+            }
+        }
         // A restore (as root) must never be told to write outside its directories.
         crate::datadir::check_entries(&m.entries)
             .map_err(|bad| Error::corrupt(&key, format!("backup {id} refused: {bad}")))?;
@@ -419,5 +443,16 @@ mod tests {
             let e = repo.read_manifest(&m.backup_id).unwrap_err();
             assert!(e.to_string().contains("not an ordered range"), "{e}");
         }
+        // Chunks must cover each file exactly, at a sane chunk size.
+        let mut bad = m.clone();
+        bad.entries = vec![Entry::file("base/1/1".into(), 0o600, 5 << 20, 0, vec![])];
+        put(&bad);
+        let e = repo.read_manifest(&m.backup_id).unwrap_err();
+        assert!(e.to_string().contains("lists 0 chunks"), "{e}");
+        bad.entries.clear();
+        bad.chunk_size = 0;
+        put(&bad);
+        let e = repo.read_manifest(&m.backup_id).unwrap_err();
+        assert!(e.to_string().contains("chunk size 0"), "{e}");
     }
 }

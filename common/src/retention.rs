@@ -375,7 +375,7 @@ mod tests {
             entries: vec![Entry::File {
                 path: "base/1/1".into(),
                 mode: 0o600,
-                size: 0,
+                size: chunks.len() as u64 * (1 << 20),
                 crc32c: None,
                 sha256: None,
                 chunks,

@@ -69,14 +69,21 @@ fn fault() {
 
 /// `PITRKIT_FAULT=die-<point>` kills the process at a named point (SIGABRT, no cleanup, as
 /// kill -9 or a power loss would leave it): how the tests prove that the next run repairs
-/// what a crash there leaves. Nothing else reads it.
+/// what a crash there leaves. `PITRKIT_FAULT=stop-<point>` stops it there (SIGSTOP) until
+/// the test sends SIGCONT, to run something else at exactly that moment. Nothing else reads
+/// it.
 pub fn fault_point(point: &str) {
-    if let Some(v) = std::env::var_os("PITRKIT_FAULT")
-        && v.to_str()
-            .and_then(|v| v.strip_prefix("die-"))
-            .is_some_and(|p| p == point)
-    {
+    let Some(v) = std::env::var_os("PITRKIT_FAULT") else {
+        return;
+    };
+    let v = v.to_string_lossy();
+    if v.strip_prefix("die-") == Some(point) {
         std::process::abort();
+    }
+    if v.strip_prefix("stop-") == Some(point) {
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
     }
 }
 

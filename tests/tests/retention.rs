@@ -278,3 +278,64 @@ fn an_expire_during_a_restore_keeps_what_recovery_needs() {
     let out = s.tool("pitr-check", &["verify"]);
     assert_eq!(out.code, 0, "{out}");
 }
+
+/// The same for a drill, stopped (by fault injection) right after it registered the old
+/// backup: an expire then keeps that backup, and the drill, resumed, restores and replays it.
+#[test]
+fn an_expire_during_a_drill_deletes_nothing_it_needs() {
+    let s = site("drilllock", Backend::Fs, "");
+    let p = &s.primary;
+    p.sql("create table t(i int primary key)");
+    p.sql("insert into t select generate_series(1, 1000)");
+    let b1 = s.backup()["backup_id"].as_str().unwrap().to_string();
+    p.sql("insert into t select generate_series(1001, 1500)");
+    s.archive_now();
+    std::thread::sleep(Duration::from_millis(1100)); // backup ids are per second
+    s.backup();
+    p.sql("insert into t select generate_series(1501, 1800)");
+    s.archive_now();
+
+    let sql = s.sb.path().join("expect.sql");
+    fs::write(&sql, "-- expect: 1800\nselect count(*) from t;\n").unwrap();
+    let work = s.sb.path().join("drills");
+    fs::create_dir_all(&work).unwrap();
+    let mut drill = s.sb.tool("pitr-check");
+    drill
+        .env("PITRKIT_FAULT", "stop-after-restore-lock")
+        .args(s.repo.args())
+        .args(["drill", "--backup", &b1, "--sql", sql.to_str().unwrap()])
+        .args(["--workdir", work.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = drill.spawn().unwrap();
+    let pid = child.id();
+    pitrkit_tests::wait_for("the drill to stop", Duration::from_secs(60), || {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    let plan = json(&s.tool("bb-push", &["--expire", "--retain-full", "1"]));
+    assert_eq!(
+        ids(&plan["expired_backups"]),
+        Vec::<String>::new(),
+        "{plan}"
+    );
+    assert!(plan.to_string().contains("being restored"), "{plan}");
+    let st = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The drill released its lock: now b1 goes.
+    let plan = json(&s.tool("bb-push", &["--expire", "--retain-full", "1"]));
+    assert_eq!(ids(&plan["expired_backups"]), vec![b1], "{plan}");
+}

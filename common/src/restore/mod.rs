@@ -120,6 +120,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
     // Registered before the archive is checked: an expire that starts later keeps what
     // this restore needs, and one already running is waited for, then the backup re-read.
     let mut lock = register(&repo, &chosen.backup_id)?;
+    crate::runner::fault_point("after-restore-lock");
     if let Some(l) = &lock {
         l.wait_for(LockKind::Expire, crate::lock::EXPIRE_WAIT)?;
     }

@@ -307,7 +307,7 @@ fn an_expire_during_a_drill_deletes_nothing_it_needs() {
         .args(["--workdir", work.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = drill.spawn().unwrap();
+    let child = drill.spawn().unwrap();
     let pid = child.id();
     pitrkit_tests::wait_for("the drill to stop", Duration::from_secs(60), || {
         fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {

@@ -66,6 +66,30 @@ impl Fixture {
         fs::write(&p, data).expect("scratch file");
         p.display().to_string()
     }
+    /// A config like the fixture's that reaches the store through `proxy`, for the
+    /// repository `repo`; `line` may rewrite or drop (None) any other line.
+    fn config_via(
+        &self,
+        name: &str,
+        proxy: &pitrkit_tests::proxy::Proxy,
+        repo: &str,
+        line: impl Fn(&str) -> Option<String>,
+    ) -> String {
+        let cfg: String = fs::read_to_string(&self.repo.config)
+            .expect("config")
+            .lines()
+            .filter_map(|l| {
+                if l.starts_with("s3_endpoint") {
+                    Some(format!("s3_endpoint = '{}'\n", proxy.endpoint()))
+                } else if l.starts_with("repo") {
+                    Some(format!("repo = '{repo}'\n"))
+                } else {
+                    line(l).map(|l| format!("{l}\n"))
+                }
+            })
+            .collect();
+        self.scratch(name, cfg.as_bytes())
+    }
     fn dest(&self) -> PathBuf {
         self.sb.path().join("restored")
     }
@@ -540,20 +564,9 @@ fn without_s3_list_bucket_archiving_works_and_the_end_is_an_error() {
     let f = fixture("nolist", Backend::S3);
     let s3 = f.repo.s3.as_ref().expect("s3");
     let proxy = Proxy::start(s3.port, &[Misbehaviour::ForbidMissing]);
-    let cfg: String = fs::read_to_string(&f.repo.config)
-        .expect("config")
-        .lines()
-        .map(|l| {
-            if l.starts_with("s3_endpoint") {
-                format!("s3_endpoint = '{}'\n", proxy.endpoint())
-            } else if l.starts_with("repo") {
-                "repo = 's3://pitr-test/nolist'\n".to_string()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    let cfg_path = f.scratch("nolist.toml", cfg.as_bytes());
+    let cfg_path = f.config_via("nolist.toml", &proxy, "s3://pitr-test/nolist", |l| {
+        Some(l.to_string())
+    });
     let tool = |tool: &str, args: &[&str]| {
         let mut c = f.sb.tool(tool);
         c.args(["--config", &cfg_path]).args(args);
@@ -594,20 +607,10 @@ fn a_store_that_ignores_if_none_match_is_found_out() {
     assert!(root.contains("\"conditional_create\": true"), "{root}");
     let via = |name: &str, how: &[Misbehaviour]| {
         let proxy = Proxy::start(s3.port, how);
-        let cfg: String = fs::read_to_string(&f.repo.config)
-            .expect("config")
-            .lines()
-            .map(|l| {
-                if l.starts_with("s3_endpoint") {
-                    format!("s3_endpoint = '{}'\n", proxy.endpoint())
-                } else if l.starts_with("repo") {
-                    "repo = 's3://pitr-test/ignoring'\n".to_string()
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        (proxy, f.scratch(name, cfg.as_bytes()))
+        let cfg = f.config_via(name, &proxy, "s3://pitr-test/ignoring", |l| {
+            Some(l.to_string())
+        });
+        (proxy, cfg)
     };
     let push = |cfg: &str, path: &str| {
         let mut c = f.sb.tool("wal-push");
@@ -656,26 +659,17 @@ fn a_slow_link_still_transfers_a_whole_segment() {
     let f = fixture("slowlink", Backend::S3);
     let s3 = f.repo.s3.as_ref().expect("s3");
     let proxy = Proxy::start(s3.port, &[Misbehaviour::Throttle(500_000)]);
-    let cfg: String = fs::read_to_string(&f.repo.config)
-        .expect("config")
-        .lines()
-        .filter_map(|l| {
-            if l.starts_with("s3_endpoint") {
-                Some(format!("s3_endpoint = '{}'\n", proxy.endpoint()))
-            } else if l.starts_with("repo") {
-                Some("repo = 's3://pitr-test/slow'\n".to_string())
-            } else if l.starts_with("retries") {
-                // One attempt: a retry must not be what makes it pass.
-                Some("retries = 1\n".to_string())
-            } else if l.starts_with("timeout") || l.starts_with("retry_time") {
-                // The defaults.
-                None
-            } else {
-                Some(format!("{l}\n"))
-            }
-        })
-        .collect();
-    let cfg = f.scratch("slow.toml", cfg.as_bytes());
+    let cfg = f.config_via("slow.toml", &proxy, "s3://pitr-test/slow", |l| {
+        if l.starts_with("retries") {
+            // One attempt: a retry must not be what makes it pass.
+            Some("retries = 1".to_string())
+        } else if l.starts_with("timeout") || l.starts_with("retry_time") {
+            // The defaults.
+            None
+        } else {
+            Some(l.to_string())
+        }
+    });
     let seg = f.segment_path(0);
     let mut c = f.sb.tool("wal-push");
     c.args(["--config", &cfg, "--compress-level", "0", &seg]);

@@ -211,12 +211,10 @@ fn a_backup_running_during_expire_loses_nothing() {
     drill(&s, &id, &["--target-immediate"], 7000);
 }
 
-/// A restore registers the backup it restores: an expire while PostgreSQL still has to
-/// replay keeps that backup and the WAL after it, and the restored cluster's
-/// recovery_end_command releases it, after which it may go.
-#[test]
-fn an_expire_during_a_restore_keeps_what_recovery_needs() {
-    let s = site("restorelock", Backend::Fs, "");
+/// A site with backup b1 (1,000 rows), a newer backup (1,500), then 1,800 rows archived:
+/// retention with `--retain-full 1` would let b1 go. Returns the site and b1's id.
+fn two_backups(name: &str) -> (Site, String) {
+    let s = site(name, Backend::Fs, "");
     let p = &s.primary;
     p.sql("create table t(i int primary key)");
     p.sql("insert into t select generate_series(1, 1000)");
@@ -227,6 +225,15 @@ fn an_expire_during_a_restore_keeps_what_recovery_needs() {
     s.backup();
     p.sql("insert into t select generate_series(1501, 1800)");
     s.archive_now();
+    (s, b1)
+}
+
+/// A restore registers the backup it restores: an expire while PostgreSQL still has to
+/// replay keeps that backup and the WAL after it, and the restored cluster's
+/// recovery_end_command releases it, after which it may go.
+#[test]
+fn an_expire_during_a_restore_keeps_what_recovery_needs() {
+    let (s, b1) = two_backups("restorelock");
 
     let dir = s.sb.path().join("r");
     let out = s.tool(
@@ -283,17 +290,7 @@ fn an_expire_during_a_restore_keeps_what_recovery_needs() {
 /// backup: an expire then keeps that backup, and the drill, resumed, restores and replays it.
 #[test]
 fn an_expire_during_a_drill_deletes_nothing_it_needs() {
-    let s = site("drilllock", Backend::Fs, "");
-    let p = &s.primary;
-    p.sql("create table t(i int primary key)");
-    p.sql("insert into t select generate_series(1, 1000)");
-    let b1 = s.backup()["backup_id"].as_str().unwrap().to_string();
-    p.sql("insert into t select generate_series(1001, 1500)");
-    s.archive_now();
-    std::thread::sleep(Duration::from_millis(1100)); // backup ids are per second
-    s.backup();
-    p.sql("insert into t select generate_series(1501, 1800)");
-    s.archive_now();
+    let (s, b1) = two_backups("drilllock");
 
     let sql = s.sb.path().join("expect.sql");
     fs::write(&sql, "-- expect: 1800\nselect count(*) from t;\n").unwrap();

@@ -59,17 +59,51 @@ pub const TOOLS: [&str; 5] = [
     "pitr-check",
 ];
 
-/// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace.
+/// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace,
+/// whose binaries must be newer than every source they were built from (a stale binary
+/// would test old code silently).
 pub fn pitrkit_bin_dir() -> PathBuf {
-    let dir = std::env::var("PITRKIT_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
+    let explicit = std::env::var("PITRKIT_BIN_DIR").map(PathBuf::from).ok();
+    let dir = explicit
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"));
     assert!(
         TOOLS.iter().all(|t| dir.join(t).exists()),
         "pitrkit binaries not found in {}: run `cargo build --workspace --bins` first",
         dir.display()
     );
+    if explicit.is_none() {
+        for t in TOOLS {
+            if let Some(source) = newer_source(&dir, t) {
+                panic!(
+                    "{} is older than {}: run `cargo build --workspace --bins` first",
+                    dir.join(t).display(),
+                    source.display()
+                );
+            }
+        }
+    }
     dir
+}
+
+/// A source file `tool` was built from (cargo's `<tool>.d` lists them) that changed after
+/// the binary was linked.
+fn newer_source(dir: &Path, tool: &str) -> Option<PathBuf> {
+    let built = fs::metadata(dir.join(tool))
+        .and_then(|m| m.modified())
+        .ok()?;
+    let deps = fs::read_to_string(dir.join(format!("{tool}.d"))).ok()?;
+    let (_, sources) = deps.lines().next()?.split_once(": ")?;
+    // Paths are space-separated, with `\ ` for a space inside one.
+    sources
+        .replace("\\ ", "\0")
+        .split(' ')
+        .map(|p| PathBuf::from(p.replace('\0', " ")))
+        .find(|p| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m > built)
+        })
 }
 
 fn is_root() -> bool {
@@ -194,7 +228,39 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// A fresh directory per test, owned by the cluster's OS user, holding a copy of the
 /// pitrkit binaries that user can execute.
 pub struct Sandbox {
-    dir: tempfile::TempDir,
+    /// Taken (kept on disk) when a failing test drops it.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Sandbox {
+    /// A failing test leaves its sandbox behind, says where, and prints the end of every log
+    /// in it (PostgreSQL's, s3s-fs's): what is needed to see why without running it again.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Some(dir) = self.dir.take() else {
+            return;
+        };
+        let path = dir.keep();
+        eprintln!("--- the sandbox is kept: {}", path.display());
+        let mut logs: Vec<PathBuf> = fs::read_dir(&path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {}", log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
 }
 
 impl Sandbox {
@@ -208,7 +274,7 @@ impl Sandbox {
         for tool in TOOLS {
             fs::copy(pitrkit_bin_dir().join(tool), bin.join(tool)).expect("copy binary");
         }
-        let sb = Sandbox { dir };
+        let sb = Sandbox { dir: Some(dir) };
         sb.chown_to_pg(sb.path());
         // The temp dir is created 0700; the cluster user and the test user both work inside.
         let _ = Command::new("chmod").arg("0755").arg(sb.path()).status();
@@ -216,7 +282,10 @@ impl Sandbox {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir
+            .as_ref()
+            .map(|d| d.path())
+            .expect("the sandbox exists until dropped")
     }
 
     pub fn bin(&self, tool: &str) -> PathBuf {

@@ -32,6 +32,7 @@ need=()
 command -v runuser >/dev/null || need+=(util-linux)
 command -v zstd >/dev/null || need+=(zstd)
 command -v strace >/dev/null || need+=(strace)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#pg_missing[@]} -gt 0 ]; then
   command -v npm >/dev/null || need+=(npm)
   command -v node >/dev/null || need+=(nodejs)

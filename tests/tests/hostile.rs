@@ -506,9 +506,18 @@ fn a_corpus_of_crafted_objects_is_survived() {
         )
         .unwrap();
 
+    // Each tool through GNU time, for its peak memory.
     let timed = |tool: &str, args: &[&str]| {
         let started = std::time::Instant::now();
-        let out = s.tool(tool, args);
+        let mut c = std::process::Command::new("/usr/bin/time");
+        c.args(["-f", "pitrkit-test-maxrss-kb=%M"])
+            .arg(s.sb.bin(tool))
+            .args(s.repo.args())
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(s.sb.path());
+        let out = pitrkit_tests::run(c);
         let took = started.elapsed();
         assert!(
             took < Duration::from_secs(60),
@@ -518,7 +527,20 @@ fn a_corpus_of_crafted_objects_is_survived() {
             !out.stderr.contains("panicked") && !out.stderr.contains("internal error"),
             "{out}"
         );
-        println!("{tool} {args:?}: exit {} in {took:?}", out.code);
+        let rss_kb: u64 = out
+            .stderr
+            .rsplit("pitrkit-test-maxrss-kb=")
+            .next()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak memory reported: {out}"));
+        println!(
+            "{tool} {args:?}: exit {} in {took:?}, peak RSS {} MB",
+            out.code,
+            rss_kb / 1024
+        );
+        if tool != "pitr-check" || args[0] != "drill" {
+            assert!(rss_kb < 256 << 10, "{tool} {args:?} peaked at {rss_kb} KB");
+        }
         out
     };
     let out = timed("pitr-check", &["status", "--json"]);

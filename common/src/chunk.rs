@@ -30,7 +30,7 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// Granularity of page deltas: PostgreSQL's block size.
 const PAGE: usize = 8192;
 const DELTA_MAGIC: &[u8; 8] = b"PKDELTA1";
-const PREFIX: &str = "chunks/";
+use crate::layout::CHUNKS as PREFIX;
 
 /// A chunk's name: the sha256 of its content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,21 +42,13 @@ impl ChunkId {
         ChunkId(digester.of(data))
     }
 
-    /// `chunks/<first two hex digits>/<sha256>.zst`: 256 directories keep filesystem
-    /// repositories listable.
+    /// Where the chunk lives (see [`crate::layout::chunk`]).
     pub fn key(&self) -> ObjectKey {
-        let hex = self.to_string();
-        ObjectKey::new(format!("{PREFIX}{}/{hex}.zst", &hex[..2]))
-            .unwrap_or_else(|_| unreachable!())
+        crate::layout::chunk(&self.to_string())
     }
 
     pub fn from_key(key: &str) -> Option<Self> {
-        key.strip_prefix(PREFIX)?
-            .split('/')
-            .nth(1)?
-            .strip_suffix(".zst")?
-            .parse()
-            .ok()
+        crate::layout::chunk_hex(key)?.parse().ok()
     }
 }
 

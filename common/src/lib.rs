@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod db;
 pub mod error;
+pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod measure;

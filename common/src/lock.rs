@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::storage::{ObjectKey, PutMode};
 
-const PREFIX: &str = "locks/";
+use crate::layout::LOCKS as PREFIX;
 
 /// Who holds a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,13 +142,12 @@ impl<'a> RepoLock<'a> {
             backup_id,
             expires_at,
         };
-        let key = ObjectKey::new(format!(
-            "{PREFIX}{}-{}-{}-{:08x}.json",
+        let key = crate::layout::lock(
             kind.name(),
-            info.created_at.strftime("%Y%m%dT%H%M%SZ"),
+            &info.created_at.strftime("%Y%m%dT%H%M%SZ").to_string(),
             info.pid,
-            fastrand::u32(..)
-        ))?;
+            fastrand::u32(..),
+        );
         let json = serde_json::to_vec(&info).map_err(Error::internal)?;
         repo.store().put(&key, &json, PutMode::Overwrite)?;
         Ok(RepoLock {
@@ -262,7 +261,7 @@ fn lease(d: Duration) -> jiff::SignedDuration {
 pub fn held(repo: &Repository, kind: LockKind) -> Result<Vec<(ObjectKey, LockInfo)>> {
     let now = Timestamp::now();
     let mut out = Vec::new();
-    for o in repo.store().list(&format!("{PREFIX}{}-", kind.name()))? {
+    for o in repo.store().list(&crate::layout::locks_of(kind.name()))? {
         let Some(bytes) = repo.store().get(&o.key)? else {
             continue;
         };

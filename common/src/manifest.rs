@@ -23,8 +23,6 @@ use crate::wal::{Lsn, WalFileName};
 pub const MANIFEST_VERSION: u32 = 3;
 /// Version 2 differs only in the per-file check value (sha256 instead of CRC-32C).
 const OLDEST_READABLE: u32 = 2;
-const PREFIX: &str = "backups/";
-const FILE_NAME: &str = "manifest.json.zst";
 
 /// A backup's name: its start time in UTC, `20261126T030512Z`, so names sort by age.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,7 +35,7 @@ impl BackupId {
     }
 
     pub fn manifest_key(&self) -> ObjectKey {
-        ObjectKey::new(format!("{PREFIX}{}/{FILE_NAME}", self.0)).unwrap_or_else(|_| unreachable!())
+        crate::layout::manifest(self)
     }
 }
 
@@ -317,16 +315,9 @@ impl Repository {
     pub fn list_backups(&self) -> Result<Vec<BackupId>> {
         let mut ids: Vec<BackupId> = self
             .store()
-            .list(PREFIX)?
+            .list(crate::layout::BACKUPS)?
             .iter()
-            .filter_map(|o| {
-                o.key
-                    .as_str()
-                    .strip_prefix(PREFIX)?
-                    .strip_suffix(&format!("/{FILE_NAME}"))?
-                    .parse()
-                    .ok()
-            })
+            .filter_map(|o| crate::layout::manifest_of(o.key.as_str()))
             .collect();
         ids.sort();
         Ok(ids)

@@ -13,7 +13,7 @@ use crate::wal::{SegmentHeader, WalFileName};
 
 /// The repository format this pitrkit reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-const ROOT_KEY: &str = "pitrkit.json";
+use crate::layout::ROOT as ROOT_KEY;
 
 /// `pitrkit.json`: which cluster the repository belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,36 +102,23 @@ impl Repository {
         self.store.location()
     }
 
-    /// Where an archived WAL file lives: grouped by timeline so that a timeline's files list
-    /// with one prefix query.
+    /// Where an archived WAL file lives (see [`crate::layout::wal`]).
     pub fn wal_key(name: &WalFileName) -> ObjectKey {
-        // Both parts are fixed-alphabet hex names, always a valid key.
-        ObjectKey::new(format!("wal/{}/{name}.zst", name.timeline()))
-            .unwrap_or_else(|_| unreachable!())
+        crate::layout::wal(name)
     }
 
     /// Every archived WAL file, with its listing entry (size, when stored), by name.
     pub fn list_wal(&self) -> Result<Vec<(WalFileName, crate::storage::ObjectInfo)>> {
         Ok(self
             .store
-            .list("wal/")?
+            .list(crate::layout::WAL)?
             .into_iter()
-            .filter_map(|o| {
-                let name = o
-                    .key
-                    .as_str()
-                    .rsplit('/')
-                    .next()?
-                    .strip_suffix(".zst")?
-                    .parse()
-                    .ok()?;
-                Some((name, o))
-            })
+            .filter_map(|o| Some((crate::layout::wal_name(o.key.as_str())?, o)))
             .collect())
     }
 
     fn root_key() -> ObjectKey {
-        ObjectKey::new(ROOT_KEY).unwrap_or_else(|_| unreachable!())
+        crate::layout::root()
     }
 
     /// The root document, or `None` for a repository nothing has been pushed to yet.
@@ -246,7 +233,7 @@ impl Repository {
     /// must be refused the second time. A local directory (a hard link) always does; some
     /// S3 implementations, and proxies in front of them, drop `If-None-Match`.
     fn probe_conditional_create(&self) -> Result<bool> {
-        let key = ObjectKey::new(format!("probe/create-only-{:016x}", fastrand::u64(..)))?;
+        let key = crate::layout::probe(fastrand::u64(..));
         self.store.put(&key, b"1", PutMode::CreateNew)?;
         let second = self.store.put(&key, b"2", PutMode::CreateNew)?;
         // A host that may not delete leaves the probe behind: harmless.

@@ -54,7 +54,7 @@ pub struct KeepMark {
 }
 
 fn keep_key(id: &BackupId) -> ObjectKey {
-    ObjectKey::new(format!("backups/{id}/keep.json")).unwrap_or_else(|_| unreachable!())
+    crate::layout::keep_mark(id)
 }
 
 impl Repository {
@@ -79,14 +79,8 @@ impl Repository {
     /// The keep marks of all backups. An unreadable mark still keeps its backup.
     pub fn keep_marks(&self) -> Result<HashMap<BackupId, KeepMark>> {
         let mut out = HashMap::new();
-        for o in self.store().list("backups/")? {
-            let Some(id) = o
-                .key
-                .as_str()
-                .strip_prefix("backups/")
-                .and_then(|r| r.strip_suffix("/keep.json"))
-                .and_then(|id| id.parse::<BackupId>().ok())
-            else {
+        for o in self.store().list(crate::layout::BACKUPS)? {
+            let Some(id) = crate::layout::keep_mark_of(o.key.as_str()) else {
                 continue;
             };
             let mark = match self.store().get(&o.key)? {
@@ -264,7 +258,7 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
     let mut manifest_bytes = 0;
     let listing: HashMap<ObjectKey, u64> = repo
         .store()
-        .list("backups/")?
+        .list(crate::layout::BACKUPS)?
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();

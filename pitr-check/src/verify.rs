@@ -68,13 +68,7 @@ fn kind_of(key: &ObjectKey) -> Kind {
     if let Some(id) = ChunkId::from_key(k) {
         return Kind::Chunk(id);
     }
-    if k.starts_with("wal/")
-        && let Some(name) = k
-            .rsplit('/')
-            .next()
-            .and_then(|f| f.strip_suffix(".zst"))
-            .and_then(|f| f.parse().ok())
-    {
+    if let Some(name) = pitrkit::layout::wal_name(k) {
         return Kind::Wal(name);
     }
     Kind::Other

@@ -294,16 +294,10 @@ fn later_segment(repo: &Repository, name: &WalFileName) -> Result<Option<WalFile
     let Some(wanted) = name.log_seg() else {
         return Ok(None);
     };
-    let prefix = format!("wal/{}/", name.timeline());
+    let prefix = pitrkit::layout::wal_timeline(name.timeline());
     let (mut before, mut after) = (false, None);
     for o in repo.store().list(&prefix)? {
-        let Some(stored) = o
-            .key
-            .as_str()
-            .strip_prefix(prefix.as_str())
-            .and_then(|n| n.strip_suffix(".zst"))
-            .and_then(|n| n.parse::<WalFileName>().ok())
-        else {
+        let Some(stored) = pitrkit::layout::wal_name(o.key.as_str()) else {
             continue;
         };
         let (WalFileName::Segment { .. }, Some(at)) = (stored, stored.log_seg()) else {

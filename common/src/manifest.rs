@@ -178,6 +178,42 @@ pub struct BackupManifest {
 }
 
 impl BackupManifest {
+    /// A minimal manifest, for the unit tests of this library and of the tools: backup `id`
+    /// of system 7 (PostgreSQL 15), taken at `t` on `timeline` from `start` to `stop`, no
+    /// entries. Not for building real backups.
+    #[doc(hidden)]
+    pub fn example(id: BackupId, t: Timestamp, timeline: u32, start: Lsn, stop: Lsn) -> Self {
+        BackupManifest {
+            format_version: MANIFEST_VERSION,
+            label: id.to_string(),
+            backup_id: id,
+            source: "pgdata".into(),
+            system_identifier: 7,
+            pg_version_num: 150000,
+            timeline,
+            start_lsn: start,
+            stop_lsn: stop,
+            start_time: t,
+            stop_time: t,
+            next_xid: None,
+            backup_label: String::new(),
+            tablespace_map: None,
+            chunk_size: 1 << 20,
+            entries: vec![],
+            delta_bases: BTreeMap::new(),
+            sealed_with: None,
+            totals: Totals {
+                files: 0,
+                bytes: 0,
+                chunks: 0,
+                new_chunks: 0,
+                new_stored_bytes: 0,
+                seconds: 0.0,
+                mb_per_s: 0.0,
+            },
+        }
+    }
+
     /// Every chunk this backup needs to restore: its files' chunks and their delta bases.
     pub fn referenced_chunks(&self) -> impl Iterator<Item = &ChunkId> {
         self.entries
@@ -372,35 +408,13 @@ mod tests {
             "backups/20261126T030512Z/manifest.json.zst"
         );
         assert!("2026-11-26".parse::<BackupId>().is_err());
-        let m = BackupManifest {
-            format_version: MANIFEST_VERSION,
-            backup_id: id,
-            label: "x".into(),
-            source: "pgdata".into(),
-            system_identifier: 1,
-            pg_version_num: 150000,
-            timeline: 2,
-            start_lsn: "0/2000028".parse().unwrap(),
-            stop_lsn: "0/4000000".parse().unwrap(),
-            start_time: t,
-            stop_time: t,
-            next_xid: None,
-            backup_label: String::new(),
-            tablespace_map: None,
-            chunk_size: 1 << 20,
-            entries: vec![],
-            delta_bases: BTreeMap::new(),
-            sealed_with: None,
-            totals: Totals {
-                files: 0,
-                bytes: 0,
-                chunks: 0,
-                new_chunks: 0,
-                new_stored_bytes: 0,
-                seconds: 0.0,
-                mb_per_s: 0.0,
-            },
-        };
+        let m = BackupManifest::example(
+            id,
+            t,
+            2,
+            "0/2000028".parse().unwrap(),
+            "0/4000000".parse().unwrap(),
+        );
         let names: Vec<String> = m
             .required_wal(16 << 20)
             .iter()

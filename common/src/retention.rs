@@ -325,7 +325,7 @@ pub fn expire(repo: &Repository, policy: Policy, dry_run: bool) -> Result<Plan> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Entry, MANIFEST_VERSION, Totals};
+    use crate::manifest::Entry;
     use crate::object::Compressor;
     use crate::repo::ClusterIdentity;
     use crate::storage::memory::MemoryStore;
@@ -350,42 +350,23 @@ mod tests {
         )
         .parse()
         .unwrap();
-        BackupManifest {
-            format_version: MANIFEST_VERSION,
-            backup_id: id.parse().unwrap(),
-            label: id.into(),
-            source: "pgdata".into(),
-            system_identifier: 7,
-            pg_version_num: 150000,
-            timeline: 1,
-            start_lsn: Lsn(start_seg * SEG as u64 + 0x28),
-            stop_lsn: Lsn(start_seg * SEG as u64 + 0x1000),
-            start_time: t,
-            stop_time: t,
-            next_xid: None,
-            backup_label: String::new(),
-            tablespace_map: None,
-            chunk_size: 1 << 20,
-            entries: vec![Entry::File {
-                path: "base/1/1".into(),
-                mode: 0o600,
-                size: chunks.len() as u64 * (1 << 20),
-                crc32c: None,
-                sha256: None,
-                chunks,
-            }],
-            delta_bases: bases.iter().copied().collect(),
-            sealed_with: None,
-            totals: Totals {
-                files: 1,
-                bytes: 0,
-                chunks: 0,
-                new_chunks: 0,
-                new_stored_bytes: 0,
-                seconds: 0.0,
-                mb_per_s: 0.0,
-            },
-        }
+        let mut m = BackupManifest::example(
+            id.parse().unwrap(),
+            t,
+            1,
+            Lsn(start_seg * SEG as u64 + 0x28),
+            Lsn(start_seg * SEG as u64 + 0x1000),
+        );
+        m.entries = vec![Entry::File {
+            path: "base/1/1".into(),
+            mode: 0o600,
+            size: chunks.len() as u64 * (1 << 20),
+            crc32c: None,
+            sha256: None,
+            chunks,
+        }];
+        m.delta_bases = bases.iter().copied().collect();
+        m
     }
 
     fn put_chunk(repo: &Repository, data: &[u8]) -> ChunkId {

@@ -320,7 +320,7 @@ fn merge_windows(backups: &[BackupReport]) -> Vec<WindowReport> {
 mod tests {
     use super::*;
     use pitrkit::archive::Stored;
-    use pitrkit::manifest::{Entry, MANIFEST_VERSION, Totals};
+    use pitrkit::manifest::Entry;
     use pitrkit::storage::memory::MemoryStore;
 
     const SEG: u32 = 16 << 20;
@@ -337,35 +337,9 @@ mod tests {
         if startable {
             entries.push(Entry::file("global/pg_control".into(), 0o600, 0, 0, vec![]));
         }
-        BackupManifest {
-            format_version: MANIFEST_VERSION,
-            backup_id: id.parse().unwrap(),
-            label: "x".into(),
-            source: "pgdata".into(),
-            system_identifier: 7,
-            pg_version_num: 150000,
-            timeline: 1,
-            start_lsn: lsn(start),
-            stop_lsn: lsn(stop),
-            start_time: t,
-            stop_time: t,
-            next_xid: None,
-            backup_label: String::new(),
-            tablespace_map: None,
-            chunk_size: 1 << 20,
-            entries,
-            delta_bases: Default::default(),
-            sealed_with: None,
-            totals: Totals {
-                files: 2,
-                bytes: 0,
-                chunks: 0,
-                new_chunks: 0,
-                new_stored_bytes: 0,
-                seconds: 0.0,
-                mb_per_s: 0.0,
-            },
-        }
+        let mut m = BackupManifest::example(id.parse().unwrap(), t, 1, lsn(start), lsn(stop));
+        m.entries = entries;
+        m
     }
 
     /// An inventory of segments `segs` on timeline 1 (stored now) and these backups.

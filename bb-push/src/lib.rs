@@ -151,7 +151,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     let jobs = cli
         .jobs
-        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+        .unwrap_or_else(|| settings.location.default_jobs())
         .max(1);
     let level = cli.compress_level.or(settings.compress_level).unwrap_or(3);
     repo.store().create()?;

@@ -89,15 +89,6 @@ pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Workers for work that waits on a remote store: each request spends most of its time on a
-/// round trip, not a CPU, so more requests in flight than cores keeps both busy.
-pub fn default_jobs_for(location: &crate::settings::RepoLocation) -> usize {
-    match location {
-        crate::settings::RepoLocation::Dir(_) => default_jobs(),
-        crate::settings::RepoLocation::S3 { .. } => default_jobs() * 4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

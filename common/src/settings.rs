@@ -91,6 +91,15 @@ pub enum RepoLocation {
 }
 
 impl RepoLocation {
+    /// Workers for work that waits on this store: an S3 request spends most of its time
+    /// on a round trip, not a CPU, so more requests in flight than cores keeps both busy.
+    pub fn default_jobs(&self) -> usize {
+        match self {
+            RepoLocation::Dir(_) => crate::parallel::default_jobs(),
+            RepoLocation::S3 { .. } => crate::parallel::default_jobs() * 4,
+        }
+    }
+
     pub fn parse(url: &str) -> Result<Self> {
         let bad = |why: &str| Error::Usage(format!("bad repository URL '{url}': {why}"));
         if let Some(rest) = url.strip_prefix("s3://") {

@@ -79,7 +79,7 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     let settings = Settings::from_args(repo_args)?;
     let jobs = args
         .jobs
-        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+        .unwrap_or_else(|| settings.location.default_jobs())
         .max(1);
     let inv = Inventory::load(&settings)?;
     let backups = inv.analyse();

@@ -27,7 +27,6 @@ use crate::datadir::TablespaceMapping;
 use crate::error::{Error, Result};
 use crate::lock::{LockKind, RepoLock};
 use crate::manifest::BackupId;
-use crate::parallel;
 use crate::repo::Repository;
 use crate::runner::note;
 use crate::settings::Settings;
@@ -184,7 +183,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
     layout.prepare(opts.existing == Existing::Force)?;
     let jobs = opts
         .jobs
-        .unwrap_or_else(|| parallel::default_jobs_for(&settings.location))
+        .unwrap_or_else(|| settings.location.default_jobs())
         .max(1);
     let fetched = match &mut lock {
         Some(l) => l.with_heartbeat(|| restore_files(&repo, &manifest, &layout, jobs, delta)),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jiff::Timestamp;
+use pitrkit::args::FileArg;
 use pitrkit::buffer::{PageBuf, read_full};
 use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::error::{Error, Result};
@@ -39,8 +40,9 @@ mod stream;
 )]
 pub struct Cli {
     /// `-` to read a pg_basebackup tar stream from stdin
-    #[arg(value_name = "-", conflicts_with_all = ["pgdata", "dbname", "expire", "keep", "unkeep"])]
-    pub stdin: Option<String>,
+    #[arg(value_name = "-", conflicts_with_all = ["pgdata", "dbname", "expire", "keep", "unkeep"],
+          value_parser = clap::value_parser!(FileArg))]
+    pub stdin: Option<FileArg>,
     /// Data directory of the running cluster to back up
     #[arg(long, value_name = "DIR", required_unless_present_any = ["stdin", "expire", "keep", "unkeep"])]
     pub pgdata: Option<PathBuf>,
@@ -122,6 +124,12 @@ struct Summary<'a> {
 
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
+    if let Some(FileArg::File(other)) = &cli.stdin {
+        return Err(Error::Usage(format!(
+            "unexpected argument '{}': use - for stdin",
+            other.display()
+        )));
+    }
     let settings = Settings::from_args(&cli.repo)?;
     let repo = settings.open_repo()?;
     let policy = retention::Policy {
@@ -161,12 +169,7 @@ pub fn run(cli: Cli) -> Result<()> {
     lock.wait_for(LockKind::Expire, pitrkit::lock::EXPIRE_WAIT)?;
     let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 }, repo.keys())?;
     let captured = match (&cli.stdin, &cli.pgdata) {
-        (Some(dash), _) if dash == "-" => stream::capture(&cli, &repo, &writer, jobs)?,
-        (Some(other), _) => {
-            return Err(Error::Usage(format!(
-                "unexpected argument '{other}': use - for stdin"
-            )));
-        }
+        (Some(_), _) => stream::capture(&cli, &repo, &writer, jobs)?,
         (None, Some(pgdata)) => cluster::capture(&cli, pgdata, &repo, &writer, jobs)?,
         (None, None) => return Err(Error::Usage("give --pgdata DIR or - (stdin)".into())),
     };

@@ -2,6 +2,7 @@
 //! format, WAL knowledge, the object envelope, errors and the runner that owns exit codes.
 
 pub mod archive;
+pub mod args;
 pub mod buffer;
 pub mod chunk;
 pub mod crypto;

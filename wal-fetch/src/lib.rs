@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use pitrkit::args::FileArg;
 use pitrkit::error::{Error, Result};
 use pitrkit::object;
 use pitrkit::parallel;
@@ -40,8 +41,12 @@ pub struct Cli {
     #[arg(value_name = "WALNAME", required_unless_present = "prefetch_cleanup")]
     pub name: Option<String>,
     /// Where to write it (%p), or - for stdout
-    #[arg(value_name = "DEST", required_unless_present = "prefetch_cleanup")]
-    pub dest: Option<PathBuf>,
+    #[arg(
+        value_name = "DEST",
+        required_unless_present = "prefetch_cleanup",
+        value_parser = clap::value_parser!(FileArg)
+    )]
+    pub dest: Option<FileArg>,
     /// Segments of the same timeline kept fetched ahead, in parallel, by a prefetcher
     /// process into the prefetch directory while PostgreSQL replays, so that the next
     /// calls only move a verified file into place; only when DEST is in a pg_wal directory
@@ -118,6 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // Served only while the prefetcher that fetched it runs (see `prefetch`).
     let alive = prefetch.as_ref().is_some_and(Prefetch::daemon_alive);
     if let (Some(p), true) = (&prefetch, alive)
+        && let Some(dest) = dest.file()
         && p.serve(&name, dest)?
     {
         let _ = p.note_restored(&name);
@@ -159,9 +165,9 @@ pub fn run(cli: Cli) -> Result<()> {
 /// The prefetch directory for this call, if it prefetches: whole segments restored into
 /// PostgreSQL's pg_wal (or with --prefetch-dir). A .history or .partial request, a fetch
 /// to stdout or to a directory of one's own never starts a prefetcher.
-fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &Path) -> Option<PathBuf> {
-    if dest.as_os_str() == "-" || cli.prefetch == 0 || !matches!(name, WalFileName::Segment { .. })
-    {
+fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &FileArg) -> Option<PathBuf> {
+    let dest = dest.file()?;
+    if cli.prefetch == 0 || !matches!(name, WalFileName::Segment { .. }) {
         return None;
     }
     if let Some(dir) = &cli.prefetch_dir {
@@ -198,8 +204,8 @@ fn start_prefetcher(seg_size: u64) -> std::io::Result<()> {
 }
 
 /// Fetches `name` to `dest` (`-`: stdout), verified before anything appears there.
-fn fetch(repo: &Repository, name: &WalFileName, dest: &Path, holes: bool) -> Result<u64> {
-    if dest.as_os_str() == "-" {
+fn fetch(repo: &Repository, name: &WalFileName, dest: &FileArg, holes: bool) -> Result<u64> {
+    let Some(dest) = dest.file() else {
         let (key, stored) = get(repo, name, holes)?;
         // Nothing unverified may reach a pipe: verify first, then write.
         let (plain, _) = object::open(key.as_str(), &stored, repo.keys(), object::limit::WAL)?;
@@ -208,7 +214,7 @@ fn fetch(repo: &Repository, name: &WalFileName, dest: &Path, holes: bool) -> Res
             .and_then(|()| out.flush())
             .map_err(|e| Error::local_io("stdout", e))?;
         return Ok(plain.len() as u64);
-    }
+    };
     // Stream into a temporary file beside DEST; it is renamed into place only once the
     // length and digest are verified, and removed otherwise.
     let mut tmp = TempFile::create_beside(dest).map_err(|e| Error::local_io(dest, e))?;

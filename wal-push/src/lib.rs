@@ -6,10 +6,11 @@
 //! with the same sha256). Anything doubtful exits non-zero and PostgreSQL retries later.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
+use pitrkit::args::FileArg;
 use pitrkit::crypto::Class;
 use pitrkit::error::{Error, Result};
 use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
@@ -39,8 +40,8 @@ pub const DEFAULT_COMPRESS_LEVEL: i32 = 3;
 )]
 pub struct Cli {
     /// The WAL file to archive (%p), or - to read it from stdin (needs --name)
-    #[arg(value_name = "PATH")]
-    pub path: PathBuf,
+    #[arg(value_name = "PATH", value_parser = clap::value_parser!(FileArg))]
+    pub path: FileArg,
     /// Name to archive the file under (default: the file name of PATH)
     #[arg(long, value_name = "WALNAME")]
     pub name: Option<String>,
@@ -75,13 +76,14 @@ pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
     let (name, display) = file_name(&cli)?;
-    let ahead = (cli.path.as_os_str() != "-")
-        .then(|| Ahead::beside(&cli.path, &settings.repo_url))
-        .flatten();
+    let ahead = cli
+        .path
+        .file()
+        .and_then(|p| Ahead::beside(p, &settings.repo_url));
     // Pushed ahead by an earlier call: prove the record matches this very file, then answer
     // without touching the repository.
-    if let Some(ahead) = &ahead
-        && let Some(mut report) = ahead.take(&name, &cli.path)?
+    if let (Some(ahead), Some(path)) = (&ahead, cli.path.file())
+        && let Some(mut report) = ahead.take(&name, path)?
     {
         report.seconds = pitrkit::measure::round(started.elapsed().as_secs_f64(), 4);
         if settings.verbose {
@@ -115,13 +117,13 @@ pub fn run(cli: Cli) -> Result<()> {
         slots: Slots::new(cpus as usize),
     };
     let root = RootOnce::default();
-    let push = |(n, path, display): &(WalFileName, PathBuf, String)| {
+    let push = |(n, path, display): &(WalFileName, FileArg, String)| {
         push_one(&repo, &root, &sealing, n, path, display, settings.verbose)
     };
     let mut all = vec![(name, cli.path.clone(), display)];
     all.extend(next.into_iter().map(|(n, p)| {
         let d = p.display().to_string();
-        (n, p, d)
+        (n, FileArg::File(p), d)
     }));
     let results = std::thread::scope(|s| {
         let handles: Vec<_> = all.iter().map(|item| s.spawn(|| push(item))).collect();
@@ -183,7 +185,7 @@ fn push_one(
     root: &RootOnce,
     sealing: &Sealing,
     name: &WalFileName,
-    path: &Path,
+    path: &FileArg,
     display: &str,
     verbose: bool,
 ) -> Result<(PushReport, [u64; 2])> {
@@ -315,25 +317,22 @@ impl RootOnce {
 
 /// The WAL file name to archive under, and how to name the input in messages.
 fn file_name(cli: &Cli) -> Result<(WalFileName, String)> {
-    let from_stdin = cli.path.as_os_str() == "-";
-    let raw = match (&cli.name, from_stdin) {
+    let raw = match (&cli.name, cli.path.file()) {
         (Some(n), _) => n.clone(),
-        (None, true) => {
+        (None, None) => {
             return Err(Error::Usage(
                 "reading from stdin (-) needs --name WALNAME".into(),
             ));
         }
-        (None, false) => cli
-            .path
+        (None, Some(path)) => path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::invalid_input(cli.path.display(), "has no usable file name"))?
+            .ok_or_else(|| Error::invalid_input(path.display(), "has no usable file name"))?
             .to_string(),
     };
-    let display = if from_stdin {
-        format!("{raw} (stdin)")
-    } else {
-        cli.path.display().to_string()
+    let display = match cli.path.file() {
+        None => format!("{raw} (stdin)"),
+        Some(path) => path.display().to_string(),
     };
     let name = raw.parse::<WalFileName>().map_err(|_| {
         Error::invalid_input(
@@ -346,8 +345,8 @@ fn file_name(cli: &Cli) -> Result<(WalFileName, String)> {
 
 /// The input and its length. A file is streamed; stdin is read whole first, since its
 /// length is needed to validate a segment before anything is stored.
-fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, u64)> {
-    if path.as_os_str() == "-" {
+fn open_input(input: &FileArg) -> Result<(Box<dyn Read + Send>, u64)> {
+    let Some(path) = input.file() else {
         let mut buf = Vec::new();
         std::io::stdin()
             .lock()
@@ -355,7 +354,7 @@ fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, u64)> {
             .map_err(|e| Error::local_io("stdin", e))?;
         let len = buf.len() as u64;
         return Ok((Box::new(std::io::Cursor::new(buf)), len));
-    }
+    };
     let file = std::fs::File::open(path).map_err(|e| Error::local_io(path, e))?;
     let len = file.metadata().map_err(|e| Error::local_io(path, e))?.len();
     Ok((Box::new(file), len))
@@ -375,7 +374,7 @@ fn open_input(path: &Path) -> Result<(Box<dyn Read + Send>, u64)> {
 fn verify_existing(
     repo: &Repository,
     key: &ObjectKey,
-    path: &Path,
+    path: &FileArg,
     display: &str,
     stored_prefix: &[u8],
     ours: &Envelope,
@@ -397,7 +396,14 @@ fn verify_existing(
                     .unwrap_or_else(|| "none".into())
             ))
         })?;
-        let data = std::fs::read(path).map_err(|e| Error::local_io(path, e))?;
+        // Stdin was consumed: only a file can be read again.
+        let file = path.file().ok_or_else(|| {
+            Error::Conflict(format!(
+                "{display}: {key} was stored with an older key; push it from a file, not stdin, \
+                 so it can be digested again"
+            ))
+        })?;
+        let data = std::fs::read(file).map_err(|e| Error::local_io(file, e))?;
         Sha256Sum(digester.of(&data))
     };
     if theirs.digest != our_digest || theirs.plain_len != ours.plain_len {

@@ -59,10 +59,19 @@ fn on_panic(code: impl Fn(Error) -> i32 + Send + Sync + 'static) {
     }));
 }
 
+/// The `PITRKIT_FAULT` test hook, read once (fault points sit on per-object paths).
+/// Nothing else reads it.
+fn fault_setting() -> Option<&'static str> {
+    static FAULT: OnceLock<Option<String>> = OnceLock::new();
+    FAULT
+        .get_or_init(|| std::env::var("PITRKIT_FAULT").ok())
+        .as_deref()
+}
+
 /// `PITRKIT_FAULT=panic` makes a tool panic once its command line is parsed: how the tests
-/// prove what a bug looks like from outside. Nothing else reads it.
+/// prove what a bug looks like from outside.
 fn fault() {
-    if std::env::var_os("PITRKIT_FAULT").is_some_and(|v| v == "panic") {
+    if fault_setting() == Some("panic") {
         panic!("PITRKIT_FAULT=panic");
     }
 }
@@ -70,13 +79,11 @@ fn fault() {
 /// `PITRKIT_FAULT=die-<point>` kills the process at a named point (SIGABRT, no cleanup, as
 /// kill -9 or a power loss would leave it): how the tests prove that the next run repairs
 /// what a crash there leaves. `PITRKIT_FAULT=stop-<point>` stops it there (SIGSTOP) until
-/// the test sends SIGCONT, to run something else at exactly that moment. Nothing else reads
-/// it.
+/// the test sends SIGCONT, to run something else at exactly that moment.
 pub fn fault_point(point: &str) {
-    let Some(v) = std::env::var_os("PITRKIT_FAULT") else {
+    let Some(v) = fault_setting() else {
         return;
     };
-    let v = v.to_string_lossy();
     if v.strip_prefix("die-") == Some(point) {
         std::process::abort();
     }

@@ -495,7 +495,7 @@ fn mode(m: u32) -> Permissions {
     Permissions::from_std(std::fs::Permissions::from_mode(m))
 }
 
-/// Collects `(root, path, is_dir)` beneath `dir`, children before their directory.
+/// Collects `(root, path, node)` beneath `root_dir`, children before their directory.
 fn walk(
     root_dir: &Dir,
     rel: &str,

@@ -18,6 +18,8 @@ pub struct FsStore {
     root: PathBuf,
     /// Objects written but not yet fsynced and published ([`Store::put_unsettled`]).
     settling: Mutex<Option<Settler>>,
+    /// Modes of new directories and files, from the root's mode once (see `modes`).
+    modes: std::sync::OnceLock<(u32, u32)>,
 }
 
 impl FsStore {
@@ -25,6 +27,7 @@ impl FsStore {
         FsStore {
             root: root.into(),
             settling: Mutex::new(None),
+            modes: std::sync::OnceLock::new(),
         }
     }
 
@@ -115,12 +118,15 @@ impl FsStore {
     }
 }
 
-/// Whether this process runs as root.
+/// Whether this process runs as root (asked once: it is asked for every object written).
 pub fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+    })
 }
 
 /// Run as root (a cron job, an operator's manual bb-push), a new repository directory gets
@@ -551,12 +557,14 @@ impl FsStore {
     /// writing (chunks are the database's rows): private to the owner, or readable by the
     /// group when the repository's directory is (a shared backup group). Directories, files.
     fn modes(&self) -> (u32, u32) {
-        let group = fs::metadata(&self.root).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
-        if group {
-            (0o750, 0o640)
-        } else {
-            (0o700, 0o600)
-        }
+        *self.modes.get_or_init(|| {
+            let group = fs::metadata(&self.root).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
+            if group {
+                (0o750, 0o640)
+            } else {
+                (0o700, 0o600)
+            }
+        })
     }
 
     /// "Not found" is only a positive answer if the repository directory itself exists: a

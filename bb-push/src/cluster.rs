@@ -10,13 +10,13 @@ use std::fs;
 use std::path::Path;
 
 use jiff::Timestamp;
-use pitrkit::chunk::ChunkWriter;
-use pitrkit::db::db_err;
 use pitrkit::error::{Error, Result};
-use pitrkit::manifest::Entry;
+use pitrkit::pg::db::db_err;
+use pitrkit::pg::wal::Lsn;
+use pitrkit::repo::chunk::ChunkWriter;
+use pitrkit::repo::manifest::Entry;
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::runner::note;
-use pitrkit::wal::Lsn;
 
 use std::time::Duration;
 
@@ -90,7 +90,7 @@ pub(crate) fn capture(
         Some(c) => c.clone(),
         None => default_conninfo(&pgdata)?,
     };
-    let mut db = pitrkit::db::connect(&conninfo)?;
+    let mut db = pitrkit::pg::db::connect(&conninfo)?;
     let row = db
         .query_one(
             "select current_setting('server_version_num')::int4, \
@@ -119,13 +119,13 @@ pub(crate) fn capture(
             "archive_mode is off: the WAL that makes this backup restorable would never reach the repository",
         ));
     }
-    let major = pitrkit::postgres::by_number(version as u32 / 10000).ok_or_else(|| {
+    let major = pitrkit::pg::major::by_number(version as u32 / 10000).ok_or_else(|| {
         Error::invalid_input(
             pgdata.display(),
             format!(
                 "PostgreSQL {} is not a major this pitrkit supports ({})",
                 version / 10000,
-                pitrkit::postgres::supported_list()
+                pitrkit::pg::major::supported_list()
             ),
         )
     })?;
@@ -142,7 +142,10 @@ pub(crate) fn capture(
     let start_time = Timestamp::now();
     let label = cli.label.clone().unwrap_or_default();
     let backup_label_name = if label.is_empty() {
-        format!("pitrkit {}", pitrkit::manifest::BackupId::at(start_time))
+        format!(
+            "pitrkit {}",
+            pitrkit::repo::manifest::BackupId::at(start_time)
+        )
     } else {
         label.clone()
     };

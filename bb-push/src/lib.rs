@@ -12,18 +12,18 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use jiff::Timestamp;
 use pitrkit::args::FileArg;
-use pitrkit::buffer::{PageBuf, read_full};
-use pitrkit::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::error::{Error, Result};
-use pitrkit::lock::{LockKind, RepoLock};
-use pitrkit::manifest::{BackupId, BackupManifest, Entry, MANIFEST_VERSION, Totals};
-use pitrkit::object::Compressor;
-use pitrkit::parallel;
+use pitrkit::io::buffer::{PageBuf, read_full};
+use pitrkit::io::parallel;
+use pitrkit::pg::wal::Lsn;
+use pitrkit::repo::chunk::{CHUNK_SIZE, ChunkWriter};
+use pitrkit::repo::lock::{LockKind, RepoLock};
+use pitrkit::repo::manifest::{BackupId, BackupManifest, Entry, MANIFEST_VERSION, Totals};
+use pitrkit::repo::object::Compressor;
+use pitrkit::repo::retention;
 use pitrkit::repo::{ClusterIdentity, Repository};
-use pitrkit::retention;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
-use pitrkit::wal::Lsn;
 use serde::Serialize;
 
 mod cluster;
@@ -166,7 +166,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let lock = RepoLock::acquire(&repo, LockKind::Backup)?;
     // A backup must not list the chunk store while an expire deletes from it: it could
     // reuse a chunk that is about to go.
-    lock.wait_for(LockKind::Expire, pitrkit::lock::EXPIRE_WAIT)?;
+    lock.wait_for(LockKind::Expire, pitrkit::repo::lock::EXPIRE_WAIT)?;
     let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 }, repo.keys())?;
     let captured = match (&cli.stdin, &cli.pgdata) {
         (Some(_), _) => stream::capture(&cli, &repo, &writer, jobs)?,
@@ -243,9 +243,9 @@ fn report_expire(plan: &retention::Plan) {
     }
 }
 
-pub(crate) fn required_wal(c: &Captured, seg_size: u32) -> Vec<pitrkit::wal::WalFileName> {
-    pitrkit::wal::segments_between(
-        pitrkit::wal::TimelineId(c.timeline),
+pub(crate) fn required_wal(c: &Captured, seg_size: u32) -> Vec<pitrkit::pg::wal::WalFileName> {
+    pitrkit::pg::wal::segments_between(
+        pitrkit::pg::wal::TimelineId(c.timeline),
         c.start_lsn,
         c.stop_lsn,
         seg_size,
@@ -303,8 +303,8 @@ fn publish(
             chunks,
             new_chunks: writer.new_chunks.load(Ordering::Relaxed),
             new_stored_bytes: writer.new_stored_bytes.load(Ordering::Relaxed),
-            seconds: pitrkit::measure::round(seconds, 3),
-            mb_per_s: pitrkit::measure::mb_per_s(bytes, seconds),
+            seconds: pitrkit::io::measure::round(seconds, 3),
+            mb_per_s: pitrkit::io::measure::mb_per_s(bytes, seconds),
         },
     };
     let manifest_bytes = repo.write_manifest(&m)?;
@@ -338,7 +338,7 @@ struct Part {
 
 /// What a part stored.
 struct StoredPart {
-    chunks: Vec<pitrkit::chunk::ChunkId>,
+    chunks: Vec<pitrkit::repo::chunk::ChunkId>,
     bytes: u64,
     crc: u32,
     mode: u32,
@@ -465,7 +465,7 @@ pub(crate) fn store_files(
 }
 
 /// Each file's chunks in the newest earlier backup: where page deltas start from.
-pub(crate) type Previous = HashMap<String, Vec<pitrkit::chunk::ChunkId>>;
+pub(crate) type Previous = HashMap<String, Vec<pitrkit::repo::chunk::ChunkId>>;
 
 /// The previous backup's files, and what its chunks are taught to `writer`.
 pub(crate) fn previous_chunks(repo: &Repository, writer: &ChunkWriter) -> Result<Previous> {
@@ -532,7 +532,7 @@ pub(crate) fn await_wal(repo: &Repository, c: &Captured, limit: Duration) -> Res
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use pitrkit::crypto::Keys;
+    use pitrkit::repo::crypto::Keys;
     use pitrkit::storage::memory::MemoryStore;
 
     /// Files cut into parts come back whole: every byte in order from the chunks, and the
@@ -590,7 +590,7 @@ mod tests {
             );
             let mut back = Vec::new();
             for id in chunks {
-                back.extend(pitrkit::chunk::read(&store, &keys, id).unwrap());
+                back.extend(pitrkit::repo::chunk::read(&store, &keys, id).unwrap());
             }
             assert!(back == *data, "{} differs", entry.path());
         }

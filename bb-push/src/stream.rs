@@ -9,15 +9,15 @@ use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pitrkit::buffer::PageBuf;
-use pitrkit::chunk::{CHUNK_SIZE, ChunkId, ChunkWriter};
 use pitrkit::error::{Error, Result};
-use pitrkit::manifest::Entry;
+use pitrkit::io::buffer::PageBuf;
+use pitrkit::pg::wal::Lsn;
+use pitrkit::repo::chunk::{CHUNK_SIZE, ChunkId, ChunkWriter};
+use pitrkit::repo::manifest::Entry;
 use pitrkit::repo::{ClusterIdentity, Repository};
-use pitrkit::wal::Lsn;
 
 use crate::{Captured, Cli, await_wal};
-use pitrkit::buffer::read_full;
+use pitrkit::io::buffer::read_full;
 
 fn bad(why: impl Into<String>) -> Error {
     Error::invalid_input("stdin", why)

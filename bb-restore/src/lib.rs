@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use pitrkit::datadir::TablespaceMapping;
 use pitrkit::error::{Error, Result};
+use pitrkit::pg::datadir::TablespaceMapping;
+use pitrkit::pg::target::{TargetAction, TargetArgs, TargetTimeline};
 use pitrkit::restore::{self, ArchiveMode, Existing, RestoreOptions, Signal};
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::target::{TargetAction, TargetArgs, TargetTimeline};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -2,7 +2,7 @@
 //!
 //! The table is part of the user interface: `archive_command` and `restore_command` decide
 //! what PostgreSQL does next from the exit status alone, and monitoring scripts do the same.
-//! Every code is documented in README.md; `tests/tests/exit_codes.rs` holds a test per row.
+//! Every code is documented in README.md; `tests/tests/integration/exit_codes.rs` holds a test per row.
 
 use std::io;
 use std::path::{Path, PathBuf};

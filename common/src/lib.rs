@@ -1,29 +1,16 @@
-//! The shared library of the pitrkit tools: settings, storage backends, the repository
-//! format, WAL knowledge, the object envelope, errors and the runner that owns exit codes.
+//! The shared library of the pitrkit tools. From the bottom (docs/ARCHITECTURE.md says who
+//! may use whom): `error`, `io`, `storage`, `pg`, `repo`, `restore`, then `args`,
+//! `settings` and `runner`, the edge every tool's `main` goes through.
 
-pub mod archive;
 pub mod args;
-pub mod buffer;
-pub mod chunk;
-pub mod crypto;
-pub mod datadir;
-pub mod db;
 pub mod error;
-pub mod layout;
-pub mod lock;
-pub mod manifest;
-pub mod measure;
-pub mod object;
-pub mod parallel;
-pub mod postgres;
+pub mod io;
+pub mod pg;
 pub mod repo;
 pub mod restore;
-pub mod retention;
 pub mod runner;
 pub mod settings;
 pub mod storage;
-pub mod target;
-pub mod wal;
 
 pub use error::{Error, Result};
 

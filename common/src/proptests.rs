@@ -4,12 +4,12 @@
 
 use proptest::prelude::*;
 
-use crate::crypto::{Class, Keys};
-use crate::datadir::{self, TablespaceMapping};
-use crate::manifest::{BackupId, BackupManifest};
-use crate::object::{self, Compressor, Envelope};
-use crate::target::TargetTimeline;
-use crate::wal::{self, Lsn, WalFileName};
+use crate::pg::datadir::{self, TablespaceMapping};
+use crate::pg::target::TargetTimeline;
+use crate::pg::wal::{self, Lsn, WalFileName};
+use crate::repo::crypto::{Class, Keys};
+use crate::repo::manifest::{BackupId, BackupManifest};
+use crate::repo::object::{self, Compressor, Envelope};
 
 /// A small valid object to mutate.
 fn sealed(plain: &[u8]) -> Vec<u8> {
@@ -39,10 +39,10 @@ proptest! {
         let _ = s.parse::<TablespaceMapping>();
         let _ = datadir::check_relative_path(&s);
         let _ = datadir::tablespace_split(&s);
-        let _ = crate::target::parse_time(&s);
+        let _ = crate::pg::target::parse_time(&s);
         let raw = String::from_utf8_lossy(&b);
         let _ = raw.parse::<WalFileName>();
-        let _ = crate::archive::parse_history(&raw);
+        let _ = crate::repo::archive::parse_history(&raw);
     }
 
     #[test]
@@ -91,17 +91,17 @@ proptest! {
             let _ = datadir::missing_to_start(&m.entries);
         }
         let _ = serde_json::from_slice::<crate::repo::RepoRoot>(&b);
-        let _ = serde_json::from_slice::<crate::lock::LockInfo>(&b);
-        let _ = serde_json::from_slice::<crate::retention::KeepMark>(&b);
+        let _ = serde_json::from_slice::<crate::repo::lock::LockInfo>(&b);
+        let _ = serde_json::from_slice::<crate::repo::retention::KeepMark>(&b);
     }
 
     #[test]
     fn entries_from_arbitrary_paths_are_checked(paths in proptest::collection::vec("[a-z./_0-9]{0,12}", 0..12), links in proptest::collection::vec(("pg_tblspc/[0-9]{1,3}", "/?[a-z./]{0,10}"), 0..3)) {
-        let mut entries: Vec<crate::manifest::Entry> = paths
+        let mut entries: Vec<crate::repo::manifest::Entry> = paths
             .into_iter()
-            .map(|p| crate::manifest::Entry::file(p, 0o600, 0, 0, vec![]))
+            .map(|p| crate::repo::manifest::Entry::file(p, 0o600, 0, 0, vec![]))
             .collect();
-        entries.extend(links.into_iter().map(|(path, target)| crate::manifest::Entry::Symlink { path, target }));
+        entries.extend(links.into_iter().map(|(path, target)| crate::repo::manifest::Entry::Symlink { path, target }));
         if datadir::check_entries(&entries).is_ok() {
             // Whatever passes stays beneath the directory: no absolute path, no `..`.
             for e in &entries {

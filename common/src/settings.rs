@@ -95,8 +95,8 @@ impl RepoLocation {
     /// on a round trip, not a CPU, so more requests in flight than cores keeps both busy.
     pub fn default_jobs(&self) -> usize {
         match self {
-            RepoLocation::Dir(_) => crate::parallel::default_jobs(),
-            RepoLocation::S3 { .. } => crate::parallel::default_jobs() * 4,
+            RepoLocation::Dir(_) => crate::io::parallel::default_jobs(),
+            RepoLocation::S3 { .. } => crate::io::parallel::default_jobs() * 4,
         }
     }
 
@@ -165,9 +165,9 @@ pub struct Settings {
     pub retry: RetryPolicy,
     pub compress_level: Option<i32>,
     /// The retention policy of the configuration file (flags may override it).
-    pub retention: crate::retention::Policy,
+    pub retention: crate::repo::retention::Policy,
     /// Where encryption keys come from; empty for a plain repository.
-    pub encryption: crate::crypto::KeySource,
+    pub encryption: crate::repo::crypto::KeySource,
     /// PostgreSQL server binaries per major version (the config file's `[pg_bin]` table).
     pub pg_bin: std::collections::BTreeMap<u32, PathBuf>,
     pub verbose: bool,
@@ -355,11 +355,11 @@ impl Settings {
             let number = major
                 .parse::<u32>()
                 .ok()
-                .and_then(crate::postgres::by_number)
+                .and_then(crate::pg::major::by_number)
                 .ok_or_else(|| {
                     Error::Usage(format!(
                         "bad [pg_bin] key '{major}': a PostgreSQL major this pitrkit supports ({})",
-                        crate::postgres::supported_list()
+                        crate::pg::major::supported_list()
                     ))
                 })?
                 .number;
@@ -378,7 +378,7 @@ impl Settings {
             s3_part_size: part_size,
             retry,
             compress_level: file.compress_level,
-            retention: crate::retention::Policy {
+            retention: crate::repo::retention::Policy {
                 retain_full: file.retain_full,
                 retain_window: file
                     .retain_window
@@ -386,7 +386,7 @@ impl Settings {
                     .map(|w| parse_duration("retain_window", w))
                     .transpose()?,
             },
-            encryption: crate::crypto::KeySource {
+            encryption: crate::repo::crypto::KeySource {
                 recipients: file.encryption_recipients.clone().unwrap_or_default(),
                 recipients_file: env
                     .get("PITR_ENCRYPTION_RECIPIENTS_FILE")
@@ -411,7 +411,7 @@ impl Settings {
     /// Opens the repository with the encryption keys configured (read from their files now:
     /// a missing or malformed key fails before anything touches the store).
     pub fn open_repo(&self) -> Result<crate::repo::Repository> {
-        let keys = crate::crypto::Keys::load(&self.encryption)?;
+        let keys = crate::repo::crypto::Keys::load(&self.encryption)?;
         Ok(crate::repo::Repository::with_keys(self.open_store()?, keys))
     }
 

@@ -23,11 +23,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
-use pitrkit::measure::seconds;
+use pitrkit::io::measure::seconds;
+use pitrkit::pg::target::{RecoveryTarget, TargetAction, TargetArgs};
 use pitrkit::restore::{self, ArchiveMode, Existing, RestoreOptions, Signal};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
-use pitrkit::target::{RecoveryTarget, TargetAction, TargetArgs};
 use postgres::{Client, SimpleQueryMessage};
 use serde::Serialize;
 
@@ -383,7 +383,7 @@ impl Drop for Release {
     fn drop(&mut self) {
         let released = Settings::from_args(&self.repo)
             .and_then(|s| s.open_repo())
-            .and_then(|r| pitrkit::lock::release_restore(&r, &self.key));
+            .and_then(|r| pitrkit::repo::lock::release_restore(&r, &self.key));
         if let Err(e) = released {
             note(format!(
                 "the drill's restore lock {} stays until it expires: {e}",

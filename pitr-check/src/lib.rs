@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use pitrkit::error::Result;
+use pitrkit::pg::target::TargetArgs;
 use pitrkit::runner::Verdict;
 use pitrkit::settings::RepoArgs;
-use pitrkit::target::TargetArgs;
 
 pub mod drill;
 pub mod report;

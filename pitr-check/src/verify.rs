@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jiff::Timestamp;
-use pitrkit::chunk::{self, ChunkId};
 use pitrkit::error::{Error, Result};
-use pitrkit::object::{self, Envelope};
-use pitrkit::parallel;
+use pitrkit::io::parallel;
+use pitrkit::pg::wal::WalFileName;
+use pitrkit::repo::chunk::{self, ChunkId};
+use pitrkit::repo::object::{self, Envelope};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::ObjectKey;
-use pitrkit::wal::WalFileName;
 use serde::Serialize;
 
 use crate::VerifyArgs;
@@ -68,7 +68,7 @@ fn kind_of(key: &ObjectKey) -> Kind {
     if let Some(id) = ChunkId::from_key(k) {
         return Kind::Chunk(id);
     }
-    if let Some(name) = pitrkit::layout::wal_name(k) {
+    if let Some(name) = pitrkit::repo::layout::wal_name(k) {
         return Kind::Wal(name);
     }
     Kind::Other
@@ -199,7 +199,7 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         verdict,
         objects_checked: objects.len() as u64,
         bytes_checked: bytes.load(Ordering::Relaxed),
-        seconds: pitrkit::measure::seconds(started.elapsed()),
+        seconds: pitrkit::io::measure::seconds(started.elapsed()),
         keys: by_key.into_inner().unwrap_or_else(|p| p.into_inner()),
         problems,
     };
@@ -276,7 +276,7 @@ fn attribute(inv: &Inventory, backups: &[BackupReport], problems: &mut [Problem]
                             backup_id: b.backup_id.clone(),
                             effect: format!(
                                 "recovery window now ends at {} instead of {}",
-                                pitrkit::wal::Lsn(segno * seg as u64),
+                                pitrkit::pg::wal::Lsn(segno * seg as u64),
                                 w.to_lsn
                             ),
                         });

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pitrkit::args::FileArg;
 use pitrkit::error::{Error, Result};
-use pitrkit::object;
-use pitrkit::parallel;
+use pitrkit::io::parallel;
+use pitrkit::pg::wal::{self, WalFileName};
 use pitrkit::repo::Repository;
+use pitrkit::repo::object;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::fs::TempFile;
-use pitrkit::wal::{self, WalFileName};
 
 pub mod prefetch;
 use prefetch::Prefetch;
@@ -98,7 +98,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Prefetch::new(dir).clear(CLEANUP_WAIT)?;
         if let Some(key) = &cli.release_lock {
             let repo = Settings::from_args(&cli.repo)?.open_repo()?;
-            pitrkit::lock::release_restore(&repo, key)?;
+            pitrkit::repo::lock::release_restore(&repo, key)?;
         }
         return Ok(());
     }
@@ -300,10 +300,10 @@ fn later_segment(repo: &Repository, name: &WalFileName) -> Result<Option<WalFile
     let Some(wanted) = name.log_seg() else {
         return Ok(None);
     };
-    let prefix = pitrkit::layout::wal_timeline(name.timeline());
+    let prefix = pitrkit::repo::layout::wal_timeline(name.timeline());
     let (mut before, mut after) = (false, None);
     for o in repo.store().list(&prefix)? {
-        let Some(stored) = pitrkit::layout::wal_name(o.key.as_str()) else {
+        let Some(stored) = pitrkit::repo::layout::wal_name(o.key.as_str()) else {
             continue;
         };
         let (WalFileName::Segment { .. }, Some(at)) = (stored, stored.log_seg()) else {

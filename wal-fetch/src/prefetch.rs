@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
+use pitrkit::pg::wal::WalFileName;
 use pitrkit::storage::fs::TempFile;
-use pitrkit::wal::WalFileName;
 
 /// The prefetch directory's name inside pg_wal.
 pub const DIR: &str = "pitrkit-prefetch";

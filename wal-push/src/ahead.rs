@@ -15,10 +15,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use pitrkit::buffer::PageBuf;
 use pitrkit::error::{Error, Result};
+use pitrkit::io::buffer::PageBuf;
+use pitrkit::pg::wal::WalFileName;
 use pitrkit::storage::fs::{TempFile, sync_dir};
-use pitrkit::wal::WalFileName;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 

@@ -11,15 +11,15 @@ use std::time::Instant;
 
 use clap::Parser;
 use pitrkit::args::FileArg;
-use pitrkit::crypto::Class;
 use pitrkit::error::{Error, Result};
-use pitrkit::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
-use pitrkit::parallel::Slots;
+use pitrkit::io::parallel::Slots;
+use pitrkit::pg::wal::{self, WalFileName};
+use pitrkit::repo::crypto::Class;
+use pitrkit::repo::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
 use pitrkit::repo::{RepoRoot, Repository};
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::{ObjectKey, PutMode, PutOutcome};
-use pitrkit::wal::{self, WalFileName};
 use serde::{Deserialize, Serialize};
 
 mod ahead;
@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
     if let (Some(ahead), Some(path)) = (&ahead, cli.path.file())
         && let Some(mut report) = ahead.take(&name, path)?
     {
-        report.seconds = pitrkit::measure::round(started.elapsed().as_secs_f64(), 4);
+        report.seconds = pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4);
         if settings.verbose {
             note(format!(
                 "{name}: pushed ahead earlier, record matches the file"
@@ -151,7 +151,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     let (mut report, _) = mine?;
-    report.seconds = pitrkit::measure::round(started.elapsed().as_secs_f64(), 4);
+    report.seconds = pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4);
     print_report(&report)
 }
 
@@ -288,7 +288,7 @@ fn push_one(
         bytes: envelope.plain_len,
         stored_bytes: stored.len() as u64,
         digest: envelope.digest.to_string(),
-        seconds: pitrkit::measure::round(started.elapsed().as_secs_f64(), 4),
+        seconds: pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4),
         status: status.into(),
     };
     Ok((report, hash))

@@ -1,12 +1,12 @@
 //! Which backup a restore starts from, and whether the archive can take it to the target:
 //! all read-only, decided before anything is written.
 
-use crate::archive::ArchiveIndex;
 use crate::error::{Error, Result};
-use crate::manifest::{BackupId, BackupManifest};
+use crate::pg::target::RecoveryTarget;
 use crate::repo::Repository;
+use crate::repo::archive::ArchiveIndex;
+use crate::repo::manifest::{BackupId, BackupManifest};
 use crate::runner::note;
-use crate::target::RecoveryTarget;
 
 /// The newest backup that is consistent before the target, or the one named.
 pub(super) fn choose_backup(

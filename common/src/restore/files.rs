@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::{Mutex, mpsc};
 
 use super::layout::{Layout, Node};
-use crate::chunk::{self, ChunkId};
 use crate::error::{Error, Result};
-use crate::manifest::{BackupManifest, Entry};
-use crate::parallel;
+use crate::io::parallel;
 use crate::repo::Repository;
+use crate::repo::chunk::{self, ChunkId};
+use crate::repo::manifest::{BackupManifest, Entry};
 
 /// One unit of restore work: a chunk of a file (an index into the restore's files).
 struct Piece<'a> {
@@ -58,8 +58,10 @@ pub(super) fn restore_files(
                 let f = layout.open_write(root, rel, true)?;
                 // A new file, or with --delta a reused one cut or grown to its size.
                 f.set_len(*size).map_err(|e| Error::local_io(shown(), e))?;
-                f.set_permissions(fs::Permissions::from_mode(crate::datadir::file_mode(*mode)))
-                    .map_err(|e| Error::local_io(shown(), e))?;
+                f.set_permissions(fs::Permissions::from_mode(crate::pg::datadir::file_mode(
+                    *mode,
+                )))
+                .map_err(|e| Error::local_io(shown(), e))?;
                 files.push((root, rel));
                 let file = files.len() - 1;
                 for (i, id) in chunks.iter().enumerate() {

@@ -15,9 +15,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::datadir::{self, TablespaceMapping};
 use crate::error::{Error, Result};
-use crate::manifest::{BackupManifest, Entry};
+use crate::pg::datadir::{self, TablespaceMapping};
+use crate::repo::manifest::{BackupManifest, Entry};
 use cap_std::fs::{Dir, OpenOptions, Permissions};
 
 /// What a path found beneath a root is (links are never followed).

@@ -22,15 +22,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::archive::ArchiveIndex;
-use crate::datadir::TablespaceMapping;
 use crate::error::{Error, Result};
-use crate::lock::{LockKind, RepoLock};
-use crate::manifest::BackupId;
+use crate::pg::datadir::TablespaceMapping;
+use crate::pg::target::{RecoveryTarget, TargetAction, TargetTimeline};
 use crate::repo::Repository;
+use crate::repo::archive::ArchiveIndex;
+use crate::repo::lock::{LockKind, RepoLock};
+use crate::repo::manifest::BackupId;
 use crate::runner::note;
 use crate::settings::Settings;
-use crate::target::{RecoveryTarget, TargetAction, TargetTimeline};
 use choose::{check_archive, choose_backup, reachable_timeline};
 use files::restore_files;
 use layout::Layout;
@@ -121,7 +121,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
     let mut lock = register(&repo, &chosen.backup_id)?;
     crate::runner::fault_point("after-restore-lock");
     if let Some(l) = &lock {
-        l.wait_for(LockKind::Expire, crate::lock::EXPIRE_WAIT)?;
+        l.wait_for(LockKind::Expire, crate::repo::lock::EXPIRE_WAIT)?;
     }
     let manifest = repo.read_manifest(&chosen.backup_id)?;
     if manifest.system_identifier != root.system_identifier {
@@ -133,7 +133,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
             ),
         ));
     }
-    let missing = crate::datadir::missing_to_start(&manifest.entries);
+    let missing = crate::pg::datadir::missing_to_start(&manifest.entries);
     if !missing.is_empty() {
         return Err(Error::corrupt(
             manifest.backup_id.manifest_key(),
@@ -211,8 +211,8 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
         files: manifest.totals.files,
         bytes: manifest.totals.bytes,
         bytes_fetched: fetched,
-        seconds: crate::measure::round(seconds, 3),
-        mb_per_s: crate::measure::mb_per_s(manifest.totals.bytes, seconds),
+        seconds: crate::io::measure::round(seconds, 3),
+        mb_per_s: crate::io::measure::mb_per_s(manifest.totals.bytes, seconds),
         recovery_settings: recovery
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -230,7 +230,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Registers the restore of `backup` with retention (see `crate::lock`). A repository
+/// Registers the restore of `backup` with retention (see `crate::repo::lock`). A repository
 /// this host may only read (a restore host with read-only credentials) is restored from
 /// unregistered, with a note.
 fn register<'a>(repo: &'a Repository, backup: &BackupId) -> Result<Option<RepoLock<'a>>> {

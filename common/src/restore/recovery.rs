@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use super::layout::Layout;
 use super::{ArchiveMode, RestoreOptions, Signal};
 use crate::error::{Error, Result};
-use crate::manifest::BackupManifest;
+use crate::pg::target::{RecoveryTarget, conf_quote};
+use crate::repo::manifest::BackupManifest;
 use crate::runner::note;
 use crate::settings::Settings;
-use crate::target::{RecoveryTarget, conf_quote};
 
 /// The settings that make PostgreSQL recover through wal-fetch from the same repository.
 pub(super) fn recovery_settings(

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pitrkit::error::Result;
 
 use super::server::error_message;
-use pitrkit::db::db_err;
+use pitrkit::pg::db::db_err;
 use postgres::{Client, GenericClient, IsolationLevel};
 
 /// The user tables counted: ordinary, permanent tables outside the system schemas.
@@ -45,7 +45,7 @@ pub struct Baseline {
 /// segment holding the point gets archived. Errors here mean the drill could not run
 /// (wrong conninfo, not a superuser, a standby): they are the caller's, not the archive's.
 pub fn take(conninfo: &str, name: &str) -> Result<(Baseline, Client)> {
-    let mut live = pitrkit::db::connect(conninfo)?;
+    let mut live = pitrkit::pg::db::connect(conninfo)?;
     let mut tx = live
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

@@ -248,7 +248,7 @@ pub enum NotPromoted {
     Connect(String),
 }
 
-pub use pitrkit::db::message as error_message;
+pub use pitrkit::pg::db::message as error_message;
 
 /// The running throwaway server. Dropping it stops it.
 pub struct Server {

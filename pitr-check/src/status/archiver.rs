@@ -28,8 +28,8 @@ pub(super) fn archiver(
     pgdata: Option<&Path>,
     root: &RepoRoot,
 ) -> Result<ArchiverReport> {
-    let mut db = pitrkit::db::connect(conninfo)?;
-    let err = pitrkit::db::db_err;
+    let mut db = pitrkit::pg::db::connect(conninfo)?;
+    let err = pitrkit::pg::db::db_err;
     let row = db
         .query_one(
             "select archived_count, last_archived_wal, \

@@ -319,8 +319,8 @@ fn merge_windows(backups: &[BackupReport]) -> Vec<WindowReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pitrkit::archive::Stored;
-    use pitrkit::manifest::Entry;
+    use pitrkit::repo::archive::Stored;
+    use pitrkit::repo::manifest::Entry;
     use pitrkit::storage::memory::MemoryStore;
 
     const SEG: u32 = 16 << 20;

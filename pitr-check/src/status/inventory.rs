@@ -56,10 +56,11 @@ impl Inventory {
                         .into_iter()
                         .filter(|c| !self.chunks.contains(c))
                         .count() as u64;
-                    let missing_files: Vec<String> = pitrkit::datadir::missing_to_start(&m.entries)
-                        .into_iter()
-                        .map(String::from)
-                        .collect();
+                    let missing_files: Vec<String> =
+                        pitrkit::pg::datadir::missing_to_start(&m.entries)
+                            .into_iter()
+                            .map(String::from)
+                            .collect();
                     let tli = self.index.recovery_timeline(m.timeline, m.stop_lsn);
                     let window = (missing_chunks == 0)
                         .then(|| self.index.window(m, tli))
@@ -103,8 +104,8 @@ pub struct WindowReport {
     pub cut_by: Option<String>,
 }
 
-impl From<pitrkit::archive::Window> for WindowReport {
-    fn from(w: pitrkit::archive::Window) -> Self {
+impl From<pitrkit::repo::archive::Window> for WindowReport {
+    fn from(w: pitrkit::repo::archive::Window) -> Self {
         WindowReport {
             timeline: w.timeline,
             from_time: w.from_time,

@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pitrkit::archive::{ArchiveIndex, Gap};
-use pitrkit::chunk::{self, ChunkId};
 use pitrkit::error::Result;
-use pitrkit::manifest::{BackupId, BackupManifest};
+use pitrkit::pg::wal::{Lsn, WalFileName};
+use pitrkit::repo::archive::{ArchiveIndex, Gap};
+use pitrkit::repo::chunk::{self, ChunkId};
+use pitrkit::repo::manifest::{BackupId, BackupManifest};
+use pitrkit::repo::retention::KeepMark;
 use pitrkit::repo::{RepoRoot, Repository};
-use pitrkit::retention::KeepMark;
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
-use pitrkit::wal::{Lsn, WalFileName};
 use serde::Serialize;
 
 use crate::StatusArgs;

@@ -14,7 +14,7 @@ use pitrkit_tests::{Backend, Pg, Sandbox, Site, now, run, site_with};
 /// Writes an identity file readable by the cluster's user only, and returns it with its
 /// recipient.
 fn key(sb: &Sandbox, name: &str) -> (PathBuf, String) {
-    let (identity, recipient) = pitrkit::crypto::generate();
+    let (identity, recipient) = pitrkit::repo::crypto::generate();
     let path = sb.path().join(name);
     fs::write(&path, identity).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -62,7 +62,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn encrypted_round_trip(backend: Backend) {
     // The site needs its recipient before the primary starts archiving: make the key pair
     // first, and give the identity file to the restore side only.
-    let (identity, recipient) = pitrkit::crypto::generate();
+    let (identity, recipient) = pitrkit::repo::crypto::generate();
     let s = site_with(
         "encryption",
         backend,
@@ -258,7 +258,7 @@ fn refusals(s: &Site, restore_cfg: &Path, segment: &str, backup: &str) {
 /// and verify says which key each object needs.
 #[test]
 fn key_rotation_keeps_old_backups_readable() {
-    let (identity1, recipient1) = pitrkit::crypto::generate();
+    let (identity1, recipient1) = pitrkit::repo::crypto::generate();
     let s = site_with(
         "rotation",
         Backend::Fs,
@@ -271,7 +271,7 @@ fn key_rotation_keeps_old_backups_readable() {
     std::thread::sleep(Duration::from_millis(1100));
     // Rotate: the new recipient first, the old one kept so re-pushes of old segments can
     // still be recognised.
-    let (identity2, recipient2) = pitrkit::crypto::generate();
+    let (identity2, recipient2) = pitrkit::repo::crypto::generate();
     let cfg: String = fs::read_to_string(&s.repo.config)
         .unwrap()
         .lines()

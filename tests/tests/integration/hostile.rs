@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pitrkit::manifest::{BackupManifest, Entry};
 use pitrkit::repo::Repository;
+use pitrkit::repo::manifest::{BackupManifest, Entry};
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::PutMode;
 use pitrkit_tests::{Backend, Pg, Sandbox, Site, TestRepo, run, site_with};
@@ -47,7 +47,7 @@ fn link(path: &str, target: &Path) -> Entry {
 }
 
 fn crafted_manifests(encrypted: bool) {
-    let (identity, recipient) = pitrkit::crypto::generate();
+    let (identity, recipient) = pitrkit::repo::crypto::generate();
     let lines = if encrypted {
         format!("encryption_recipients = ['{recipient}']\n")
     } else {
@@ -475,7 +475,7 @@ fn a_corpus_of_crafted_objects_is_survived() {
     put("wal/00000001/00000001FFFFFFFF000000FF.zst", &bytes);
     // A chunk bomb: 128 MiB of zeros in a few KB, under a chunk name.
     let zeros = vec![0u8; 128 << 20];
-    let sealed = pitrkit::object::Compressor {
+    let sealed = pitrkit::repo::object::Compressor {
         level: 1,
         workers: 0,
     }
@@ -483,7 +483,7 @@ fn a_corpus_of_crafted_objects_is_survived() {
         &mut &zeros[..],
         0,
         repo.keys(),
-        pitrkit::crypto::Class::Data,
+        pitrkit::repo::crypto::Class::Data,
     )
     .unwrap()
     .0;
@@ -494,7 +494,7 @@ fn a_corpus_of_crafted_objects_is_survived() {
     );
     // A newer manifest claiming WAL from 0/0 to FFFFFFFF/FFFFFFFF.
     let mut m = repo.read_manifest(&good.parse().unwrap()).unwrap();
-    let newer: pitrkit::manifest::BackupId = "20991231T235959Z".parse().unwrap();
+    let newer: pitrkit::repo::manifest::BackupId = "20991231T235959Z".parse().unwrap();
     m.backup_id = newer.clone();
     m.start_lsn = "0/0".parse().unwrap();
     m.stop_lsn = "FFFFFFFF/FFFFFFFF".parse().unwrap();

@@ -23,13 +23,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::{self, ChunkId};
 use crate::error::{Error, Result};
-use crate::lock::{self, LockKind, RepoLock};
-use crate::manifest::{BackupId, BackupManifest};
+use crate::pg::wal::WalFileName;
 use crate::repo::Repository;
+use crate::repo::chunk::{self, ChunkId};
+use crate::repo::lock::{self, LockKind, RepoLock};
+use crate::repo::manifest::{BackupId, BackupManifest};
 use crate::storage::{ObjectKey, PutMode};
-use crate::wal::WalFileName;
 
 /// How much history to keep.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct KeepMark {
 }
 
 fn keep_key(id: &BackupId) -> ObjectKey {
-    crate::layout::keep_mark(id)
+    crate::repo::layout::keep_mark(id)
 }
 
 impl Repository {
@@ -79,8 +79,8 @@ impl Repository {
     /// The keep marks of all backups. An unreadable mark still keeps its backup.
     pub fn keep_marks(&self) -> Result<HashMap<BackupId, KeepMark>> {
         let mut out = HashMap::new();
-        for o in self.store().list(crate::layout::BACKUPS)? {
-            let Some(id) = crate::layout::keep_mark_of(o.key.as_str()) else {
+        for o in self.store().list(crate::repo::layout::BACKUPS)? {
+            let Some(id) = crate::repo::layout::keep_mark_of(o.key.as_str()) else {
                 continue;
             };
             let mark = match self.store().get(&o.key)? {
@@ -258,7 +258,7 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
     let mut manifest_bytes = 0;
     let listing: HashMap<ObjectKey, u64> = repo
         .store()
-        .list(crate::layout::BACKUPS)?
+        .list(crate::repo::layout::BACKUPS)?
         .into_iter()
         .map(|o| (o.key, o.size))
         .collect();
@@ -325,11 +325,11 @@ pub fn expire(repo: &Repository, policy: Policy, dry_run: bool) -> Result<Plan> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::Entry;
-    use crate::object::Compressor;
+    use crate::pg::wal::{Lsn, TimelineId};
     use crate::repo::ClusterIdentity;
+    use crate::repo::manifest::Entry;
+    use crate::repo::object::Compressor;
     use crate::storage::memory::MemoryStore;
-    use crate::wal::{Lsn, TimelineId};
 
     const SEG: u32 = 16 << 20;
 
@@ -370,16 +370,16 @@ mod tests {
     }
 
     fn put_chunk(repo: &Repository, data: &[u8]) -> ChunkId {
-        let id = ChunkId::of(data, &crate::crypto::Digester::Sha256);
+        let id = ChunkId::of(data, &crate::repo::crypto::Digester::Sha256);
         let sealed = Compressor {
             level: 1,
             workers: 0,
         }
         .seal_known(
             data,
-            crate::object::Sha256Sum(id.0),
+            crate::repo::object::Sha256Sum(id.0),
             repo.keys(),
-            crate::crypto::Class::Data,
+            crate::repo::crypto::Class::Data,
         )
         .unwrap();
         repo.store()

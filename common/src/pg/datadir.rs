@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::error::Error;
-use crate::manifest::Entry;
+use crate::repo::manifest::Entry;
 
 /// Longest path accepted (Linux's `PATH_MAX`).
 const PATH_MAX: usize = 4096;

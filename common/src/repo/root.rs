@@ -1,19 +1,16 @@
-//! The repository: its root document, and where each kind of object lives.
-//!
-//! Layout (docs/FORMAT.md is the specification):
-//! - `pitrkit.json`: the root document, written once by the first push of a WAL segment;
-//! - `wal/<timeline>/<WAL file name>.zst`: one enveloped object per archived WAL file.
+//! The root document (`pitrkit.json`: which cluster, which format, which segment size) and
+//! the `Repository` handle every tool opens: the store, the keys, and the root it checked.
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::pg::wal::{SegmentHeader, WalFileName};
+use crate::repo::crypto::Keys;
 use crate::storage::{ObjectKey, PutMode, PutOutcome, Store};
-use crate::wal::{SegmentHeader, WalFileName};
 
 /// The repository format this pitrkit reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
-use crate::layout::ROOT as ROOT_KEY;
+use crate::repo::layout::ROOT as ROOT_KEY;
 
 /// `pitrkit.json`: which cluster the repository belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,23 +99,23 @@ impl Repository {
         self.store.location()
     }
 
-    /// Where an archived WAL file lives (see [`crate::layout::wal`]).
+    /// Where an archived WAL file lives (see [`crate::repo::layout::wal`]).
     pub fn wal_key(name: &WalFileName) -> ObjectKey {
-        crate::layout::wal(name)
+        crate::repo::layout::wal(name)
     }
 
     /// Every archived WAL file, with its listing entry (size, when stored), by name.
     pub fn list_wal(&self) -> Result<Vec<(WalFileName, crate::storage::ObjectInfo)>> {
         Ok(self
             .store
-            .list(crate::layout::WAL)?
+            .list(crate::repo::layout::WAL)?
             .into_iter()
-            .filter_map(|o| Some((crate::layout::wal_name(o.key.as_str())?, o)))
+            .filter_map(|o| Some((crate::repo::layout::wal_name(o.key.as_str())?, o)))
             .collect())
     }
 
     fn root_key() -> ObjectKey {
-        crate::layout::root()
+        crate::repo::layout::root()
     }
 
     /// The root document, or `None` for a repository nothing has been pushed to yet.
@@ -233,7 +230,7 @@ impl Repository {
     /// must be refused the second time. A local directory (a hard link) always does; some
     /// S3 implementations, and proxies in front of them, drop `If-None-Match`.
     fn probe_conditional_create(&self) -> Result<bool> {
-        let key = crate::layout::probe(fastrand::u64(..));
+        let key = crate::repo::layout::probe(fastrand::u64(..));
         self.store.put(&key, b"1", PutMode::CreateNew)?;
         let second = self.store.put(&key, b"2", PutMode::CreateNew)?;
         // A host that may not delete leaves the probe behind: harmless.

@@ -1,7 +1,7 @@
 //! The PostgreSQL major versions pitrkit supports, in one table: what tells them apart in
 //! the bytes pitrkit reads (WAL page magic) and in the SQL it sends (the backup functions
 //! renamed in 15). Supporting the next major is one row here plus its test in the version
-//! matrix (`tests/tests/versions.rs`).
+//! matrix (`tests/tests/integration/versions.rs`).
 
 use std::path::PathBuf;
 

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use crate::error::Result;
-use crate::manifest::BackupManifest;
+use crate::pg::wal::{Lsn, TimelineId, WalFileName};
 use crate::repo::Repository;
+use crate::repo::manifest::BackupManifest;
 use crate::storage::ObjectKey;
-use crate::wal::{Lsn, TimelineId, WalFileName};
 
 /// One line of a `.history` file: timeline `parent` ended at `switch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +118,11 @@ impl ArchiveIndex {
                 }
                 WalFileName::History { tli } => {
                     if let Some(stored) = repo.store().get(&info.key)? {
-                        match crate::object::open(
+                        match crate::repo::object::open(
                             info.key.as_str(),
                             &stored,
                             repo.keys(),
-                            crate::object::limit::SMALL,
+                            crate::repo::object::limit::SMALL,
                         ) {
                             Ok((text, _)) => {
                                 index

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::storage::{ObjectKey, PutMode};
 
-use crate::layout::LOCKS as PREFIX;
+use crate::repo::layout::LOCKS as PREFIX;
 
 /// Who holds a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,7 +142,7 @@ impl<'a> RepoLock<'a> {
             backup_id,
             expires_at,
         };
-        let key = crate::layout::lock(
+        let key = crate::repo::layout::lock(
             kind.name(),
             &info.created_at.strftime("%Y%m%dT%H%M%SZ").to_string(),
             info.pid,
@@ -261,7 +261,10 @@ fn lease(d: Duration) -> jiff::SignedDuration {
 pub fn held(repo: &Repository, kind: LockKind) -> Result<Vec<(ObjectKey, LockInfo)>> {
     let now = Timestamp::now();
     let mut out = Vec::new();
-    for o in repo.store().list(&crate::layout::locks_of(kind.name()))? {
+    for o in repo
+        .store()
+        .list(&crate::repo::layout::locks_of(kind.name()))?
+    {
         let Some(bytes) = repo.store().get(&o.key)? else {
             continue;
         };

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
-use crate::wal::Lsn;
+use crate::pg::wal::Lsn;
 
 /// Where recovery should stop.
 #[derive(Debug, Clone, PartialEq, Eq)]

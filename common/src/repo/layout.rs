@@ -5,9 +5,9 @@
 //! building one never fails; parsing a listed key is how untrusted names come in, and a key
 //! that does not parse is simply not the kind asked for.
 
-use crate::manifest::BackupId;
+use crate::pg::wal::{TimelineId, WalFileName};
+use crate::repo::manifest::BackupId;
 use crate::storage::ObjectKey;
-use crate::wal::{TimelineId, WalFileName};
 
 /// The root document.
 pub const ROOT: &str = "pitrkit.json";

@@ -11,13 +11,13 @@ use std::str::FromStr;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::ChunkId;
-use crate::crypto::{Class, KeyId};
 use crate::error::{Error, Result};
-use crate::object::{self, Compressor};
+use crate::pg::wal::{Lsn, WalFileName};
 use crate::repo::Repository;
+use crate::repo::chunk::ChunkId;
+use crate::repo::crypto::{Class, KeyId};
+use crate::repo::object::{self, Compressor};
 use crate::storage::{ObjectKey, PutMode, PutOutcome};
-use crate::wal::{Lsn, WalFileName};
 
 /// Bumped whenever the manifest's meaning changes.
 pub const MANIFEST_VERSION: u32 = 3;
@@ -35,7 +35,7 @@ impl BackupId {
     }
 
     pub fn manifest_key(&self) -> ObjectKey {
-        crate::layout::manifest(self)
+        crate::repo::layout::manifest(self)
     }
 }
 
@@ -228,8 +228,8 @@ impl BackupManifest {
     /// The WAL files from the backup's start to its stop: what recovery needs to reach a
     /// consistent state, the least the archive must hold for the backup to restore at all.
     pub fn required_wal(&self, seg_size: u32) -> Vec<WalFileName> {
-        crate::wal::segments_between(
-            crate::wal::TimelineId(self.timeline),
+        crate::pg::wal::segments_between(
+            crate::pg::wal::TimelineId(self.timeline),
             self.start_lsn,
             self.stop_lsn,
             seg_size,
@@ -242,7 +242,7 @@ impl Repository {
     /// is made durable first: a manifest must never name a chunk a crash could still lose.
     pub fn write_manifest(&self, m: &BackupManifest) -> Result<u64> {
         // What a restore would refuse is never published (a crafted tar on bb-push's stdin).
-        crate::datadir::check_entries(&m.entries).map_err(|bad| {
+        crate::pg::datadir::check_entries(&m.entries).map_err(|bad| {
             Error::invalid_input(format!("backup {}", m.backup_id), bad.to_string())
         })?;
         let named: Vec<ObjectKey> = m.referenced_chunks().map(|c| c.key()).collect();
@@ -341,7 +341,7 @@ impl Repository {
             }
         }
         // A restore (as root) must never be told to write outside its directories.
-        crate::datadir::check_entries(&m.entries)
+        crate::pg::datadir::check_entries(&m.entries)
             .map_err(|bad| Error::corrupt(&key, format!("backup {id} refused: {bad}")))?;
         m.sealed_with = env.key;
         Ok(m)
@@ -351,9 +351,9 @@ impl Repository {
     pub fn list_backups(&self) -> Result<Vec<BackupId>> {
         let mut ids: Vec<BackupId> = self
             .store()
-            .list(crate::layout::BACKUPS)?
+            .list(crate::repo::layout::BACKUPS)?
             .iter()
-            .filter_map(|o| crate::layout::manifest_of(o.key.as_str()))
+            .filter_map(|o| crate::repo::layout::manifest_of(o.key.as_str()))
             .collect();
         ids.sort();
         Ok(ids)

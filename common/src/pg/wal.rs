@@ -3,7 +3,7 @@
 //!
 //! References: `src/include/access/xlog_internal.h` (file names, `XLogLongPageHeaderData`,
 //! `XLOG_PAGE_MAGIC`) and `src/backend/access/transam/xlogreader.c`
-//! (`XLogReaderValidatePageHeader`) of every major in [`crate::postgres::SUPPORTED`].
+//! (`XLogReaderValidatePageHeader`) of every major in [`crate::pg::major::SUPPORTED`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -260,7 +260,7 @@ pub fn read_long_header(display: &str, data: &[u8]) -> Result<SegmentHeader> {
         ));
     }
     let magic = le_u16(data, 0);
-    let pg_major = crate::postgres::by_page_magic(magic)
+    let pg_major = crate::pg::major::by_page_magic(magic)
         .map(|m| m.number)
         .ok_or_else(|| {
             Error::invalid_input(
@@ -268,7 +268,7 @@ pub fn read_long_header(display: &str, data: &[u8]) -> Result<SegmentHeader> {
                 format!(
                     "not a WAL segment of a PostgreSQL major this pitrkit supports ({}): page \
                      magic 0x{magic:04X}; WAL of a newer major needs a newer pitrkit",
-                    crate::postgres::supported_list()
+                    crate::pg::major::supported_list()
                 ),
             )
         })?;

@@ -20,9 +20,9 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::crypto::{Class, Digester, Keys};
 use crate::error::{Error, Result};
-use crate::object::{self, Compressor, Sha256Sum};
+use crate::repo::crypto::{Class, Digester, Keys};
+use crate::repo::object::{self, Compressor, Sha256Sum};
 use crate::storage::{ObjectKey, PutMode, Store};
 
 /// Bytes per chunk (the last chunk of a file may be shorter).
@@ -30,7 +30,7 @@ pub const CHUNK_SIZE: usize = 1 << 20;
 /// Granularity of page deltas: PostgreSQL's block size.
 const PAGE: usize = 8192;
 const DELTA_MAGIC: &[u8; 8] = b"PKDELTA1";
-use crate::layout::CHUNKS as PREFIX;
+use crate::repo::layout::CHUNKS as PREFIX;
 
 /// A chunk's name: the sha256 of its content.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,13 +42,13 @@ impl ChunkId {
         ChunkId(digester.of(data))
     }
 
-    /// Where the chunk lives (see [`crate::layout::chunk`]).
+    /// Where the chunk lives (see [`crate::repo::layout::chunk`]).
     pub fn key(&self) -> ObjectKey {
-        crate::layout::chunk(&self.to_string())
+        crate::repo::layout::chunk(&self.to_string())
     }
 
     pub fn from_key(key: &str) -> Option<Self> {
-        crate::layout::chunk_hex(key)?.parse().ok()
+        crate::repo::layout::chunk_hex(key)?.parse().ok()
     }
 }
 

@@ -12,9 +12,9 @@ use sha2::Sha256;
 use std::fmt;
 use std::io::{Read, Write};
 
-use crate::buffer::{PageBuf, read_full};
-use crate::crypto::{Class, Digester, KeyId, Keys, Scheme};
 use crate::error::{Error, Result};
+use crate::io::buffer::{PageBuf, read_full};
+use crate::repo::crypto::{Class, Digester, KeyId, Keys, Scheme};
 
 /// Skippable-frame magic number (the zstd format reserves 0x184D2A50..=0x184D2A5F).
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
@@ -700,14 +700,14 @@ mod tests {
     #[test]
     fn encrypted_objects_round_trip_and_refuse_tampering() {
         let d = tempfile::tempdir().unwrap();
-        let (identity, recipient) = crate::crypto::generate();
+        let (identity, recipient) = crate::repo::crypto::generate();
         std::fs::write(d.path().join("id"), identity).unwrap();
-        let reader = Keys::load(&crate::crypto::KeySource {
+        let reader = Keys::load(&crate::repo::crypto::KeySource {
             identity_file: Some(d.path().join("id")),
             ..Default::default()
         })
         .unwrap();
-        let writer = Keys::load(&crate::crypto::KeySource {
+        let writer = Keys::load(&crate::repo::crypto::KeySource {
             recipients: vec![recipient],
             ..Default::default()
         })

@@ -52,7 +52,7 @@ pub(crate) fn capture(
         for _ in 0..jobs {
             workers.push(s.spawn(|| -> Result<()> {
                 loop {
-                    let (chunk, prev) = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                    let (chunk, prev) = match pitrkit::io::lock(&rx).recv() {
                         Ok(c) => c,
                         Err(_) => return Ok(()),
                     };

@@ -106,11 +106,7 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
             .ok()
             .map(|e| e.key.map_or_else(|| "none".to_string(), |k| k.to_string()));
         if let Some(k) = sealed_with {
-            *by_key
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(k)
-                .or_default() += 1;
+            *pitrkit::io::lock(&by_key).entry(k).or_default() += 1;
         }
         let outcome = match kind_of(key) {
             Kind::Chunk(id) => chunk::verify(store, keys, &id, &stored),

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pitrkit::args::FileArg;
 use pitrkit::error::{Error, Result};
+use pitrkit::io::local::TempFile;
 use pitrkit::io::parallel;
 use pitrkit::pg::wal::{self, WalFileName};
 use pitrkit::repo::Repository;
 use pitrkit::repo::object;
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::storage::fs::TempFile;
 
 pub mod prefetch;
 use prefetch::Prefetch;

@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
+use pitrkit::io::local::TempFile;
 use pitrkit::pg::wal::WalFileName;
-use pitrkit::storage::fs::TempFile;
 
 /// The prefetch directory's name inside pg_wal.
 pub const DIR: &str = "pitrkit-prefetch";
@@ -220,12 +220,12 @@ impl Prefetch {
             for _ in 0..jobs.max(1) {
                 s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(next) = lock_plan(&state).claim(depth, seg_size) else {
+                        let Some(next) = pitrkit::io::lock(&state).claim(depth, seg_size) else {
                             std::thread::sleep(Duration::from_millis(3));
                             continue;
                         };
                         let fetched = self.fill(&next, |tmp| fetch(&next, tmp));
-                        lock_plan(&state).done(next, fetched);
+                        pitrkit::io::lock(&state).done(next, fetched);
                     }
                 });
             }
@@ -234,7 +234,7 @@ impl Prefetch {
             loop {
                 std::thread::sleep(Duration::from_millis(2));
                 if let Some(w) = self.wanted() {
-                    let mut plan = lock_plan(&state);
+                    let mut plan = pitrkit::io::lock(&state);
                     if w != plan.wanted {
                         plan.moved_to(w);
                         drop(plan);
@@ -281,10 +281,6 @@ struct Plan {
     published: HashSet<WalFileName>,
     /// Segments the store did not give, and when to ask again.
     missing: HashMap<WalFileName, (Instant, Duration)>,
-}
-
-fn lock_plan(m: &Mutex<Plan>) -> std::sync::MutexGuard<'_, Plan> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Plan {

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use pitrkit::error::{Error, Result};
 use pitrkit::io::buffer::PageBuf;
+use pitrkit::io::local::{TempFile, sync_dir};
 use pitrkit::pg::wal::WalFileName;
-use pitrkit::storage::fs::{TempFile, sync_dir};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 

@@ -301,7 +301,7 @@ struct RootOnce(std::sync::Mutex<Option<RepoRoot>>);
 
 impl RootOnce {
     fn get(&self, repo: &Repository) -> Result<Option<RepoRoot>> {
-        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = pitrkit::io::lock(&self.0);
         if cached.is_none() {
             repo.store().create()?;
             *cached = match repo.read_root() {

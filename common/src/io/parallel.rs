@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
+use crate::io::lock;
 
 /// Runs `f` on every item with `jobs` threads and returns the results in item order. The
 /// first error stops the others from taking new items and is returned.
@@ -39,11 +40,6 @@ pub fn map<T: Sync, R: Send>(
     }
     let results = std::mem::take(&mut *lock(&results));
     Ok(results.into_iter().flatten().collect())
-}
-
-/// A poisoned lock only means a worker panicked, which the scope re-raises anyway.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A counting semaphore: at most `n` holders at once. Lets more items be in flight than

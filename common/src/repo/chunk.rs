@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::io::lock;
 use crate::repo::crypto::{Class, Digester, Keys};
 use crate::repo::object::{self, Compressor, Sha256Sum};
 use crate::storage::{ObjectKey, PutMode, Store};
@@ -266,10 +267,6 @@ impl<'a> ChunkWriter<'a> {
         }
         Ok(Some((base_id, out)))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Page `i` of a chunk (the last one may be short).

@@ -10,6 +10,7 @@ use std::sync::{Mutex, mpsc};
 
 use super::layout::{Layout, Node};
 use crate::error::{Error, Result};
+use crate::io::lock;
 use crate::io::parallel;
 use crate::repo::Repository;
 use crate::repo::chunk::{self, ChunkId};
@@ -139,10 +140,6 @@ struct Flusher {
     error: Mutex<Option<Error>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Flusher {
     fn new(files: usize, pieces: &[Piece]) -> Self {
         let mut counts = vec![0; files];
@@ -166,7 +163,7 @@ impl Flusher {
             return;
         };
         let last = {
-            let mut c = locked(counts);
+            let mut c = lock(counts);
             c.0 -= 1;
             c.1 += 1;
             if c.0 > 0 && c.1 < FLUSH_EVERY_CHUNKS {
@@ -175,23 +172,23 @@ impl Flusher {
             c.1 = 0;
             c.0 == 0
         };
-        if let Some(tx) = &*locked(&self.tx) {
+        if let Some(tx) = &*lock(&self.tx) {
             let _ = tx.send((file, last));
         }
     }
 
     /// One flushing thread: until [`Flusher::finish`] and the queue is empty.
     fn work(&self, open: impl Fn(usize) -> Result<fs::File>) {
-        while let Ok((file, last)) = locked(&self.rx).recv() {
+        while let Ok((file, last)) = lock(&self.rx).recv() {
             let r = open(file).and_then(|f| {
                 if last { f.sync_all() } else { f.sync_data() }
                     .map_err(|e| Error::local_io(format!("restored file #{file}"), e))
             });
             match r {
-                Ok(()) if last => locked(&self.synced).push(file),
+                Ok(()) if last => lock(&self.synced).push(file),
                 Ok(()) => {}
                 Err(e) => {
-                    locked(&self.error).get_or_insert(e);
+                    lock(&self.error).get_or_insert(e);
                 }
             }
         }
@@ -199,15 +196,15 @@ impl Flusher {
 
     /// No more chunks: the flushing threads end once the queue is empty.
     fn finish(&self) {
-        locked(&self.tx).take();
+        lock(&self.tx).take();
     }
 
     fn result(&self) -> Result<()> {
-        locked(&self.error).take().map_or(Ok(()), Err)
+        lock(&self.error).take().map_or(Ok(()), Err)
     }
 
     fn synced(&self) -> Vec<usize> {
-        std::mem::take(&mut locked(&self.synced))
+        std::mem::take(&mut lock(&self.synced))
     }
 }
 
@@ -236,7 +233,7 @@ fn sync_tree(layout: &Layout, jobs: usize, synced: &HashSet<(usize, &str)>) -> R
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
         {
-            crate::storage::fs::sync_dir(&parent).map_err(|e| Error::local_io(&parent, e))?;
+            crate::io::local::sync_dir(&parent).map_err(|e| Error::local_io(&parent, e))?;
         }
     }
     Ok(())

@@ -188,7 +188,7 @@ pub(super) fn write_recovery(
 /// own, and needs to own its tablespaces and WAL directory too.
 pub(super) fn chown_like_parent(dir: &Path, layout: &Layout) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if !crate::storage::fs::running_as_root() {
+    if !crate::io::local::running_as_root() {
         return Ok(());
     }
     let parent = fs::canonicalize(dir)

@@ -5,7 +5,7 @@
 //! new name survives a power loss. A crash leaves at most a `.`-prefixed temporary file,
 //! which no listing reports and no reader opens.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{ObjectInfo, ObjectKey, PutMode, PutOutcome, Store};
 use crate::error::{Error, Result};
+use crate::io::local::{TempFile, running_as_root, sync_dir};
+use crate::io::lock;
 
 pub struct FsStore {
     root: PathBuf,
@@ -118,17 +120,6 @@ impl FsStore {
     }
 }
 
-/// Whether this process runs as root (asked once: it is asked for every object written).
-pub fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ROOT.get_or_init(|| {
-        fs::metadata("/proc/self")
-            .map(|m| m.uid() == 0)
-            .unwrap_or(false)
-    })
-}
-
 /// Run as root (a cron job, an operator's manual bb-push), a new repository directory gets
 /// the owner of the directory it was made in: a root-owned `wal/00000002/` would make the
 /// archiver, running as `postgres`, fail on the next segment.
@@ -157,11 +148,6 @@ fn give_file_to_dir_owner(file: &File, dir: &Path) -> io::Result<()> {
         return Ok(());
     }
     std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
-}
-
-/// fsync a directory so that entries created or renamed in it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Threads that fsync and publish the objects of [`Store::put_unsettled`]: each is written
@@ -241,175 +227,6 @@ impl Settler {
         lock(&self.failed)
             .as_ref()
             .map(|(p, e)| (p.clone(), io::Error::new(e.kind(), e.to_string())))
-    }
-}
-
-/// A poisoned lock only means a thread panicked, which is reported where it is joined.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A temporary file beside its final name, removed when dropped unless
-/// [`TempFile::persist`]ed: whatever fails between writing and publishing, nothing is left
-/// under a name anyone reads, and the temporary name starts with `.` so no listing shows it.
-///
-/// Big files are flushed to disk in the background while they are written (every
-/// [`FLUSH_EVERY`] bytes a second thread fsyncs what is there so far), so the fsync before
-/// publishing waits only for the tail: the disk works while the caller decompresses.
-pub struct TempFile {
-    path: Option<PathBuf>,
-    file: File,
-    unflushed: usize,
-    flusher: Option<Flusher>,
-}
-
-/// Bytes written between background flushes.
-pub const FLUSH_EVERY: usize = 4 << 20;
-
-struct Flusher {
-    tx: std::sync::mpsc::SyncSender<()>,
-    handle: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl TempFile {
-    pub fn create_beside(target: &Path) -> io::Result<Self> {
-        let dir = target
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let base = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("object");
-        for _ in 0..16 {
-            let tmp = dir.join(format!(
-                ".{base}.{}.{:08x}.tmp",
-                std::process::id(),
-                fastrand::u32(..)
-            ));
-            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path: Some(tmp),
-                        file,
-                        unflushed: 0,
-                        flusher: None,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "no free temporary file name",
-        ))
-    }
-
-    fn path(&self) -> &Path {
-        self.path.as_deref().unwrap_or(Path::new(""))
-    }
-
-    /// Asks the background flusher to fsync what has been written so far; never blocks
-    /// (a flush already pending covers this one too).
-    fn start_flush(&mut self) -> io::Result<()> {
-        if self.flusher.is_none() {
-            let file = self.file.try_clone()?;
-            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-            let handle = std::thread::spawn(move || -> io::Result<()> {
-                for () in rx {
-                    file.sync_data()?;
-                }
-                Ok(())
-            });
-            self.flusher = Some(Flusher { tx, handle });
-        }
-        if let Some(f) = &self.flusher {
-            let _ = f.tx.try_send(());
-        }
-        Ok(())
-    }
-
-    /// Waits for the background flusher and makes everything durable.
-    fn sync(&mut self) -> io::Result<()> {
-        if let Some(f) = self.flusher.take() {
-            drop(f.tx);
-            f.handle
-                .join()
-                .map_err(|_| io::Error::other("flush thread panicked"))??;
-        }
-        self.file.sync_all()
-    }
-
-    /// fsyncs the content, renames the file to `target`, and fsyncs the directory so the
-    /// new name survives a crash.
-    pub fn persist(mut self, target: &Path) -> io::Result<()> {
-        self.sync()?;
-        let tmp = self.path.take().unwrap_or_default();
-        if let Err(e) = fs::rename(&tmp, target) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        sync_dir(
-            target
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )
-    }
-
-    /// fsyncs the content and publishes it under `target` only if that name is free
-    /// (link(2) fails on an existing name: an atomic create-only publish).
-    fn persist_new(self, target: &Path) -> io::Result<bool> {
-        self.publish_new(target, true)
-    }
-
-    /// [`TempFile::persist_new`], leaving the directory's fsync to the caller when
-    /// `sync_parent` is false.
-    fn publish_new(mut self, target: &Path, sync_parent: bool) -> io::Result<bool> {
-        self.sync()?;
-        let created = match fs::hard_link(self.path(), target) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(e),
-        };
-        crate::runner::fault_point("after-link");
-        if created && sync_parent {
-            sync_dir(
-                target
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-            )?;
-        }
-        Ok(created)
-    }
-}
-
-impl Write for TempFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.unflushed += n;
-        if self.unflushed >= FLUSH_EVERY {
-            self.unflushed = 0;
-            self.start_flush()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(f) = self.flusher.take() {
-            drop(f.tx);
-            let _ = f.handle.join();
-        }
-        if let Some(p) = self.path.take() {
-            let _ = fs::remove_file(p);
-        }
     }
 }
 
@@ -545,9 +362,9 @@ impl FsStore {
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         self.create_dirs(&dir)?;
         let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
-        tmp.file
+        tmp.file()
             .set_permissions(fs::Permissions::from_mode(self.modes().1))
-            .and_then(|()| give_file_to_dir_owner(&tmp.file, &dir))
+            .and_then(|()| give_file_to_dir_owner(tmp.file(), &dir))
             .map_err(|e| self.unavailable(&dir, e))?;
         tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
         Ok((tmp, target))

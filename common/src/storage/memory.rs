@@ -14,8 +14,7 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjectKey, Vec<u8>>> {
-        // A poisoned lock only means another test thread panicked; the map is still whole.
-        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+        crate::io::lock(&self.objects)
     }
 }
 

@@ -19,7 +19,7 @@ use pitrkit::pg::wal::Lsn;
 use pitrkit::repo::chunk::{CHUNK_SIZE, ChunkWriter};
 use pitrkit::repo::lock::{LockKind, RepoLock};
 use pitrkit::repo::manifest::{BackupId, BackupManifest, Entry, MANIFEST_VERSION, Totals};
-use pitrkit::repo::object::Compressor;
+use pitrkit::repo::object::Sealer;
 use pitrkit::repo::retention;
 use pitrkit::repo::{ClusterIdentity, Repository};
 use pitrkit::runner::note;
@@ -167,7 +167,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // A backup must not list the chunk store while an expire deletes from it: it could
     // reuse a chunk that is about to go.
     lock.wait_for(LockKind::Expire, pitrkit::repo::lock::EXPIRE_WAIT)?;
-    let writer = ChunkWriter::new(repo.store(), Compressor { level, workers: 0 }, repo.keys())?;
+    let writer = ChunkWriter::new(repo.store(), Sealer { level, workers: 0 }, repo.keys())?;
     let captured = match (&cli.stdin, &cli.pgdata) {
         (Some(_), _) => stream::capture(&cli, &repo, &writer, jobs)?,
         (None, Some(pgdata)) => cluster::capture(&cli, pgdata, &repo, &writer, jobs)?,
@@ -564,7 +564,7 @@ mod tests {
         let keys = Keys::none();
         let writer = ChunkWriter::new(
             &store,
-            Compressor {
+            Sealer {
                 level: 1,
                 workers: 0,
             },

@@ -9,11 +9,11 @@ use crate::pg::target::TargetTimeline;
 use crate::pg::wal::{self, Lsn, WalFileName};
 use crate::repo::crypto::{Class, Keys};
 use crate::repo::manifest::{BackupId, BackupManifest};
-use crate::repo::object::{self, Compressor, Envelope};
+use crate::repo::object::{self, Envelope, Sealer};
 
 /// A small valid object to mutate.
 fn sealed(plain: &[u8]) -> Vec<u8> {
-    Compressor {
+    Sealer {
         level: 1,
         workers: 0,
     }

@@ -15,7 +15,7 @@ use pitrkit::error::{Error, Result};
 use pitrkit::io::parallel::Slots;
 use pitrkit::pg::wal::{self, WalFileName};
 use pitrkit::repo::crypto::Class;
-use pitrkit::repo::object::{self, Compressor, ENVELOPE_LEN, Envelope, Sha256Sum};
+use pitrkit::repo::object::{self, ContentDigest, ENVELOPE_LEN, Envelope, Sealer};
 use pitrkit::repo::{RepoRoot, Repository};
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     let per_file = (cpus / (next.len() as u32 + 1)).max(1);
     let sealing = Sealing {
-        compressor: Compressor {
+        sealer: Sealer {
             level,
             workers: if per_file > 1 { per_file } else { 0 },
         },
@@ -174,7 +174,7 @@ fn default_jobs(location: &pitrkit::settings::RepoLocation, cpus: u32) -> u32 {
 /// before reading), so with `--jobs` above the CPUs the first files reach the store while the
 /// others compress, and only as many segment buffers exist as can be busy.
 struct Sealing {
-    compressor: Compressor,
+    sealer: Sealer,
     slots: Slots,
 }
 
@@ -227,7 +227,7 @@ fn push_one(
         let slot = sealing.slots.take();
         let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input), len);
         let sealed = sealing
-            .compressor
+            .sealer
             .seal_reader(&mut hashed, len, repo.keys(), class);
         drop(slot);
         (sealed.map(|s| (s, hashed.digests())), probe.join())
@@ -404,7 +404,7 @@ fn verify_existing(
             ))
         })?;
         let data = std::fs::read(file).map_err(|e| Error::local_io(file, e))?;
-        Sha256Sum(digester.of(&data))
+        ContentDigest(digester.of(&data))
     };
     if theirs.digest != our_digest || theirs.plain_len != ours.plain_len {
         return Err(conflict(key.as_str(), display, &theirs, ours));

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::io::lock;
 use crate::repo::crypto::{Class, Digester, Keys};
-use crate::repo::object::{self, Compressor, Sha256Sum};
+use crate::repo::object::{self, ContentDigest, Sealer};
 use crate::storage::{ObjectKey, PutMode, Store};
 
 /// Bytes per chunk (the last chunk of a file may be shorter).
@@ -55,7 +55,7 @@ impl ChunkId {
 
 impl fmt::Display for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&Sha256Sum(self.0), f)
+        fmt::Display::fmt(&ContentDigest(self.0), f)
     }
 }
 
@@ -108,7 +108,7 @@ pub fn list(store: &dyn Store) -> Result<Vec<(ChunkId, crate::storage::ObjectInf
 /// so retention keeps a base as long as a kept backup's delta needs it without reading chunks.
 pub struct ChunkWriter<'a> {
     store: &'a dyn Store,
-    compressor: Compressor,
+    sealer: Sealer,
     keys: Keys,
     digester: Digester,
     /// Chunks stored before this writer started (one listing).
@@ -123,7 +123,7 @@ pub struct ChunkWriter<'a> {
 
 impl<'a> ChunkWriter<'a> {
     /// Lists the chunks already stored (one listing, instead of a request per chunk).
-    pub fn new(store: &'a dyn Store, compressor: Compressor, keys: &Keys) -> Result<Self> {
+    pub fn new(store: &'a dyn Store, sealer: Sealer, keys: &Keys) -> Result<Self> {
         let existing = store
             .list(PREFIX)?
             .iter()
@@ -131,7 +131,7 @@ impl<'a> ChunkWriter<'a> {
             .collect();
         Ok(ChunkWriter {
             store,
-            compressor,
+            sealer,
             keys: keys.clone(),
             digester: keys.digester(),
             existing,
@@ -177,9 +177,9 @@ impl<'a> ChunkWriter<'a> {
                     if !lock(&self.claimed).insert(id) {
                         return Ok(id);
                     }
-                    let sealed = self.compressor.seal_known(
+                    let sealed = self.sealer.seal_known(
                         data,
-                        Sha256Sum(id.0),
+                        ContentDigest(id.0),
                         &self.keys,
                         Class::Data,
                     )?;
@@ -200,17 +200,17 @@ impl<'a> ChunkWriter<'a> {
         let delta = previous.and_then(|p| self.delta_against(p, data).ok().flatten());
         let (sealed, kind) = match delta {
             Some((base, d)) => (
-                self.compressor.seal_known(
+                self.sealer.seal_known(
                     &d,
-                    Sha256Sum(self.digester.of(&d)),
+                    ContentDigest(self.digester.of(&d)),
                     &self.keys,
                     Class::Data,
                 )?,
                 Some(base),
             ),
             None => (
-                self.compressor
-                    .seal_known(data, Sha256Sum(id.0), &self.keys, Class::Data)?,
+                self.sealer
+                    .seal_known(data, ContentDigest(id.0), &self.keys, Class::Data)?,
                 None,
             ),
         };
@@ -444,7 +444,7 @@ mod tests {
         let keys = Keys::none();
         let w = ChunkWriter::new(
             &store,
-            Compressor {
+            Sealer {
                 level: 1,
                 workers: 0,
             },
@@ -458,7 +458,7 @@ mod tests {
         // A second writer sees what the first stored.
         let w2 = ChunkWriter::new(
             &store,
-            Compressor {
+            Sealer {
                 level: 1,
                 workers: 0,
             },
@@ -497,11 +497,11 @@ mod tests {
         store
             .put(
                 &base_key,
-                &Compressor {
+                &Sealer {
                     level: 1,
                     workers: 0,
                 }
-                .seal_known(&other, Sha256Sum::of(&other), &keys, Class::Data)
+                .seal_known(&other, ContentDigest::of(&other), &keys, Class::Data)
                 .unwrap(),
                 PutMode::Overwrite,
             )

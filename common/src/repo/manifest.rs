@@ -16,7 +16,7 @@ use crate::pg::wal::{Lsn, WalFileName};
 use crate::repo::Repository;
 use crate::repo::chunk::ChunkId;
 use crate::repo::crypto::{Class, KeyId};
-use crate::repo::object::{self, Compressor};
+use crate::repo::object::{self, Sealer};
 use crate::storage::{ObjectKey, PutMode, PutOutcome};
 
 /// Bumped whenever the manifest's meaning changes.
@@ -263,7 +263,7 @@ impl Repository {
     /// checks its entries first. Public for tests that plant what an attacker would.
     pub fn seal_manifest(&self, m: &BackupManifest) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
-        let (sealed, _) = Compressor {
+        let (sealed, _) = Sealer {
             level: 3,
             workers: 0,
         }

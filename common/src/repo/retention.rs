@@ -328,7 +328,7 @@ mod tests {
     use crate::pg::wal::{Lsn, TimelineId};
     use crate::repo::ClusterIdentity;
     use crate::repo::manifest::Entry;
-    use crate::repo::object::Compressor;
+    use crate::repo::object::Sealer;
     use crate::storage::memory::MemoryStore;
 
     const SEG: u32 = 16 << 20;
@@ -371,13 +371,13 @@ mod tests {
 
     fn put_chunk(repo: &Repository, data: &[u8]) -> ChunkId {
         let id = ChunkId::of(data, &crate::repo::crypto::Digester::Sha256);
-        let sealed = Compressor {
+        let sealed = Sealer {
             level: 1,
             workers: 0,
         }
         .seal_known(
             data,
-            crate::repo::object::Sha256Sum(id.0),
+            crate::repo::object::ContentDigest(id.0),
             repo.keys(),
             crate::repo::crypto::Class::Data,
         )

@@ -475,7 +475,7 @@ fn a_corpus_of_crafted_objects_is_survived() {
     put("wal/00000001/00000001FFFFFFFF000000FF.zst", &bytes);
     // A chunk bomb: 128 MiB of zeros in a few KB, under a chunk name.
     let zeros = vec![0u8; 128 << 20];
-    let sealed = pitrkit::repo::object::Compressor {
+    let sealed = pitrkit::repo::object::Sealer {
         level: 1,
         workers: 0,
     }

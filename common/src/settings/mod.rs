@@ -3,15 +3,21 @@
 //! Precedence is flags, then environment, then file, then defaults.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
 
 use crate::error::{Error, Result};
+
+mod file;
+mod location;
+
 use crate::storage::s3::{RetryPolicy, S3Config, S3Store, ServerSideEncryption};
 use crate::storage::{Store, fs::FsStore};
+pub use file::ConfigFile;
+use file::load_config;
+pub use location::RepoLocation;
 
 /// Options every tool accepts.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -49,102 +55,6 @@ pub struct RepoArgs {
     /// More detail on stderr
     #[arg(short, long, global = true)]
     pub verbose: bool,
-}
-
-/// The configuration file: the same settings as the flags, plus credentials.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    pub repo: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_url_style: Option<String>,
-    pub s3_sse: Option<String>,
-    pub s3_sse_kms_key_id: Option<String>,
-    pub s3_access_key_id: Option<String>,
-    pub s3_secret_access_key: Option<String>,
-    pub s3_session_token: Option<String>,
-    pub s3_multipart_threshold: Option<usize>,
-    pub s3_part_size: Option<usize>,
-    pub retries: Option<u32>,
-    pub retry_time: Option<String>,
-    pub timeout: Option<String>,
-    pub compress_level: Option<i32>,
-    /// Retention applied after each backup and by `bb-push --expire`.
-    pub retain_full: Option<u32>,
-    pub retain_window: Option<String>,
-    /// Encryption (see README): `age1…` recipients, the first seals new objects.
-    pub encryption_recipients: Option<Vec<String>>,
-    pub encryption_recipients_file: Option<PathBuf>,
-    pub encryption_identity_file: Option<PathBuf>,
-    pub encryption_identity_command: Option<String>,
-    /// PostgreSQL server binaries per major, e.g. `[pg_bin]` then `18 = "/opt/pg18/bin"`:
-    /// where `pitr-check drill` finds the server for a backup of that major.
-    pub pg_bin: Option<HashMap<String, PathBuf>>,
-}
-
-/// Where the repository lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RepoLocation {
-    Dir(PathBuf),
-    S3 { bucket: String, prefix: String },
-}
-
-impl RepoLocation {
-    /// Workers for work that waits on this store: an S3 request spends most of its time
-    /// on a round trip, not a CPU, so more requests in flight than cores keeps both busy.
-    pub fn default_jobs(&self) -> usize {
-        match self {
-            RepoLocation::Dir(_) => crate::io::parallel::default_jobs(),
-            RepoLocation::S3 { .. } => crate::io::parallel::default_jobs() * 4,
-        }
-    }
-
-    pub fn parse(url: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Usage(format!("bad repository URL '{url}': {why}"));
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let valid = (3..=63).contains(&bucket.len())
-                && bucket.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
-                })
-                && !bucket.starts_with(['.', '-'])
-                && !bucket.ends_with(['.', '-']);
-            if !valid {
-                return Err(bad(
-                    "the bucket name must be 3-63 lowercase letters, digits, dots or hyphens",
-                ));
-            }
-            let prefix = prefix.trim_matches('/').to_string();
-            if prefix
-                .split('/')
-                .any(|c| c == "." || c == ".." || (c.is_empty() && !prefix.is_empty()))
-            {
-                return Err(bad("the prefix must not contain empty, '.' or '..' parts"));
-            }
-            return Ok(RepoLocation::S3 {
-                bucket: bucket.to_string(),
-                prefix,
-            });
-        }
-        if let Some(path) = url.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(bad(
-                    "a file:// URL needs an absolute path, as in file:///var/lib/pitr",
-                ));
-            }
-            return Ok(RepoLocation::Dir(PathBuf::from(path)));
-        }
-        if url.contains("://") {
-            return Err(bad(
-                "supported forms are a directory, file:///path and s3://bucket[/prefix]",
-            ));
-        }
-        if url.is_empty() {
-            return Err(bad("empty"));
-        }
-        Ok(RepoLocation::Dir(PathBuf::from(url)))
-    }
 }
 
 /// Every setting, resolved.
@@ -445,19 +355,6 @@ impl Settings {
     }
 }
 
-fn load_config(path: &Path) -> Result<ConfigFile> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Usage(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        Error::Usage(format!(
-            "config file {}: {} {first}",
-            path.display(),
-            e.message()
-        ))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,37 +364,6 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            RepoLocation::parse("/var/pitr").unwrap(),
-            RepoLocation::Dir("/var/pitr".into())
-        );
-        assert_eq!(
-            RepoLocation::parse("file:///var/pitr").unwrap(),
-            RepoLocation::Dir("/var/pitr".into())
-        );
-        assert_eq!(
-            RepoLocation::parse("s3://my-bucket/db/main/").unwrap(),
-            RepoLocation::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "db/main".into()
-            }
-        );
-        for bad in [
-            "s3://B",
-            "s3://ab",
-            "ftp://x/y",
-            "file://rel",
-            "",
-            "s3://bucket/a//b",
-            "s3://bucket/../x",
-        ] {
-            let e = RepoLocation::parse(bad).unwrap_err();
-            assert_eq!(e.code(), crate::error::EXIT_USAGE, "{bad}");
-        }
     }
 
     #[test]
@@ -512,7 +378,7 @@ mod tests {
         let s = Settings::resolve(&args, &env(&[])).unwrap();
         assert_eq!(
             s.pg_bin.get(&18).map(PathBuf::as_path),
-            Some(Path::new("/opt/pg18/bin"))
+            Some(std::path::Path::new("/opt/pg18/bin"))
         );
         for bad in ["12", "19", "x"] {
             std::fs::write(&cfg, format!("repo = '/r'\n[pg_bin]\n{bad} = '/b'\n")).unwrap();

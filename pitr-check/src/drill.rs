@@ -13,13 +13,14 @@
 //! binaries, an unreachable --dbname) is an error, UNKNOWN (exit 3): that drill proved
 //! nothing either way.
 
+mod binaries;
+mod checks;
 mod rows;
 mod script;
 mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
@@ -28,12 +29,14 @@ use pitrkit::pg::target::{RecoveryTarget, TargetAction, TargetArgs};
 use pitrkit::restore::{self, ArchiveMode, Existing, RestoreOptions, Signal};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings, parse_duration};
-use postgres::{Client, SimpleQueryMessage};
+use postgres::Client;
 use serde::Serialize;
 
 use crate::DrillArgs;
+use binaries::pg_bindir;
+use checks::{amcheck, run_script};
 use rows::Baseline;
-use script::{Step, Value};
+use script::Step;
 use server::{NotPromoted, Owner, Scratch, Server, error_message};
 
 /// The JSON report printed on stdout.
@@ -393,198 +396,9 @@ impl Drop for Release {
     }
 }
 
-/// PostgreSQL's server binaries: `--pg-bin`, else the config file's `[pg_bin]` entry for
-/// the backup's major version, else that major in Debian's and Ubuntu's layout, else
-/// `pg_config`'s when it is the same major version (an older or newer server would refuse
-/// the data directory, less clearly).
-fn pg_bindir(explicit: Option<&Path>, repo: &RepoArgs, backup_id: &str) -> Result<PathBuf> {
-    if let Some(dir) = explicit {
-        return Ok(dir.to_path_buf());
-    }
-    let settings = Settings::from_args(repo)?;
-    let manifest = settings.open_repo()?.read_manifest(&backup_id.parse()?)?;
-    let major = manifest.pg_version_num / 10000;
-    if let Some(dir) = settings.pg_bin.get(&major) {
-        if dir.join("postgres").is_file() {
-            return Ok(dir.clone());
-        }
-        return Err(Error::Usage(format!(
-            "backup {backup_id} needs PostgreSQL {major}: the config file's [pg_bin] entry {major} = {} has no postgres binary",
-            dir.display()
-        )));
-    }
-    let debian = PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
-    if debian.join("postgres").is_file() {
-        return Ok(debian);
-    }
-    let found = match (pg_config("--bindir"), pg_config("--version")) {
-        (Some(dir), Some(version)) => {
-            let dir = PathBuf::from(dir);
-            match pg_major(&version) {
-                Some(m) if m == major && dir.join("postgres").is_file() => return Ok(dir),
-                _ => format!("pg_config finds {version} in {}", dir.display()),
-            }
-        }
-        _ => "pg_config is not on PATH".into(),
-    };
-    Err(Error::Usage(format!(
-        "backup {backup_id} needs PostgreSQL {major}: {}/postgres is missing and {found}; \
-         install PostgreSQL {major}, give --pg-bin DIR, or set {major} = \"DIR\" under [pg_bin] in the config file",
-        debian.display()
-    )))
-}
-
-fn pg_config(arg: &str) -> Option<String> {
-    let out = Command::new("pg_config")
-        .arg(arg)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// `PostgreSQL 15.5 (Debian 15.5-1.pgdg120+1)` → 15.
-fn pg_major(version: &str) -> Option<u32> {
-    let digits: String = version
-        .strip_prefix("PostgreSQL ")?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// pg_amcheck over every database: heap and B-tree structure, and that every heap tuple is
-/// in its indexes. `--install-missing` creates the amcheck extension where it is missing,
-/// which is harmless in a throwaway cluster.
-fn amcheck(scratch: &Scratch, bindir: &Path, server: &Server, user: &str) -> Result<Outcome> {
-    let exe = bindir.join("pg_amcheck");
-    if !exe.is_file() {
-        return Ok(Ok("pg_amcheck not installed".into()));
-    }
-    let out = scratch
-        .command(&exe)
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LC_ALL", "C")
-        .arg("-h")
-        .arg(server.socket_dir())
-        .args(["-p", &server.port().to_string(), "-U", user])
-        .args(["--all", "--install-missing", "--heapallindexed"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::local_io(&exe, e))?;
-    if out.status.success() {
-        return Ok(Ok(
-            "pg_amcheck --all --heapallindexed found no corruption".into()
-        ));
-    }
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(6)
-        .collect();
-    Ok(Err(format!(
-        "pg_amcheck {}: {}",
-        out.status,
-        lines.join(" | ")
-    )))
-}
-
-/// Runs the --sql script: each query is a check named `sql:LINE`. A `\c` that fails is a
-/// failed check too, and the queries after it fail as not run.
-fn run_script(steps: &[Step], server: &Server, user: &str, first: Client, report: &mut Report) {
-    // The connection the next query runs on, or why there is none.
-    let mut db: std::result::Result<Client, String> = Ok(first);
-    for step in steps {
-        match step {
-            Step::Connect { line, dbname } => {
-                db = server.connect(user, dbname).map_err(|e| {
-                    format!(
-                        "cannot connect to database {dbname} (line {line}): {}",
-                        error_message(&e)
-                    )
-                });
-                if let Err(why) = &db {
-                    report.record(format!("sql:{line}"), Err(why.clone()));
-                }
-            }
-            Step::Query { line, sql, expect } => {
-                let outcome = match &mut db {
-                    Ok(client) => query(client, sql, expect.as_ref()),
-                    Err(why) => Err(format!("{}: not run: {why}", one_line(sql))),
-                };
-                report.record(format!("sql:{line}"), outcome);
-            }
-        }
-    }
-}
-
-/// Runs one query through the simple protocol, which returns every value as PostgreSQL's
-/// text, the form a runbook writes its expectation in.
-fn query(db: &mut Client, sql: &str, expect: Option<&Value>) -> Outcome {
-    let shown = one_line(sql);
-    let messages = db
-        .simple_query(sql)
-        .map_err(|e| format!("{shown}: {}", error_message(&e)))?;
-    let got = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .and_then(|r| r.try_get(0).ok())
-        .map(|v| v.map_or(Value::Null, |t| Value::Text(t.to_string())));
-    match (expect, got) {
-        (None, Some(g)) => Ok(format!("{shown} → {g}")),
-        (None, None) => Ok(format!("{shown} → ok")),
-        (Some(e), Some(g)) if *e == g => Ok(format!("{shown} → {g} as expected")),
-        (Some(e), Some(g)) => Err(format!("{shown}: expected {e}, got {g}")),
-        (Some(e), None) => Err(format!("{shown}: expected {e}, got no rows")),
-    }
-}
-
-/// A query as a report shows it: on one line, at most 80 characters.
-fn one_line(sql: &str) -> String {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(80) {
-        Some((at, _)) => format!("{}…", &flat[..at]),
-        None => flat,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn major_version_of_pg_config() {
-        assert_eq!(
-            pg_major("PostgreSQL 15.5 (Debian 15.5-1.pgdg120+1)"),
-            Some(15)
-        );
-        assert_eq!(pg_major("PostgreSQL 17beta1"), Some(17));
-        assert_eq!(pg_major("postgres (PostgreSQL) 15.5"), None);
-    }
-
-    #[test]
-    fn queries_are_shown_on_one_short_line() {
-        assert_eq!(
-            one_line("select *\n  from t\n where i = 1;"),
-            "select * from t where i = 1;"
-        );
-        let long = format!("select '{}';", "é".repeat(100));
-        let shown = one_line(&long);
-        assert_eq!(shown.chars().count(), 81);
-        assert!(shown.ends_with('…'));
-    }
 
     #[test]
     fn the_summary_names_the_first_failure() {

@@ -16,6 +16,7 @@
 mod binaries;
 mod checks;
 mod rows;
+mod scratch;
 mod script;
 mod server;
 

@@ -20,7 +20,8 @@ use pitrkit::runner::note;
 
 use std::time::Duration;
 
-use crate::{Captured, Cli, await_wal, dir_mode, store_files};
+use crate::files::store_files;
+use crate::{Captured, Cli, await_wal, dir_mode};
 
 /// Directories whose contents are runtime state, recreated at startup.
 const EMPTY_DIRS: [&str; 8] = [
@@ -156,7 +157,7 @@ pub(crate) fn capture(
         .get(0);
     note(format!("backup started at {start}"));
 
-    let previous = crate::previous_chunks(repo, writer)?;
+    let previous = crate::files::previous_chunks(repo, writer)?;
     let entries = copy_data_directory(writer, &pgdata, jobs, &previous)?;
 
     // Not waiting inside PostgreSQL: with a failing archive_command pg_backup_stop(true)
@@ -213,7 +214,7 @@ fn copy_data_directory(
     writer: &ChunkWriter,
     pgdata: &Path,
     jobs: usize,
-    previous: &crate::Previous,
+    previous: &crate::files::Previous,
 ) -> Result<Vec<Entry>> {
     let mut dirs = Vec::new();
     let mut files = Vec::new();

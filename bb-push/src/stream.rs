@@ -41,7 +41,7 @@ pub(crate) fn capture(
     let mut wal_size = None;
 
     // Workers compress and upload; this thread reads the stream, which can't be shared.
-    let previous = crate::previous_chunks(repo, writer)?;
+    let previous = crate::files::previous_chunks(repo, writer)?;
     let (tx, rx) = sync_channel::<(Vec<u8>, Option<ChunkId>)>(jobs * 2);
     let rx = std::sync::Mutex::new(rx);
     // Set by a worker that failed: the reader must stop instead of waiting on a full queue

@@ -4,6 +4,9 @@
 //! PostgreSQL deletes or recycles a WAL file as soon as this exits 0, so 0 means exactly
 //! one thing: the file is durably in the repository (stored now, or found there already
 //! with the same sha256). Anything doubtful exits non-zero and PostgreSQL retries later.
+//!
+//! Why one file (~440 lines): the push of one segment, from the command line to the durable
+//! store, reads top to bottom as the steps PostgreSQL waits on; look-ahead is apart (`ahead`).
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -4,6 +4,9 @@
 //! (or hard-linked, for create-only writes) into place, and the directory is fsynced so the
 //! new name survives a power loss. A crash leaves at most a `.`-prefixed temporary file,
 //! which no listing reports and no reader opens.
+//!
+//! Why one file (~400 lines): the store and its settler (the threads that publish
+//! `put_unsettled` objects) share the temporary-file and fsync ordering described above.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

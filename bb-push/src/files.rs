@@ -216,15 +216,7 @@ mod tests {
         rels.push("gone".into());
         let store = MemoryStore::default();
         let keys = Keys::none();
-        let writer = ChunkWriter::new(
-            &store,
-            Sealer {
-                level: 1,
-                workers: 0,
-            },
-            &keys,
-        )
-        .unwrap();
+        let writer = ChunkWriter::new(&store, Sealer::on_this_thread(1), &keys).unwrap();
         let entries = store_files(&writer, d.path(), &rels, 3, &Previous::new()).unwrap();
         assert_eq!(entries.len(), sizes.len(), "the vanished file is left out");
         for (entry, data) in entries.iter().zip(&contents) {

@@ -13,18 +13,15 @@ use crate::repo::object::{self, Envelope, Sealer};
 
 /// A small valid object to mutate.
 fn sealed(plain: &[u8]) -> Vec<u8> {
-    Sealer {
-        level: 1,
-        workers: 0,
-    }
-    .seal_reader(
-        &mut &plain[..],
-        plain.len() as u64,
-        &Keys::none(),
-        Class::Data,
-    )
-    .expect("seal")
-    .0
+    Sealer::on_this_thread(1)
+        .seal_reader(
+            &mut &plain[..],
+            plain.len() as u64,
+            &Keys::none(),
+            Class::Data,
+        )
+        .expect("seal")
+        .0
 }
 
 proptest! {

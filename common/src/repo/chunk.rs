@@ -445,29 +445,13 @@ mod tests {
     fn dedups_and_verifies() {
         let store = MemoryStore::default();
         let keys = Keys::none();
-        let w = ChunkWriter::new(
-            &store,
-            Sealer {
-                level: 1,
-                workers: 0,
-            },
-            &keys,
-        )
-        .unwrap();
+        let w = ChunkWriter::new(&store, Sealer::on_this_thread(1), &keys).unwrap();
         let a = w.put(&[1u8; 5000], None).unwrap();
         let b = w.put(&[1u8; 5000], None).unwrap();
         assert_eq!(a, b);
         assert_eq!(w.new_chunks.load(Ordering::Relaxed), 1);
         // A second writer sees what the first stored.
-        let w2 = ChunkWriter::new(
-            &store,
-            Sealer {
-                level: 1,
-                workers: 0,
-            },
-            &keys,
-        )
-        .unwrap();
+        let w2 = ChunkWriter::new(&store, Sealer::on_this_thread(1), &keys).unwrap();
         w2.put(&[1u8; 5000], None).unwrap();
         assert_eq!(w2.new_chunks.load(Ordering::Relaxed), 0);
         assert_eq!(read(&store, &keys, &a).unwrap(), vec![1u8; 5000]);
@@ -500,12 +484,9 @@ mod tests {
         store
             .put(
                 &base_key,
-                &Sealer {
-                    level: 1,
-                    workers: 0,
-                }
-                .seal_known(&other, ContentDigest::of(&other), &keys, Class::Data)
-                .unwrap(),
+                &Sealer::on_this_thread(1)
+                    .seal_known(&other, ContentDigest::of(&other), &keys, Class::Data)
+                    .unwrap(),
                 PutMode::Overwrite,
             )
             .unwrap();

@@ -263,17 +263,14 @@ impl Repository {
     /// checks its entries first. Public for tests that plant what an attacker would.
     pub fn seal_manifest(&self, m: &BackupManifest) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
-        let (sealed, _) = Sealer {
-            level: 3,
-            workers: 0,
-        }
-        .seal_reader(
-            &mut &json[..],
-            json.len() as u64,
-            self.keys(),
-            Class::Metadata,
-        )
-        .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
+        let (sealed, _) = Sealer::on_this_thread(3)
+            .seal_reader(
+                &mut &json[..],
+                json.len() as u64,
+                self.keys(),
+                Class::Metadata,
+            )
+            .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
         Ok(sealed)
     }
 

@@ -371,17 +371,14 @@ mod tests {
 
     fn put_chunk(repo: &Repository, data: &[u8]) -> ChunkId {
         let id = ChunkId::of(data, &crate::repo::crypto::Digester::Sha256);
-        let sealed = Sealer {
-            level: 1,
-            workers: 0,
-        }
-        .seal_known(
-            data,
-            crate::repo::object::ContentDigest(id.0),
-            repo.keys(),
-            crate::repo::crypto::Class::Data,
-        )
-        .unwrap();
+        let sealed = Sealer::on_this_thread(1)
+            .seal_known(
+                data,
+                crate::repo::object::ContentDigest(id.0),
+                repo.keys(),
+                crate::repo::crypto::Class::Data,
+            )
+            .unwrap();
         repo.store()
             .put(&id.key(), &sealed, PutMode::CreateNew)
             .unwrap();

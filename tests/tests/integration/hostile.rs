@@ -475,18 +475,15 @@ fn a_corpus_of_crafted_objects_is_survived() {
     put("wal/00000001/00000001FFFFFFFF000000FF.zst", &bytes);
     // A chunk bomb: 128 MiB of zeros in a few KB, under a chunk name.
     let zeros = vec![0u8; 128 << 20];
-    let sealed = pitrkit::repo::object::Sealer {
-        level: 1,
-        workers: 0,
-    }
-    .seal_reader(
-        &mut &zeros[..],
-        0,
-        repo.keys(),
-        pitrkit::repo::crypto::Class::Data,
-    )
-    .unwrap()
-    .0;
+    let sealed = pitrkit::repo::object::Sealer::on_this_thread(1)
+        .seal_reader(
+            &mut &zeros[..],
+            0,
+            repo.keys(),
+            pitrkit::repo::crypto::Class::Data,
+        )
+        .unwrap()
+        .0;
     assert!(sealed.len() < 1 << 20);
     put(
         "chunks/ab/abababababababababababababababababababababababababababababababab.zst",

@@ -181,18 +181,12 @@ mod tests {
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         for c in [
-            Sealer {
-                level: 3,
-                workers: 0,
-            },
+            Sealer::on_this_thread(3),
             Sealer {
                 level: 1,
                 workers: 2,
             },
-            Sealer {
-                level: 0,
-                workers: 0,
-            },
+            Sealer::on_this_thread(0),
         ] {
             let (stored, env) = c
                 .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
@@ -263,10 +257,7 @@ mod tests {
                 level: 3,
                 workers: 2,
             },
-            Sealer {
-                level: 0,
-                workers: 0,
-            },
+            Sealer::on_this_thread(0),
         ] {
             let (stored, env) = c
                 .seal_reader(
@@ -313,10 +304,7 @@ mod tests {
         })
         .unwrap();
         let plain: Vec<u8> = b"customer 4711 Jane Doe ".repeat(5000);
-        let c = Sealer {
-            level: 3,
-            workers: 0,
-        };
+        let c = Sealer::on_this_thread(3);
         for class in [Class::Data, Class::Metadata] {
             let (stored, env) = c.seal_reader(&mut &plain[..], 0, &writer, class).unwrap();
             assert!(env.key.is_some());
@@ -371,12 +359,9 @@ mod tests {
     #[test]
     fn any_flipped_byte_is_detected() {
         let plain = vec![7u8; 100_000];
-        let (stored, _) = Sealer {
-            level: 3,
-            workers: 0,
-        }
-        .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
-        .unwrap();
+        let (stored, _) = Sealer::on_this_thread(3)
+            .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
+            .unwrap();
         for at in [0, 20, 40, ENVELOPE_LEN + 3, stored.len() - 1] {
             let mut bad = stored.clone();
             bad[at] ^= 0x40;
@@ -390,12 +375,9 @@ mod tests {
     fn a_bomb_is_refused_by_its_kind_before_it_inflates() {
         // 128 MiB of zeros seal into a few KB; as a chunk it claims more than a chunk holds.
         let zeros = vec![0u8; 128 << 20];
-        let (stored, _) = Sealer {
-            level: 1,
-            workers: 0,
-        }
-        .seal_reader(&mut &zeros[..], 0, &Keys::none(), Class::Data)
-        .unwrap();
+        let (stored, _) = Sealer::on_this_thread(1)
+            .seal_reader(&mut &zeros[..], 0, &Keys::none(), Class::Data)
+            .unwrap();
         assert!(stored.len() < 1 << 20, "{}", stored.len());
         let e = open("chunks/ab/x.zst", &stored, &Keys::none(), limit::CHUNK).unwrap_err();
         assert_eq!(e.code(), crate::error::EXIT_CORRUPT);

@@ -69,6 +69,12 @@ fn compress_frame(
 }
 
 impl Sealer {
+    /// Seals at zstd `level` on the calling thread: for callers that seal many objects and
+    /// spread those over workers themselves.
+    pub fn on_this_thread(level: i32) -> Self {
+        Sealer { level, workers: 0 }
+    }
+
     /// Seals `plain` whose digest (`keys.digester()`) the caller already computed (to name
     /// a chunk), on this thread: callers that seal many small objects parallelise across
     /// objects instead.

@@ -7,9 +7,45 @@ use proptest::prelude::*;
 use crate::pg::datadir::{self, TablespaceMapping};
 use crate::pg::target::TargetTimeline;
 use crate::pg::wal::{self, Lsn, WalFileName};
+use crate::pg::walrecord::{self, synth};
 use crate::repo::crypto::{Class, Keys};
 use crate::repo::manifest::{BackupId, BackupManifest};
 use crate::repo::object::{self, Envelope, Sealer};
+
+/// Two 1 MiB segments of every kind of record the WAL reader decodes, the first ending in
+/// a commit that continues in the second: the valid input the mutations start from.
+fn wal_stream() -> &'static synth::Stream {
+    static STREAM: std::sync::OnceLock<synth::Stream> = std::sync::OnceLock::new();
+    STREAM.get_or_init(|| {
+        let mut s = synth::Stream::new(15, 1 << 20, 1, 2);
+        let t = synth::time("2026-01-01T00:00:00Z");
+        let parts = synth::XactParts {
+            dbinfo: true,
+            subxacts: vec![7, 8],
+            rels: 1,
+            stats: 1,
+            invals: 40,
+            twophase: Some((6, Some("g"))),
+        };
+        while s.pos < (1 << 20) - 12_000 {
+            synth::heap(&mut s, 5, 3000);
+            synth::xact(&mut s, 0x00, 5, t, &synth::XactParts::default());
+            synth::xact(&mut s, 0x30, 0, t, &parts);
+            synth::restore_point(&mut s, t, "rp");
+            s.main(
+                0,
+                0x10,
+                0,
+                &synth::checkpoint_main(1 << 20, 1, 1, 1_700_000_000),
+            );
+            s.main(1, 0x10, 6, &synth::prepare_main(6, t, "g", 15));
+        }
+        while s.pos <= 1 << 20 {
+            synth::xact(&mut s, 0x30, 0, t, &parts);
+        }
+        s
+    })
+}
 
 /// A small valid object to mutate.
 fn sealed(plain: &[u8]) -> Vec<u8> {
@@ -53,6 +89,58 @@ proptest! {
         let _ = wal::read_long_header("x", &b);
         let name: WalFileName = "000000010000000000000001".parse().unwrap();
         let _ = wal::validate_segment_start("x", &name, &b, len);
+    }
+
+    #[test]
+    fn wal_records_from_arbitrary_bytes_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..20_000),
+        at in 0usize..(1 << 20),
+        contrecord in any::<bool>(),
+    ) {
+        // A valid long header (else nothing is read), then anything.
+        let mut seg = wal_stream().segment(0)[..40].to_vec();
+        if contrecord {
+            seg[2] |= 1;
+            seg[16..20].copy_from_slice(&u32::from_le_bytes([body.first().copied().unwrap_or(0), 1, 0, 0]).to_le_bytes());
+        }
+        seg.resize(at.max(40), 0);
+        seg.extend(&body);
+        seg.resize(seg.len().max(1 << 20), 0);
+        let _ = walrecord::summarize("x", &seg);
+        let _ = walrecord::summarize("x", &seg[..seg.len().min(at)]);
+    }
+
+    #[test]
+    fn mutated_wal_segments_never_panic(
+        flips in proptest::collection::vec((0usize..(1 << 20), 1u8..), 1..8),
+        cut in (1usize << 19)..=(1 << 20),
+        second in any::<bool>(),
+    ) {
+        let stream = wal_stream();
+        let mut seg = stream.segment(usize::from(second)).to_vec();
+        for (i, x) in &flips {
+            seg[*i] ^= x;
+        }
+        let s = walrecord::summarize("x", &seg[..cut]);
+        if let Ok(s) = s {
+            prop_assert!(s.records_end.is_none_or(|e| e.0 <= s.segment_start.0 + (1 << 20)));
+            let other = walrecord::summarize("x", stream.segment(usize::from(!second)));
+            if let Ok(o) = other {
+                let _ = walrecord::join(&s, &o);
+                let _ = walrecord::join(&o, &s);
+            }
+        }
+    }
+
+    #[test]
+    fn joins_of_arbitrary_halves_never_panic(tail in "[0-9a-f]{0,80}", head in "[0-9a-fA-F+]{0,80}", len in any::<u32>(), rem in any::<u32>()) {
+        let stream = wal_stream();
+        let mut a = walrecord::summarize("a", stream.segment(0)).expect("valid");
+        let mut b = walrecord::summarize("b", stream.segment(1)).expect("valid");
+        prop_assert!(walrecord::join(&a, &b).is_some());
+        a.open_tail = Some(walrecord::OpenTail { lsn: Lsn(0), total_length: len, bytes: tail });
+        b.open_head = Some(walrecord::OpenHead { remaining_length: rem, bytes: head });
+        let _ = walrecord::join(&a, &b);
     }
 
     #[test]

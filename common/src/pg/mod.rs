@@ -7,3 +7,4 @@ pub mod db;
 pub mod major;
 pub mod target;
 pub mod wal;
+pub mod walrecord;

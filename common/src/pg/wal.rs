@@ -220,10 +220,55 @@ pub fn segments_per_xlog_id(seg_size: u32) -> u64 {
     0x1_0000_0000u64 / seg_size as u64
 }
 
+/// `XLP_FIRST_IS_CONTRECORD` in `xlp_info`: the page starts with the rest (`xlp_rem_len`
+/// bytes) of a record begun on an earlier page.
+pub const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 /// `XLP_LONG_HEADER` in `xlp_info`: this page opens a segment.
-const XLP_LONG_HEADER: u16 = 0x0002;
+pub const XLP_LONG_HEADER: u16 = 0x0002;
+/// `XLP_FIRST_IS_OVERWRITE_CONTRECORD` in `xlp_info`: the record that should have continued
+/// onto this page was abandoned (a crash lost its tail); new WAL starts here instead.
+pub const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
+/// `XLP_ALL_FLAGS`: any other bit in `xlp_info` makes the page header invalid.
+pub const XLP_ALL_FLAGS: u16 = 0x000F;
+/// `SizeOfXLogShortPHD`: the header of every page but a segment's first, with padding.
+pub const SHORT_PAGE_HEADER_SIZE: usize = 24;
 /// `SizeOfXLogLongPHD`: the long page header's size, with alignment padding.
 pub const LONG_PAGE_HEADER_SIZE: usize = 40;
+
+/// The fields every WAL page header has (`XLogPageHeaderData`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageHeader {
+    pub magic: u16,
+    pub info: u16,
+    pub timeline: TimelineId,
+    pub page_address: Lsn,
+    /// `xlp_rem_len`: how much of a record begun earlier remains, from this page on.
+    pub rem_len: u32,
+}
+
+impl PageHeader {
+    /// Reads the short header at the start of `page`; `None` when fewer than 24 bytes remain.
+    pub fn read(page: &[u8]) -> Option<PageHeader> {
+        let b: &[u8; SHORT_PAGE_HEADER_SIZE] =
+            page.get(..SHORT_PAGE_HEADER_SIZE)?.try_into().ok()?;
+        Some(PageHeader {
+            magic: le_u16(b, 0),
+            info: le_u16(b, 2),
+            timeline: TimelineId(le_u32(b, 4)),
+            page_address: Lsn(le_u64(b, 8)),
+            rem_len: le_u32(b, 16),
+        })
+    }
+
+    /// `XLogPageHeaderSize`: where the page's record data begins.
+    pub fn size(&self) -> usize {
+        if self.info & XLP_LONG_HEADER != 0 {
+            LONG_PAGE_HEADER_SIZE
+        } else {
+            SHORT_PAGE_HEADER_SIZE
+        }
+    }
+}
 
 /// What the long page header of a segment says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 //! - `retention`: expire, keep marks, locks against backups, restores and drills;
 //! - `encryption`: encryption at rest; `hostile`: a repository nobody should have to trust;
 //! - `ahead_and_prefetch`: the look-ahead archiver and the prefetcher stay correct;
-//! - `versions`: one end-to-end test per supported PostgreSQL major.
+//! - `versions`: one end-to-end test per supported PostgreSQL major;
+//! - `walrecord`: the WAL record reader against what each major writes (and pg_waldump).
 
 mod ahead_and_prefetch;
 mod check;
@@ -19,3 +20,4 @@ mod pitr;
 mod retention;
 mod versions;
 mod wal_archive;
+mod walrecord;

@@ -18,6 +18,7 @@
 
 mod decode;
 mod reader;
+mod stream;
 #[cfg(test)]
 pub(crate) mod synth;
 #[cfg(test)]
@@ -27,6 +28,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+pub use stream::Summarizer;
 use crate::pg::wal::{self, Lsn};
 
 /// The version of the [`SegmentSummary`] document.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use pitrkit::error::{Error, Result};
 use pitrkit::pg::datadir::TablespaceMapping;
-use pitrkit::pg::target::{TargetAction, TargetArgs, TargetTimeline};
+use pitrkit::pg::target::{RecoveryTarget, TargetAction, TargetArgs, TargetTimeline};
 use pitrkit::restore::{self, ArchiveMode, Existing, RestoreOptions, Signal};
 use pitrkit::settings::{RepoArgs, Settings};
 
@@ -78,9 +78,17 @@ pub struct Cli {
 impl Cli {
     /// The restore this command line asks for, every value checked.
     pub fn options(&self) -> Result<RestoreOptions> {
+        let target = self.target.parse()?;
+        if self.target_exclusive && target == RecoveryTarget::LastCommit {
+            return Err(Error::Usage(
+                "--target-exclusive does not apply to --target-time last-commit (it would stop \
+                 before the commit it names)"
+                    .into(),
+            ));
+        }
         Ok(RestoreOptions {
             pgdata: self.pgdata.clone(),
-            target: self.target.parse()?,
+            target,
             target_exclusive: self.target_exclusive,
             target_action: self.target_action,
             target_timeline: self.target_timeline,

@@ -1,6 +1,7 @@
 //! `pitr-check`: prove the archive can restore. `status` (the default) reads the repository
 //! and, optionally, the archiver's statistics; `verify` reads every stored object; `drill`
-//! restores a backup into a throwaway cluster and checks what it holds.
+//! restores a backup into a throwaway cluster and checks what it holds; `points` lists the
+//! restore points a restore can target; `index` writes missing WAL summaries.
 //!
 //! Exit statuses follow the Nagios plugin convention (see [`Verdict`]): 0 OK, 1 WARNING,
 //! 2 CRITICAL, 3 UNKNOWN when the check itself could not run.
@@ -14,6 +15,8 @@ use pitrkit::runner::Verdict;
 use pitrkit::settings::RepoArgs;
 
 pub mod drill;
+pub mod index;
+pub mod points;
 pub mod report;
 pub mod status;
 pub mod verify;
@@ -42,6 +45,27 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore a backup into a throwaway cluster, start it and check it
     Drill(DrillArgs),
+    /// List the restore points a restore can target (from the WAL summaries)
+    Points(PointsArgs),
+    /// Write the WAL summaries that are missing (segments archived before wal-push wrote them)
+    Index(IndexArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PointsArgs {
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Summaries read in parallel [default: the CPUs; 4 × the CPUs for S3]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IndexArgs {
+    /// Segments read in parallel [default: the CPUs; 4 × the CPUs for S3]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// How a report is printed on stdout.
@@ -143,5 +167,7 @@ pub fn run(cli: Cli) -> Result<Verdict> {
         Some(Command::Status(args)) => status::run(&args, &cli.repo),
         Some(Command::Verify(args)) => verify::run(&args, &cli.repo),
         Some(Command::Drill(args)) => drill::run(&args, &cli.repo),
+        Some(Command::Points(args)) => points::run(&args, &cli.repo),
+        Some(Command::Index(args)) => index::run(&args, &cli.repo),
     }
 }

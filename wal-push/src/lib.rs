@@ -17,9 +17,10 @@ use pitrkit::args::FileArg;
 use pitrkit::error::{Error, Result};
 use pitrkit::io::parallel::Slots;
 use pitrkit::pg::wal::{self, WalFileName};
+use pitrkit::pg::walrecord::Summarizer;
 use pitrkit::repo::crypto::Class;
 use pitrkit::repo::object::{self, ContentDigest, ENVELOPE_LEN, Envelope, Sealer};
-use pitrkit::repo::{RepoRoot, Repository};
+use pitrkit::repo::{RepoRoot, Repository, summary};
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::{ObjectKey, PutMode, PutOutcome};
@@ -229,13 +230,28 @@ fn push_one(
         });
         let slot = sealing.slots.take();
         let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input), len);
+        let mut summing = Summing {
+            inner: &mut hashed,
+            summarizer: name.has_wal_pages().then(Summarizer::new),
+        };
         let sealed = sealing
             .sealer
-            .seal_reader(&mut hashed, len, repo.keys(), class);
+            .seal_reader(&mut summing, len, repo.keys(), class);
+        let summary = summing.summarizer.map(|s| s.finish(&display));
         drop(slot);
-        (sealed.map(|s| (s, hashed.digests())), probe.join())
+        (sealed.map(|s| (s, hashed.digests(), summary)), probe.join())
     });
-    let ((stored, envelope), hash) = sealed.map_err(|e| Error::local_io(&display, e))?;
+    let ((stored, envelope), hash, summary) = sealed.map_err(|e| Error::local_io(&display, e))?;
+    // A segment whose records can't be read past its header still archives: the summary
+    // only makes the recovery window exact, and `pitr-check index` says what lacks one.
+    let summary = match summary {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            note(format!("{name}: no summary of its records: {e}"));
+            None
+        }
+        None => None,
+    };
     if envelope.plain_len != len {
         return Err(Error::invalid_input(
             &display,
@@ -258,31 +274,31 @@ fn push_one(
         .as_ref()
         .is_none_or(|r| r.conditional_create == Some(false));
 
-    let status = match existing {
-        Some(prefix) => verify_existing(repo, &key, path, &display, &prefix, &envelope, &stored)?,
-        None => match repo.store().put(&key, &stored, PutMode::CreateNew)? {
-            PutOutcome::Stored if read_back => {
-                let prefix = repo
-                    .store()
-                    .get_prefix(&key, ENVELOPE_LEN)?
-                    .unwrap_or_default();
-                let theirs = Envelope::decode(key.as_str(), &prefix)?;
-                if theirs.digest != envelope.digest || theirs.plain_len != envelope.plain_len {
-                    return Err(conflict(key.as_str(), &display, &theirs, &envelope));
-                }
-                "stored"
-            }
-            PutOutcome::Stored => "stored",
-            PutOutcome::AlreadyExists => {
-                // Another wal-push won the race; what matters is whether it stored the same.
-                let prefix = repo
-                    .store()
-                    .get_prefix(&key, ENVELOPE_LEN)?
-                    .unwrap_or_default();
-                verify_existing(repo, &key, path, &display, &prefix, &envelope, &stored)?
-            }
-        },
-    };
+    // The summary goes up while the segment does: it adds no round trip to the archiver's
+    // wait. It is written whatever the segment's fate below; one without its segment is
+    // never read (summaries are looked up by stored segment).
+    let (status, summary_put) = std::thread::scope(|s| {
+        let summary_put = summary
+            .as_ref()
+            .map(|sum| s.spawn(move || summary::store(repo, &name, sum)));
+        let sealed = Sealed {
+            key: &key,
+            envelope,
+            stored: &stored,
+        };
+        let status = store_segment(repo, &sealed, path, &display, existing, read_back);
+        let summary_put = summary_put.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("summary thread panicked")))
+        });
+        (status, summary_put)
+    });
+    let status = status?;
+    // PostgreSQL retries a failed call: the segment is then found stored, and the summary
+    // written again.
+    if let Some(put) = summary_put {
+        put?;
+    }
     if verbose || status != "stored" {
         note(format!("{name}: {status} in {} as {key}", repo.location()));
     }
@@ -295,6 +311,55 @@ fn push_one(
         status: status.into(),
     };
     Ok((report, hash))
+}
+
+/// A sealed file and the key it goes under.
+struct Sealed<'a> {
+    key: &'a ObjectKey,
+    envelope: Envelope,
+    stored: &'a [u8],
+}
+
+/// Stores the sealed file create-only, or checks what is stored already under its key.
+fn store_segment(
+    repo: &Repository,
+    sealed: &Sealed,
+    path: &FileArg,
+    display: &str,
+    existing: Option<Vec<u8>>,
+    read_back: bool,
+) -> Result<&'static str> {
+    let Sealed {
+        key,
+        envelope,
+        stored,
+    } = *sealed;
+    let status = match existing {
+        Some(prefix) => verify_existing(repo, key, path, display, &prefix, &envelope, stored)?,
+        None => match repo.store().put(key, stored, PutMode::CreateNew)? {
+            PutOutcome::Stored if read_back => {
+                let prefix = repo
+                    .store()
+                    .get_prefix(key, ENVELOPE_LEN)?
+                    .unwrap_or_default();
+                let theirs = Envelope::decode(key.as_str(), &prefix)?;
+                if theirs.digest != envelope.digest || theirs.plain_len != envelope.plain_len {
+                    return Err(conflict(key.as_str(), display, &theirs, &envelope));
+                }
+                "stored"
+            }
+            PutOutcome::Stored => "stored",
+            PutOutcome::AlreadyExists => {
+                // Another wal-push won the race; what matters is whether it stored the same.
+                let prefix = repo
+                    .store()
+                    .get_prefix(key, ENVELOPE_LEN)?
+                    .unwrap_or_default();
+                verify_existing(repo, key, path, display, &prefix, &envelope, stored)?
+            }
+        },
+    };
+    Ok(status)
 }
 
 /// The repository root, read once per call however many files the call pushes (one
@@ -436,4 +501,21 @@ fn conflict(key: &str, display: &str, theirs: &Envelope, ours: &Envelope) -> Err
          this file digest {} length {}); refusing to overwrite archived WAL",
         theirs.digest, theirs.plain_len, ours.digest, ours.plain_len
     ))
+}
+
+/// A reader that feeds what passes through it to a segment's [`Summarizer`] (when the file
+/// is a segment): the records are read in the same pass that compresses them.
+struct Summing<'r, R> {
+    inner: &'r mut R,
+    summarizer: Option<Summarizer>,
+}
+
+impl<R: Read> Read for Summing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(s) = &mut self.summarizer {
+            s.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
 }

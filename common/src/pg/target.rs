@@ -19,6 +19,9 @@ pub enum RecoveryTarget {
     Xid(u64),
     Lsn(Lsn),
     Name(String),
+    /// `--target-time last-commit`: the newest commit the archive holds for the chosen
+    /// backup, found in the WAL summaries and then targeted by its LSN (inclusive).
+    LastCommit,
 }
 
 /// What the server does once it reaches the target (`recovery_target_action`).
@@ -44,7 +47,8 @@ impl std::fmt::Display for TargetAction {
 #[derive(clap::Args, Debug, Clone, Default)]
 #[group(id = "target", multiple = false)]
 pub struct TargetArgs {
-    /// Recover to this moment, e.g. 2026-11-26T03:05:12Z or '2026-11-26 04:05:12+01'
+    /// Recover to this moment, e.g. 2026-11-26T03:05:12Z or '2026-11-26 04:05:12+01', or
+    /// `last-commit`: the newest commit the archive can reach
     #[arg(long, value_name = "TIME")]
     pub target_time: Option<String>,
     /// Recover to this transaction id
@@ -65,7 +69,11 @@ impl TargetArgs {
     /// The target these flags name (bad times and LSNs are usage errors).
     pub fn parse(&self) -> Result<RecoveryTarget> {
         Ok(if let Some(t) = &self.target_time {
-            RecoveryTarget::Time(parse_time(t)?)
+            if t.trim() == "last-commit" {
+                RecoveryTarget::LastCommit
+            } else {
+                RecoveryTarget::Time(parse_time(t)?)
+            }
         } else if let Some(x) = self.target_xid {
             RecoveryTarget::Xid(x)
         } else if let Some(l) = &self.target_lsn {
@@ -128,6 +136,7 @@ impl std::fmt::Display for RecoveryTarget {
             RecoveryTarget::Name(n) => write!(f, "restore point '{n}'"),
             RecoveryTarget::Immediate => f.write_str("immediate"),
             RecoveryTarget::Latest => f.write_str("latest"),
+            RecoveryTarget::LastCommit => f.write_str("the last commit"),
         }
     }
 }
@@ -165,6 +174,9 @@ impl RecoveryTarget {
             RecoveryTarget::Xid(x) => vec![("recovery_target_xid", x.to_string())],
             RecoveryTarget::Lsn(l) => vec![("recovery_target_lsn", l.to_string())],
             RecoveryTarget::Name(n) => vec![("recovery_target_name", n.clone())],
+            // Resolved to an LSN by the restore before settings are written; unresolved, it
+            // means the archive's end.
+            RecoveryTarget::LastCommit => vec![],
         }
     }
 }

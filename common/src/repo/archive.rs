@@ -369,6 +369,21 @@ impl ArchiveIndex {
             .collect()
     }
 
+    /// The segments recovery reads through `w`, oldest first, each from the timeline it
+    /// reads it from: the segment holding the backup's consistency point to the window's end.
+    pub fn window_segments(&self, w: &Window) -> Vec<WalFileName> {
+        let path = self.path(w.timeline);
+        let first = Lsn(w.from_lsn.0.saturating_sub(1)).segno(self.seg_size);
+        let last = Lsn(w.to_lsn.0.saturating_sub(1)).segno(self.seg_size);
+        // A window only spans stored segments (it ends at the first missing one).
+        (first..=last)
+            .map_while(|segno| {
+                let (tli, _) = self.find(&path, segno)?;
+                Some(WalFileName::segment(TimelineId(tli), segno, self.seg_size))
+            })
+            .collect()
+    }
+
     /// How far `m` restores along `tli`, or `None` when it can't become consistent.
     pub fn window(&self, m: &BackupManifest, tli: u32) -> Option<Window> {
         if !self.missing_for(m).is_empty() {

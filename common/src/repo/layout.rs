@@ -13,6 +13,8 @@ use crate::storage::ObjectKey;
 pub const ROOT: &str = "pitrkit.json";
 /// Archived WAL, one prefix per timeline: `wal/<TLI>/<name>.zst`.
 pub const WAL: &str = "wal/";
+/// Summaries of archived WAL segments: `summaries/<TLI>/<name>.json.zst`.
+pub const SUMMARIES: &str = "summaries/";
 /// Backup chunks: `chunks/<two hex digits>/<id>.zst`.
 pub const CHUNKS: &str = "chunks/";
 /// Per backup: `backups/<id>/manifest.json.zst` and `backups/<id>/keep.json`.
@@ -48,6 +50,19 @@ pub fn wal_name(key: &str) -> Option<WalFileName> {
     let (tli, file) = key.strip_prefix(WAL)?.split_once('/')?;
     let name: WalFileName = file.strip_suffix(".zst")?.parse().ok()?;
     (tli == name.timeline().to_string()).then_some(name)
+}
+
+/// Where the summary of an archived segment lives: beside the WAL's layout, under its own
+/// prefix so that listing the archive and listing what is known of it stay separate.
+pub fn summary(name: &WalFileName) -> ObjectKey {
+    key(format!("{SUMMARIES}{}/{name}.json.zst", name.timeline()))
+}
+
+/// The segment a listed summary key describes, if it is one.
+pub fn summary_of(key: &str) -> Option<WalFileName> {
+    let (tli, file) = key.strip_prefix(SUMMARIES)?.split_once('/')?;
+    let name: WalFileName = file.strip_suffix(".json.zst")?.parse().ok()?;
+    (name.has_wal_pages() && tli == name.timeline().to_string()).then_some(name)
 }
 
 /// `chunks/<first two hex digits>/<hex>.zst`: 256 directories keep filesystem repositories
@@ -119,6 +134,19 @@ mod tests {
         // A name filed under another timeline's prefix is not that file.
         assert_eq!(wal_name("wal/00000001/000000020000000100000003.zst"), None);
         assert_eq!(wal_name("wal/00000001/stray"), None);
+        assert_eq!(
+            summary(&n).as_str(),
+            "summaries/00000002/000000020000000100000003.json.zst"
+        );
+        assert_eq!(summary_of(summary(&n).as_str()), Some(n));
+        assert_eq!(
+            summary_of("summaries/00000001/000000020000000100000003.json.zst"),
+            None
+        );
+        assert_eq!(
+            summary_of("summaries/00000002/00000002.history.json.zst"),
+            None
+        );
         let hex = "ab".repeat(32);
         assert_eq!(chunk_hex(chunk(&hex).as_str()), Some(hex.as_str()));
         assert_eq!(chunk_hex("chunks/cd/abab.zst"), None);

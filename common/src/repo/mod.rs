@@ -10,5 +10,6 @@ pub mod manifest;
 pub mod object;
 pub mod retention;
 mod root;
+pub mod summary;
 
 pub use root::*;

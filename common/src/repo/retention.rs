@@ -125,6 +125,8 @@ pub struct Plan {
     #[serde(skip)]
     wal_keys: Vec<ObjectKey>,
     #[serde(skip)]
+    summary_keys: Vec<ObjectKey>,
+    #[serde(skip)]
     manifest_keys: Vec<ObjectKey>,
 }
 
@@ -267,6 +269,25 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
         manifest_bytes += listing.get(&key).copied().unwrap_or_default();
         manifest_keys.push(key);
     }
+    // Summaries go with their segments, and any whose segment is gone (an older expire
+    // removed it before summaries were deleted with it).
+    let expired_wal: HashSet<WalFileName> = wal.iter().map(|(n, _)| *n).collect();
+    let summary_keys: Vec<ObjectKey> = match (boundary, any_unreadable) {
+        (Some(boundary), false) => repo
+            .store()
+            .list(crate::repo::layout::SUMMARIES)?
+            .into_iter()
+            .filter(|o| {
+                crate::repo::layout::summary_of(o.key.as_str()).is_some_and(|n| {
+                    expired_wal.contains(&n)
+                        || (n.segno(seg_size).is_some_and(|s| s < boundary)
+                            && !marked_need.contains(&n))
+                })
+            })
+            .map(|o| o.key)
+            .collect(),
+        _ => Vec::new(),
+    };
     let wal_bytes = wal.iter().map(|(_, o)| o.size).sum();
     let chunk_bytes = chunks.iter().map(|o| o.size).sum();
     Ok(Plan {
@@ -286,6 +307,7 @@ pub fn plan(repo: &Repository, policy: Policy, now: Timestamp, dry_run: bool) ->
         chunks_deferred: None,
         chunk_keys: chunks.into_iter().map(|o| o.key).collect(),
         wal_keys: wal.into_iter().map(|(_, o)| o.key).collect(),
+        summary_keys,
         manifest_keys,
     })
 }
@@ -314,6 +336,7 @@ pub fn expire(repo: &Repository, policy: Policy, dry_run: bool) -> Result<Plan> 
         .manifest_keys
         .iter()
         .chain(&plan.wal_keys)
+        .chain(&plan.summary_keys)
         .chain(&plan.chunk_keys)
     {
         repo.store().delete(key)?;

@@ -3,9 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::pg::target::RecoveryTarget;
-use crate::repo::Repository;
 use crate::repo::archive::ArchiveIndex;
 use crate::repo::manifest::{BackupId, BackupManifest};
+use crate::repo::summary::Summaries;
+use crate::repo::{RepoRoot, Repository};
 use crate::runner::note;
 
 /// The newest backup that is consistent before the target, or the one named.
@@ -111,6 +112,121 @@ pub(super) fn check_archive(
         }
         _ => Ok(()),
     }
+}
+
+/// Checks the target against what the WAL summaries say the window of `m` along `tli`
+/// holds, and resolves `last-commit` to an LSN. PostgreSQL 13 and later stop with a FATAL
+/// error when recovery ends before its target: a time after the last transaction end, or a
+/// restore point no replayed segment holds, is found out here, before anything is written,
+/// instead of at the end of a long replay. Where the segments that would decide lack
+/// summaries (archived before pitrkit wrote them), the target passes with a note.
+pub(super) fn check_summaries(
+    repo: &Repository,
+    root: &RepoRoot,
+    index: &ArchiveIndex,
+    m: &BackupManifest,
+    (target, exclusive): (&RecoveryTarget, bool),
+    tli: u32,
+    jobs: usize,
+) -> Result<RecoveryTarget> {
+    let checked = matches!(
+        target,
+        RecoveryTarget::Time(_) | RecoveryTarget::Name(_) | RecoveryTarget::LastCommit
+    );
+    let window = match (checked, index.window(m, tli)) {
+        (true, Some(w)) => w,
+        _ => return Ok(target.clone()),
+    };
+    let summaries = Summaries::list(repo, root)?;
+    let unsummarized = |what: &str| {
+        note(format!(
+            "the archive's WAL from backup {} on timeline {tli} is not (fully) summarized, so              {what} can't be checked before the restore: run `pitr-check index`",
+            m.backup_id
+        ));
+    };
+    let resolved = match target {
+        RecoveryTarget::Time(t) => {
+            let end = summaries.end_of(index, &window, jobs)?;
+            // PostgreSQL stops before the first transaction end later than the target
+            // (at or later, with --target-exclusive): there must be one.
+            let reached = end
+                .last_xact_time
+                .is_some_and(|x| if exclusive { x >= *t } else { x > *t });
+            if !reached && end.exact {
+                let last = match &end.last_commit {
+                    Some(c) => format!(
+                        "its last commit is xid {} at {} (lsn {}, timeline {});                          --target-time last-commit restores up to it",
+                        c.xid, c.time, c.lsn, c.timeline
+                    ),
+                    None => "no transaction ends in it after the backup".into(),
+                };
+                return Err(Error::Usage(format!(
+                    "target time {t} is not reached by the WAL the archive holds from backup {}                      on timeline {tli}: {last}",
+                    m.backup_id
+                )));
+            }
+            if !reached {
+                unsummarized("the target time");
+            }
+            target.clone()
+        }
+        RecoveryTarget::Name(n) => {
+            let (points, summarized, segments) = summaries.points_in(index, &window, jobs)?;
+            if points.iter().any(|p| &p.name == n) {
+                target.clone()
+            } else if summarized < segments {
+                unsummarized("the restore point");
+                target.clone()
+            } else {
+                let listed = match points.len() {
+                    0 => "there are none in it".to_string(),
+                    k => format!(
+                        "the nearest are {}",
+                        points
+                            .iter()
+                            .rev()
+                            .take(5)
+                            .map(|p| format!("'{}' ({}, lsn {})", p.name, p.time, p.lsn))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + if k > 5 { ", …" } else { "" }
+                    ),
+                };
+                return Err(Error::Usage(format!(
+                    "restore point '{n}' is not in the WAL the archive holds from backup {} on                      timeline {tli} ({segments} segments): {listed}; `pitr-check points` lists them",
+                    m.backup_id
+                )));
+            }
+        }
+        RecoveryTarget::LastCommit => {
+            let end = summaries.end_of(index, &window, jobs)?;
+            match end.last_commit {
+                Some(c) if end.exact => {
+                    note(format!(
+                        "the last commit the archive holds from backup {}: xid {} at {}                          (lsn {}, timeline {tli})",
+                        m.backup_id, c.xid, c.time, c.lsn
+                    ));
+                    RecoveryTarget::Lsn(c.lsn)
+                }
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "the last commit from backup {} on timeline {tli} is not known: {}",
+                        m.backup_id,
+                        if end.exact {
+                            "no transaction ends in the archive's WAL after the backup"
+                        } else {
+                            "the newest WAL is not summarized (run `pitr-check index`)"
+                        }
+                    )));
+                }
+            }
+        }
+        _ => target.clone(),
+    };
+    for (key, why) in summaries.unreadable() {
+        note(format!("{key} is not used: {why}"));
+    }
+    Ok(resolved)
 }
 
 /// PostgreSQL's default, `recovery_target_timeline = 'latest'`, follows the newest timeline

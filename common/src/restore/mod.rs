@@ -31,7 +31,7 @@ use crate::repo::lock::{LockKind, RepoLock};
 use crate::repo::manifest::BackupId;
 use crate::runner::note;
 use crate::settings::Settings;
-use choose::{check_archive, choose_backup, reachable_timeline};
+use choose::{check_archive, check_summaries, choose_backup, reachable_timeline};
 use files::restore_files;
 use layout::Layout;
 use recovery::{chown_like_parent, recovery_settings, write_recovery};
@@ -161,6 +161,19 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
             .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
     };
     check_archive(&index, &manifest, target, follow)?;
+    let jobs = opts
+        .jobs
+        .unwrap_or_else(|| settings.location.default_jobs())
+        .max(1);
+    let target = check_summaries(
+        &repo,
+        &root,
+        &index,
+        &manifest,
+        (target, opts.target_exclusive),
+        follow,
+        jobs,
+    )?;
     let mut layout = Layout::plan(
         &manifest,
         &opts.pgdata,
@@ -174,17 +187,13 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
         opts.existing != Existing::Refuse,
     )?;
     let lock_key = lock.as_ref().map(|l| l.key().as_str().to_string());
-    let mut recovery = recovery_settings(opts, settings, lock_key.as_deref())?;
+    let mut recovery = recovery_settings(opts, &target, settings, lock_key.as_deref())?;
     if let Some(tli) = auto_timeline {
         recovery.push(("recovery_target_timeline", tli.to_string()));
     }
 
     // Everything that can refuse has run: from here on, the directories change.
     layout.prepare(opts.existing == Existing::Force)?;
-    let jobs = opts
-        .jobs
-        .unwrap_or_else(|| settings.location.default_jobs())
-        .max(1);
     let fetched = match &mut lock {
         Some(l) => l.with_heartbeat(|| restore_files(&repo, &manifest, &layout, jobs, delta)),
         None => restore_files(&repo, &manifest, &layout, jobs, delta),

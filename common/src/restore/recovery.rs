@@ -15,10 +15,10 @@ use crate::settings::Settings;
 /// The settings that make PostgreSQL recover through wal-fetch from the same repository.
 pub(super) fn recovery_settings(
     opts: &RestoreOptions,
+    target: &RecoveryTarget,
     settings: &Settings,
     lock: Option<&str>,
 ) -> Result<Vec<(&'static str, String)>> {
-    let target = &opts.target;
     // wal-fetch beside the running tool (bb-restore, pitr-check), else from PATH.
     let exe = std::env::current_exe().map_err(|e| Error::local_io("the running program", e))?;
     let beside = exe
@@ -100,7 +100,7 @@ pub(super) fn recovery_settings(
     out.extend(target.settings());
     if !matches!(target, RecoveryTarget::Latest) {
         out.push(("recovery_target_action", opts.target_action.to_string()));
-        if opts.target_exclusive {
+        if opts.target_exclusive && !matches!(opts.target, RecoveryTarget::LastCommit) {
             out.push(("recovery_target_inclusive", "off".into()));
         }
     }

@@ -232,8 +232,11 @@ pub fn build(
             newest_age_seconds: newest_age,
             timelines: timelines(&inv.index),
             gaps,
+            unsummarized_segments: 0,
         },
         windows: merge_windows(&backups),
+        last_commit: None,
+        last_commit_age_seconds: None,
         newest_backup: newest_backup.map(|b| b.backup_id.clone()),
         newest_backup_age_seconds: newest_backup_age,
         backups,
@@ -374,6 +377,7 @@ mod tests {
             chunks: HashSet::new(),
             chunk_bytes: 0,
             keeps: HashMap::new(),
+            repo_jobs: 1,
         }
     }
 

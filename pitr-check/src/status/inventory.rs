@@ -1,6 +1,8 @@
 //! What the repository holds, from its listings and manifests, and what each backup can
 //! restore; shared with `verify`.
 
+use pitrkit::repo::summary::Commit;
+
 use super::*;
 
 /// Everything `status` and `verify` need to know about a repository, from listings.
@@ -13,6 +15,8 @@ pub struct Inventory {
     pub chunks: HashSet<ChunkId>,
     pub chunk_bytes: u64,
     pub keeps: HashMap<BackupId, KeepMark>,
+    /// Requests in flight when reading many small objects (the WAL summaries).
+    pub repo_jobs: usize,
 }
 
 impl Inventory {
@@ -39,6 +43,7 @@ impl Inventory {
             chunks: listed.into_iter().map(|(id, _)| id).collect(),
             chunk_bytes,
             keeps,
+            repo_jobs: settings.location.default_jobs(),
         })
     }
 
@@ -102,6 +107,11 @@ pub struct WindowReport {
     pub to_lsn: Lsn,
     /// The missing segment that ends the window, if a gap (not the archive's end) does.
     pub cut_by: Option<String>,
+    /// The newest commit recovery replays in the window, from the WAL summaries: a target
+    /// time at or after it is not reached. `null` when no summary says.
+    pub last_commit: Option<Commit>,
+    /// Whether every segment after `last_commit` is summarized (else a newer one may exist).
+    pub last_commit_exact: bool,
 }
 
 impl From<pitrkit::repo::archive::Window> for WindowReport {
@@ -113,6 +123,8 @@ impl From<pitrkit::repo::archive::Window> for WindowReport {
             from_lsn: w.from_lsn,
             to_lsn: w.to_lsn,
             cut_by: w.cut_by.map(|n| n.to_string()),
+            last_commit: None,
+            last_commit_exact: false,
         }
     }
 }

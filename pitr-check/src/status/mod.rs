@@ -29,6 +29,7 @@ use crate::StatusArgs;
 use crate::report::{Metrics, Severity, print_report};
 
 mod archiver;
+mod commits;
 mod findings;
 mod inventory;
 mod render;
@@ -74,6 +75,9 @@ pub struct WalReport {
     pub newest_age_seconds: Option<f64>,
     pub timelines: Vec<TimelineReport>,
     pub gaps: Vec<GapReport>,
+    /// Archived segments without a WAL summary (archived before pitrkit wrote them, or by
+    /// a wal-push that could not read their records): `pitr-check index` writes them.
+    pub unsummarized_segments: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +99,11 @@ pub struct StatusReport {
     pub backups: Vec<BackupReport>,
     /// Where a restore can land: the union of the backups' windows, per timeline.
     pub windows: Vec<WindowReport>,
+    /// The newest commit any recovery window reaches (from the WAL summaries).
+    pub last_commit: Option<pitrkit::repo::summary::Commit>,
+    /// Seconds from `last_commit` to `checked_at`: the effective RPO, what losing the
+    /// primary now would cost in committed transactions.
+    pub last_commit_age_seconds: Option<f64>,
     pub newest_backup: Option<String>,
     pub newest_backup_age_seconds: Option<f64>,
     pub chunk_bytes: u64,
@@ -117,7 +126,8 @@ pub fn run(args: &StatusArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         Some(c) => Some(archiver(c, args.pgdata.as_deref(), &inv.root)?),
         None => None,
     };
-    let report = build(&inv, archiver, max_wal_age, max_backup_age, args.max_ready);
+    let mut report = build(&inv, archiver, max_wal_age, max_backup_age, args.max_ready);
+    commits::annotate(&inv, &mut report, inv.repo_jobs)?;
     print_report(
         &args.output,
         &report,

@@ -37,6 +37,26 @@ pub(super) fn table(out: &mut dyn std::io::Write, r: &StatusReport) -> std::io::
             .map(|a| format!(" ({} ago)", human_secs(a)))
             .unwrap_or_default()
     )?;
+    if let Some(c) = &r.last_commit {
+        writeln!(
+            out,
+            "last commit {} (xid {}, lsn {}, timeline {}){}: the newest moment a restore reaches",
+            t(Some(c.time)),
+            c.xid,
+            c.lsn,
+            c.timeline,
+            r.last_commit_age_seconds
+                .map(|a| format!(", {} ago", human_secs(a)))
+                .unwrap_or_default()
+        )?;
+    }
+    if r.wal.unsummarized_segments > 0 {
+        writeln!(
+            out,
+            "  {} segments have no summary: `pitr-check index` writes them",
+            r.wal.unsummarized_segments
+        )?;
+    }
     for tl in &r.wal.timelines {
         writeln!(
             out,
@@ -103,12 +123,20 @@ pub(super) fn table(out: &mut dyn std::io::Write, r: &StatusReport) -> std::io::
     for w in &r.windows {
         writeln!(
             out,
-            "  timeline {:<3} {} .. {}   ({} .. {})",
+            "  timeline {:<3} {} .. {}   ({} .. {}){}",
             w.timeline,
             t(Some(w.from_time)),
             t(w.to_time),
             w.from_lsn,
-            w.to_lsn
+            w.to_lsn,
+            match &w.last_commit {
+                Some(c) => format!(
+                    "; last commit {}{}",
+                    t(Some(c.time)),
+                    if w.last_commit_exact { "" } else { " or later" }
+                ),
+                None => String::new(),
+            }
         )?;
     }
     if let Some(a) = &r.archiver {
@@ -179,6 +207,28 @@ pub(super) fn metrics(r: &StatusReport) -> Metrics {
             a,
         );
     }
+    if let Some(a) = r.last_commit_age_seconds {
+        m.gauge(
+            "pitrkit_last_commit_age_seconds",
+            "Seconds since the newest commit a restore can reach (effective RPO, from the WAL summaries)",
+            &[],
+            a,
+        );
+    }
+    if let Some(c) = &r.last_commit {
+        m.gauge(
+            "pitrkit_last_commit_timestamp_seconds",
+            "Time of the newest commit a restore can reach",
+            &[],
+            c.time.as_millisecond() as f64 / 1000.0,
+        );
+    }
+    m.gauge(
+        "pitrkit_wal_unsummarized_segments",
+        "Archived WAL segments without a summary (pitr-check index writes them)",
+        &[],
+        r.wal.unsummarized_segments as f64,
+    );
     m.gauge(
         "pitrkit_wal_gap_segments",
         "Missing WAL segments inside the archive",

@@ -8,7 +8,8 @@
 //! - `encryption`: encryption at rest; `hostile`: a repository nobody should have to trust;
 //! - `ahead_and_prefetch`: the look-ahead archiver and the prefetcher stay correct;
 //! - `versions`: one end-to-end test per supported PostgreSQL major;
-//! - `walrecord`: the WAL record reader against what each major writes (and pg_waldump).
+//! - `walrecord`: the WAL record reader against what each major writes (and pg_waldump);
+//! - `reach`: exact recovery windows from the WAL summaries, targets checked before a restore.
 
 mod ahead_and_prefetch;
 mod check;
@@ -17,6 +18,7 @@ mod encryption;
 mod exit_codes;
 mod hostile;
 mod pitr;
+mod reach;
 mod retention;
 mod versions;
 mod wal_archive;

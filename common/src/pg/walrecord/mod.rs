@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-pub use stream::Summarizer;
 use crate::pg::wal::{self, Lsn};
+pub use stream::Summarizer;
 
 /// The version of the [`SegmentSummary`] document.
 pub const SUMMARY_FORMAT_VERSION: u32 = 1;

@@ -1,0 +1,274 @@
+//! Summaries of archived WAL segments (docs/FORMAT.md, "WAL summaries"): what each segment
+//! holds for point-in-time recovery — transaction ends with their times, restore points —
+//! written by wal-push beside the segment, or backfilled by `pitr-check index`. From them
+//! pitr-check reports the last commit each backup's window reaches (the effective RPO) and
+//! the restore points in it, and a restore checks its target before anything moves.
+//!
+//! Trust: a summary is opened like any object (envelope, digest, size limit), then checked
+//! against its key and the repository root (system identifier, segment size, timeline and
+//! start): one that disagrees is unreadable and its segment counts as not summarized, which
+//! only ever falls back to the checks made without summaries. A summary is a statement
+//! about a segment, not the segment: a writer of the repository can plant a false one, as
+//! it could plant WAL.
+//!
+//! Cost: one small object per segment. A target time or the last commit needs only the
+//! window's newest summarized segments (read from the end back to the first that ends a
+//! transaction); a restore-point name and the listing of points read every summary of the
+//! window, in parallel.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::io::{lock, parallel};
+use crate::pg::wal::{Lsn, WalFileName};
+use crate::pg::walrecord::{self, SegmentSummary};
+use crate::repo::archive::{ArchiveIndex, Window};
+use crate::repo::crypto::Class;
+use crate::repo::object::{self, Sealer};
+use crate::repo::{RepoRoot, Repository, layout};
+use crate::storage::{ObjectKey, PutMode};
+
+/// The most a summary may claim in plain bytes: its lists are bounded by
+/// [`walrecord::MAX_LISTED`] and its open record by [`walrecord::MAX_OPEN_RECORD`].
+const MAX_SUMMARY: u64 = 1 << 20;
+
+/// The stored form of a summary: JSON, compressed and sealed as metadata.
+pub fn seal(repo: &Repository, s: &SegmentSummary) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(s).map_err(|e| Error::internal(format!("summary: {e}")))?;
+    let (sealed, _) = Sealer::on_this_thread(3)
+        .seal_reader(
+            &mut &json[..],
+            json.len() as u64,
+            repo.keys(),
+            Class::Metadata,
+        )
+        .map_err(|e| Error::internal(format!("summary: {e}")))?;
+    Ok(sealed)
+}
+
+/// Stores the summary of `name`, replacing any: it is computed from the segment's bytes, so
+/// two writers write the same, and a stale or planted one is corrected.
+pub fn store(repo: &Repository, name: &WalFileName, s: &SegmentSummary) -> Result<()> {
+    let sealed = seal(repo, s)?;
+    repo.store()
+        .put(&layout::summary(name), &sealed, PutMode::Overwrite)
+        .map(drop)
+}
+
+/// A transaction end the archive holds: what `recovery_target_*` can stop at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Commit {
+    pub timeline: u32,
+    pub lsn: Lsn,
+    pub xid: u32,
+    pub time: Timestamp,
+}
+
+/// A restore point, on the timeline whose segment holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Point {
+    pub timeline: u32,
+    pub lsn: Lsn,
+    pub time: Timestamp,
+    pub name: String,
+}
+
+/// What the summaries say about the end of a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct End {
+    /// The newest commit recovery replays in the window.
+    pub last_commit: Option<Commit>,
+    /// The latest time of any transaction end (commit or abort) in the segments read: a
+    /// `recovery_target_time` is reached only by a transaction that ends after it.
+    pub last_xact_time: Option<Timestamp>,
+    /// Whether every segment after the one holding `last_commit` is summarized (so nothing
+    /// newer can hide in the window); false also when no summary was found at all.
+    pub exact: bool,
+}
+
+/// The summaries a repository holds, read on demand.
+pub struct Summaries<'a> {
+    repo: &'a Repository,
+    root: RepoRoot,
+    listed: BTreeSet<WalFileName>,
+    /// Summaries that could not be used, with why: findings for the caller.
+    unreadable: Mutex<Vec<(ObjectKey, String)>>,
+    /// What was read, so that windows sharing segments read them once.
+    read: Mutex<HashMap<WalFileName, Option<SegmentSummary>>>,
+}
+
+impl<'a> Summaries<'a> {
+    /// Lists the repository's summaries (one listing; nothing is read yet).
+    pub fn list(repo: &'a Repository, root: &RepoRoot) -> Result<Self> {
+        let listed = repo
+            .store()
+            .list(layout::SUMMARIES)?
+            .into_iter()
+            .filter_map(|o| layout::summary_of(o.key.as_str()))
+            .collect();
+        Ok(Summaries {
+            repo,
+            root: root.clone(),
+            listed,
+            unreadable: Mutex::new(Vec::new()),
+            read: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `name` has a summary listed.
+    pub fn has(&self, name: &WalFileName) -> bool {
+        self.listed.contains(name)
+    }
+
+    pub fn listed(&self) -> impl Iterator<Item = &WalFileName> {
+        self.listed.iter()
+    }
+
+    /// Summaries that were listed but could not be used, with why.
+    pub fn unreadable(&self) -> Vec<(ObjectKey, String)> {
+        lock(&self.unreadable).clone()
+    }
+
+    /// The summary of `name`, if one is stored and checks out. A store that fails is an
+    /// error; a summary that is damaged, foreign or about another segment is noted in
+    /// [`Summaries::unreadable`] and treated as absent.
+    pub fn read(&self, name: &WalFileName) -> Result<Option<SegmentSummary>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        if let Some(known) = lock(&self.read).get(name) {
+            return Ok(known.clone());
+        }
+        let s = self.fetch(name)?;
+        lock(&self.read).insert(*name, s.clone());
+        Ok(s)
+    }
+
+    fn fetch(&self, name: &WalFileName) -> Result<Option<SegmentSummary>> {
+        let key = layout::summary(name);
+        let Some(stored) = self.repo.store().get(&key)? else {
+            return Ok(None);
+        };
+        match self.open(name, &key, &stored) {
+            Ok(s) => Ok(Some(s)),
+            Err(why) => {
+                lock(&self.unreadable).push((key, why));
+                Ok(None)
+            }
+        }
+    }
+
+    fn open(
+        &self,
+        name: &WalFileName,
+        key: &ObjectKey,
+        stored: &[u8],
+    ) -> std::result::Result<SegmentSummary, String> {
+        let (json, _) = object::open(key.as_str(), stored, self.repo.keys(), MAX_SUMMARY)
+            .map_err(|e| e.to_string())?;
+        let s: SegmentSummary =
+            serde_json::from_slice(&json).map_err(|e| format!("not a WAL summary: {e}"))?;
+        let seg_size = self.root.wal_segment_size;
+        let start = name
+            .segno(seg_size)
+            .and_then(|n| n.checked_mul(seg_size.into()));
+        if s.format_version != walrecord::SUMMARY_FORMAT_VERSION {
+            return Err(format!(
+                "summary version {} is not supported",
+                s.format_version
+            ));
+        }
+        if s.system_identifier != self.root.system_identifier
+            || s.segment_size != seg_size
+            || s.timeline != name.timeline().0
+            || Some(s.segment_start.0) != start
+        {
+            return Err(format!(
+                "describes segment {} of system {} ({} byte segments), not {name} of this \
+                 repository",
+                s.segment_start, s.system_identifier, s.segment_size
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Reads the summaries of `names` with `jobs` requests in flight, in order.
+    pub fn read_many(
+        &self,
+        names: &[WalFileName],
+        jobs: usize,
+    ) -> Result<Vec<Option<SegmentSummary>>> {
+        parallel::map(jobs, names, |n| self.read(n))
+    }
+
+    /// The newest transaction ends recovery replays in `window`, reading summaries from the
+    /// window's end back until a segment that ends a transaction (`jobs` at a time).
+    pub fn end_of(&self, index: &ArchiveIndex, window: &Window, jobs: usize) -> Result<End> {
+        let names = index.window_segments(window);
+        let mut end = End {
+            exact: true,
+            ..End::default()
+        };
+        let batch = jobs.max(1);
+        let mut upper = names.len();
+        while upper > 0 {
+            let lower = upper.saturating_sub(batch);
+            let read = self.read_many(&names[lower..upper], jobs)?;
+            for (name, s) in names[lower..upper].iter().zip(read).rev() {
+                let Some(s) = s else {
+                    end.exact = false;
+                    continue;
+                };
+                let xact = [s.commits.max_time, s.aborts.max_time]
+                    .into_iter()
+                    .flatten()
+                    .filter(|_| s.records_end.is_some_and(|e| e > window.from_lsn))
+                    .max();
+                end.last_xact_time = end.last_xact_time.max(xact);
+                if let Some(c) = s.commits.last.as_ref().filter(|c| c.lsn >= window.from_lsn) {
+                    end.last_commit = Some(Commit {
+                        timeline: name.timeline().0,
+                        lsn: c.lsn,
+                        xid: c.xid,
+                        time: c.time,
+                    });
+                    return Ok(end);
+                }
+            }
+            upper = lower;
+        }
+        Ok(end)
+    }
+
+    /// Every restore point recovery passes in `window` (after the backup is consistent),
+    /// and how many of the window's segments are summarized.
+    pub fn points_in(
+        &self,
+        index: &ArchiveIndex,
+        window: &Window,
+        jobs: usize,
+    ) -> Result<(Vec<Point>, usize, usize)> {
+        let names = index.window_segments(window);
+        let read = self.read_many(&names, jobs)?;
+        let summarized = read.iter().filter(|s| s.is_some()).count();
+        let points = names
+            .iter()
+            .zip(&read)
+            .filter_map(|(n, s)| Some((n, s.as_ref()?)))
+            .flat_map(|(n, s)| {
+                s.restore_points.iter().map(|p| Point {
+                    timeline: n.timeline().0,
+                    lsn: p.lsn,
+                    time: p.time,
+                    name: p.name.clone(),
+                })
+            })
+            .filter(|p| p.lsn >= window.from_lsn && p.lsn < window.to_lsn)
+            .collect();
+        Ok((points, summarized, names.len()))
+    }
+}

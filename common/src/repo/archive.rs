@@ -219,12 +219,18 @@ impl ArchiveIndex {
         out
     }
 
-    /// The segment recovery along `path` reads for `segno`, as PostgreSQL picks it: the
-    /// newest timeline that had begun by then and has the segment.
+    /// The segment recovery along `path` reads for `segno`: the newest timeline that had
+    /// begun by then and has the segment. A parent timeline serves only up to the segment
+    /// its child branched in: PostgreSQL's restore_command would be asked for the parent's
+    /// later segments too (`XLogFileReadAnyTLI` checks only where a timeline begins), but
+    /// their pages carry the parent's timeline id, which recovery refuses once it has read
+    /// the child's ("out-of-sequence timeline ID"), so recovery ends there.
     fn find(&self, path: &[(u32, u64)], segno: u64) -> Option<(u32, Option<Timestamp>)> {
+        let ends = std::iter::once(u64::MAX).chain(path.iter().map(|(_, begin)| *begin));
         path.iter()
-            .filter(|(_, begin)| *begin <= segno)
-            .find_map(|(t, _)| Some((*t, *self.segments.get(t)?.get(&segno)?)))
+            .zip(ends)
+            .filter(|((_, begin), end)| *begin <= segno && segno <= *end)
+            .find_map(|((t, _), _)| Some((*t, *self.segments.get(t)?.get(&segno)?)))
     }
 
     /// The timeline of `path` a missing `segno` belongs on.
@@ -469,6 +475,53 @@ mod tests {
         assert_eq!(gaps[0].first.to_string(), "000000020000000000000007");
         assert_eq!(gaps[0].segments, 1);
         assert_eq!(idx.path(2), vec![(2, 5), (1, 0)]);
+    }
+
+    #[test]
+    fn a_parent_timeline_serves_only_up_to_the_switch() {
+        // The old primary went on to segment 8 on timeline 1; timeline 2 branched in 5 and
+        // has 5 and 7. Recovery along 2 can't read timeline 1's segment 6 (its pages carry
+        // timeline 1): 6 is a gap on timeline 2, and the window along 2 ends with 5.
+        let mut all = segs(1, 1..=8);
+        all.extend(segs(2, 5..=5));
+        all.extend(segs(2, 7..=7));
+        let hist = vec![(
+            2,
+            vec![Switch {
+                parent: 1,
+                switch: lsn_of_seg(5),
+            }],
+        )];
+        let idx = ArchiveIndex::from_parts(SEG, all, hist);
+        let gaps = idx.gaps();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].first.to_string(), "000000020000000000000006");
+        let m = BackupManifest::example(
+            "20260101T000000Z".parse().unwrap(),
+            Timestamp::UNIX_EPOCH,
+            1,
+            lsn_of_seg(2),
+            lsn_of_seg(3),
+        );
+        let w = idx.window(&m, 2).unwrap();
+        assert_eq!(w.to_lsn, Lsn(6 * SEG as u64));
+        assert_eq!(
+            w.cut_by.map(|n| n.to_string()).as_deref(),
+            Some("000000020000000000000006")
+        );
+        let names: Vec<String> = idx
+            .window_segments(&w)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000020000000000000005"
+            ]
+        );
     }
 
     #[test]

@@ -184,7 +184,9 @@ impl<'a> Summaries<'a> {
         }
         if s.system_identifier != self.root.system_identifier
             || s.segment_size != seg_size
-            || s.timeline != name.timeline().0
+            // The first segment of a new timeline starts with a copy of its parent's pages
+            // up to the switch, whose headers carry the parent's timeline.
+            || s.timeline > name.timeline().0
             || Some(s.segment_start.0) != start
         {
             return Err(format!(

@@ -4,6 +4,8 @@
 //! `pg_backup_start` on 15+), a PITR to a moment between two known commits gives the exact
 //! rows, the restored cluster promotes onto timeline 2 and keeps archiving, a second PITR
 //! follows timeline 2, and `pitr-check drill` passes with that major's server binaries.
+//! On the way, `pitr-check status` must name the last commit from the WAL summaries wal-push
+//! wrote on that major.
 //!
 //! Servers other than Debian's 15 come from `scripts/install-deps.sh` (the npm registry's
 //! builds in /opt/pitrkit-pg/<major>/bin); a missing one fails the test with that hint.
@@ -72,8 +74,30 @@ fn end_to_end(major: u32) {
     std::thread::sleep(Duration::from_millis(1100));
     let on_tl2 = now(&r);
     std::thread::sleep(Duration::from_millis(1100));
-    r.sql("insert into orders values (7001, 'too late')");
+    let before_last = now(&r);
+    let last_xid = r
+        .sql("begin; insert into orders values (7001, 'too late'); select txid_current(); commit;");
+    let last_xid = last_xid
+        .lines()
+        .find(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+        .unwrap()
+        .to_string();
+    let after_last = now(&r);
     r.switch_and_wait_archived();
+    // The WAL summaries wal-push wrote on this major: the newest commit a restore reaches is
+    // the one just made, on timeline 2, at a time between the two clock readings around it.
+    let out = s.tool("pitr-check", &["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let lc = &st["last_commit"];
+    assert_eq!(lc["xid"].as_u64().unwrap().to_string(), last_xid, "{st:#}");
+    assert_eq!(lc["timeline"], 2, "{st:#}");
+    let at = |v: &str| v.parse::<jiff::Timestamp>().unwrap();
+    let t = at(lc["time"].as_str().unwrap());
+    assert!(
+        at(&before_last) <= t && t <= at(&after_last),
+        "{before_last} <= {t} <= {after_last}"
+    );
+    assert_eq!(st["wal"]["unsummarized_segments"], 0, "{st:#}");
     assert!(
         s.repo
             .object_path("wal/00000002/00000002.history.zst")

@@ -13,8 +13,10 @@ use jiff::Timestamp;
 use pitrkit::error::{Error, Result};
 use pitrkit::io::parallel;
 use pitrkit::pg::wal::WalFileName;
+use pitrkit::pg::walrecord::Summarizer;
 use pitrkit::repo::chunk::{self, ChunkId};
 use pitrkit::repo::object::{self, Envelope};
+use pitrkit::repo::summary::Summaries;
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings};
 use pitrkit::storage::ObjectKey;
@@ -63,6 +65,53 @@ enum Kind {
     Other,
 }
 
+/// Feeds what passes through it to a summarizer.
+struct Summing(Summarizer);
+
+impl std::io::Write for Summing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.feed(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compares the stored summary of `name` with the one its bytes give.
+fn check_summary(
+    summaries: &Summaries,
+    name: &WalFileName,
+    computed: Summarizer,
+) -> Result<Option<Problem>> {
+    let key = pitrkit::repo::layout::summary(name).to_string();
+    let Ok(computed) = computed.finish(&name.to_string()) else {
+        return Ok(None); // the segment's own check reports what is wrong with it
+    };
+    Ok(match summaries.read(name)? {
+        Some(stored) if stored == computed => None,
+        Some(_) => Some(Problem {
+            key,
+            problem: "corrupt".into(),
+            detail: format!(
+                "does not describe {name} as its records do: delete it, and pitr-check index \
+                 writes it again"
+            ),
+            breaks: vec![],
+        }),
+        None => Some(Problem {
+            key,
+            problem: "corrupt".into(),
+            detail: summaries
+                .unreadable()
+                .into_iter()
+                .find(|(k, _)| k.as_str() == pitrkit::repo::layout::summary(name).as_str())
+                .map_or_else(|| "can't be read".into(), |(_, why)| why),
+            breaks: vec![],
+        }),
+    })
+}
+
 fn kind_of(key: &ObjectKey) -> Kind {
     let k = key.as_str();
     if let Some(id) = ChunkId::from_key(k) {
@@ -97,6 +146,7 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     let bytes = AtomicU64::new(0);
     let by_key: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
     let keys = inv.repo.keys();
+    let summaries = Summaries::list(&inv.repo, &inv.root)?;
     // Corruption is a finding; an unreachable store stops the run (UNKNOWN).
     let found = parallel::map(jobs, &objects, |key| -> Result<Option<Problem>> {
         let Some(stored) = store.get(key)? else {
@@ -110,6 +160,19 @@ pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         }
         let outcome = match kind_of(key) {
             Kind::Chunk(id) => chunk::verify(store, keys, &id, &stored),
+            Kind::Wal(name) if summaries.has(&name) => {
+                // The segment's records, read as they are checked: its summary must say
+                // what they say (a planted or stale one would mislead every target check).
+                let mut summing = Summing(Summarizer::new());
+                let opened = object::open_to(key.as_str(), &stored, &mut summing, keys);
+                if let Ok(env) = &opened
+                    && let Some(problem) = check_summary(&summaries, &name, summing.0)?
+                {
+                    bytes.fetch_add(env.plain_len, Ordering::Relaxed);
+                    return Ok(Some(problem));
+                }
+                opened.map(|e| e.plain_len)
+            }
             Kind::Wal(_) | Kind::Other => {
                 let mut sink = std::io::sink();
                 object::open_to(key.as_str(), &stored, &mut sink, keys).map(|e| e.plain_len)

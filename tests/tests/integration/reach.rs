@@ -211,4 +211,26 @@ fn a_summary_of_another_segment_is_not_used() {
     out.stderr_has("is not used: describes segment");
     let st: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(st["windows"][0]["last_commit_exact"], false, "{st:#}");
+    // verify reads the segment and names the summary that does not describe it.
+    let out = s.tool("pitr-check", &["verify", "--json"]);
+    out.assert_code(2);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let key = format!(
+        "summaries/00000001/{}",
+        newest.file_name().unwrap().to_str().unwrap()
+    );
+    let problems = v["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{v:#}");
+    assert_eq!(problems[0]["key"], key.as_str());
+    assert!(
+        problems[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("describes segment"),
+        "{v:#}"
+    );
+    // Deleted, it is written again from the segment, and verify is clean.
+    fs::remove_file(newest).unwrap();
+    s.tool("pitr-check", &["index"]).assert_ok();
+    s.tool("pitr-check", &["verify"]).assert_ok();
 }

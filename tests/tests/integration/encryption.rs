@@ -119,8 +119,12 @@ fn encrypted_round_trip(backend: Backend) {
     assert_eq!(dash.code, 6 + 128, "{dash}");
     assert!(dash.stdout.is_empty());
     assert!(dash.stderr.contains("identity"), "{dash}");
-    let status = tool(&s, &s.repo.config, "pitr-check", &["status"]);
+    let status = tool(&s, &s.repo.config, "pitr-check", &["status", "--json"]);
     assert_eq!(status.code, 0, "{status}");
+    // WAL summaries are metadata: the push host reads them, the bucket alone does not.
+    let st: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert!(st["last_commit"]["xid"].as_u64().is_some(), "{st:#}");
+    assert_eq!(st["wal"]["unsummarized_segments"], 0, "{st:#}");
     let verify = tool(&s, &s.repo.config, "pitr-check", &["verify", "--json"]);
     assert_eq!(verify.code, 2, "push-only: data can't be checked\n{verify}");
     assert!(verify.stdout.contains("\"no-key\""), "{verify}");

@@ -51,12 +51,13 @@ pub fn server_bin_dir(major: u32) -> PathBuf {
 }
 
 /// The pitrkit tools the tests run.
-pub const TOOLS: [&str; 5] = [
+pub const TOOLS: [&str; 6] = [
     "wal-push",
     "wal-fetch",
     "bb-push",
     "bb-restore",
     "pitr-check",
+    "pitr-copy",
 ];
 
 /// The built pitrkit binaries: `PITRKIT_BIN_DIR`, else `target/debug` of this workspace,

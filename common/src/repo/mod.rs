@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod chunk;
 pub mod crypto;
+pub mod lag;
 pub mod layout;
 pub mod lock;
 pub mod manifest;

@@ -226,6 +226,57 @@ impl Repository {
         }
     }
 
+    /// Makes this repository a copy of one whose root is `source` (pitr-copy): the same
+    /// cluster, segment size and encryption, with this store's own create-only probe. An
+    /// existing root must describe the same cluster, else the copy is refused.
+    pub fn init_copy_root(&self, source: &RepoRoot) -> Result<RepoRoot> {
+        let root = match self.read_root()? {
+            Some(r) => r,
+            None => {
+                let honoured = self.probe_conditional_create()?;
+                let root = RepoRoot {
+                    created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                        .to_string(),
+                    created_by: concat!("pitrkit ", env!("CARGO_PKG_VERSION"), " (pitr-copy)")
+                        .into(),
+                    conditional_create: Some(honoured),
+                    ..source.clone()
+                };
+                let mut json = serde_json::to_vec_pretty(&root).map_err(Error::internal)?;
+                json.push(b'\n');
+                match self
+                    .store
+                    .put(&Self::root_key(), &json, PutMode::CreateNew)?
+                {
+                    PutOutcome::Stored => root,
+                    PutOutcome::AlreadyExists => self.require_root()?,
+                }
+            }
+        };
+        if (
+            root.system_identifier,
+            root.wal_segment_size,
+            &root.encryption,
+        ) != (
+            source.system_identifier,
+            source.wal_segment_size,
+            &source.encryption,
+        ) {
+            return Err(Error::Conflict(format!(
+                "{} holds system {} ({}-byte segments, encryption {}), not a copy of system {} \
+                 ({}-byte segments, encryption {}): refusing to mix two repositories",
+                self.location(),
+                root.system_identifier,
+                root.wal_segment_size,
+                root.encryption.as_deref().unwrap_or("none"),
+                source.system_identifier,
+                source.wal_segment_size,
+                source.encryption.as_deref().unwrap_or("none"),
+            )));
+        }
+        Ok(root)
+    }
+
     /// Whether the store honours create-only writes: the same probe object created twice
     /// must be refused the second time. A local directory (a hard link) always does; some
     /// S3 implementations, and proxies in front of them, drop `If-None-Match`.

@@ -325,6 +325,9 @@ impl Store for FsStore {
     fn create(&self) -> Result<()> {
         match fs::create_dir(&self.root) {
             Ok(()) => {
+                // Like every directory below it: run as root, it belongs to whoever owns
+                // the directory it was made in (the archiver and restores read it).
+                give_to_parent_owner(&self.root).map_err(|e| self.unavailable(&self.root, e))?;
                 let parent = self.root.parent().unwrap_or(Path::new("."));
                 sync_dir(parent).map_err(|e| self.unavailable(parent, e))
             }

@@ -4,6 +4,7 @@
 //! - `exit_codes`: every documented exit status, and stores that misbehave (the proxy);
 //! - `pitr`: base backups and point-in-time recovery, layouts (tablespaces, pg_wal elsewhere);
 //! - `check`: pitr-check status and verify; `drill`: restore drills;
+//! - `copy`: pitr-copy, a verified second copy in another store;
 //! - `retention`: expire, keep marks, locks against backups, restores and drills;
 //! - `encryption`: encryption at rest; `hostile`: a repository nobody should have to trust;
 //! - `ahead_and_prefetch`: the look-ahead archiver and the prefetcher stay correct;
@@ -13,6 +14,7 @@
 
 mod ahead_and_prefetch;
 mod check;
+mod copy;
 mod drill;
 mod encryption;
 mod exit_codes;

@@ -1,0 +1,249 @@
+//! A second copy: `pitr-copy` from a local repository to S3 and back, with two backups and a
+//! timeline switch; restores from each copy give the exact rows; a rerun copies nothing; a
+//! copy killed mid-run finishes without copying anything twice; conflicting content and a
+//! foreign repository are refused with nothing overwritten; an encrypted repository is
+//! copied with only its recipient and restores from the copy with the identity.
+
+#![allow(clippy::unwrap_used)] // tests: a panic with its message is the failure report
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pitrkit_tests::{
+    Backend, Output, Pg, S3_KEY, S3_SECRET, S3Server, Site, now, run, site, site_with,
+};
+use serde_json::Value;
+
+fn rows(p: &Pg, from: i32, to: i32) {
+    p.sql(&format!(
+        "insert into t select i from generate_series({from}, {to}) i"
+    ));
+}
+
+/// A config file for a repository at `url` in the sandbox (with the S3 server's settings
+/// when it is in a bucket), plus `extra` lines.
+fn config(s: &Site, name: &str, url: &str, s3: Option<&S3Server>, extra: &str) -> PathBuf {
+    let path = s.sb.path().join(name);
+    let mut text = format!("repo = '{url}'\n{extra}");
+    if let Some(s3) = s3 {
+        text.push_str(&format!(
+            "s3_endpoint = '{}'\ns3_region = 'us-east-1'\ns3_access_key_id = '{S3_KEY}'\n\
+             s3_secret_access_key = '{S3_SECRET}'\nretries = 3\nretry_time = '3s'\ntimeout = '3s'\n",
+            s3.endpoint()
+        ));
+    }
+    fs::write(&path, text).unwrap();
+    s.sb.chown_to_pg(&path);
+    path
+}
+
+fn copy(s: &Site, from: &Path, to: &Path, extra: &[&str]) -> Output {
+    let url = |cfg: &Path| {
+        let text = fs::read_to_string(cfg).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("repo = '"))
+            .unwrap()
+            .trim_end_matches('\'')
+            .to_string()
+    };
+    let mut c = s.sb.tool("pitr-copy");
+    c.args(["--from", &url(from), "--from-config"])
+        .arg(from)
+        .args(["--to", &url(to), "--to-config"])
+        .arg(to)
+        .args(extra);
+    run(c)
+}
+
+fn report(out: &Output) -> Value {
+    out.assert_ok();
+    serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap()
+}
+
+/// Restores from the repository `cfg` names into a fresh directory and starts it.
+fn restore_from(s: &Site, cfg: &Path, name: &str, args: &[&str]) -> Pg {
+    let dir = s.sb.path().join(name);
+    let mut c = s.sb.tool("bb-restore");
+    c.arg("--config")
+        .arg(cfg)
+        .arg("--pgdata")
+        .arg(&dir)
+        .args(["--archive-mode", "off"])
+        .args(args);
+    run(c).assert_ok();
+    let mut pg = Pg::at_major(&s.sb, name, s.major);
+    pg.configure("");
+    pg.start_recovery();
+    pg.wait_promoted(Duration::from_secs(120));
+    pg
+}
+
+fn check(s: &Site, cfg: &Path, args: &[&str]) -> Output {
+    let mut c = s.sb.tool("pitr-check");
+    c.arg("--config").arg(cfg).args(args);
+    run(c)
+}
+
+#[test]
+fn copies_to_s3_and_back_restorably_and_resumably() {
+    let s = site("copy", Backend::Fs, "");
+    let p = &s.primary;
+    p.sql("create table t(i int)");
+    s.backup();
+    rows(p, 1, 100);
+    s.backup();
+    rows(p, 101, 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    let mid = now(p);
+    std::thread::sleep(Duration::from_millis(1100));
+    rows(p, 201, 300);
+    s.archive_now();
+    // A timeline switch: a restore to `mid` promotes onto timeline 2 and archives there.
+    let mut r = s.restore("r-tl2", &["--target-time", &mid]);
+    assert_eq!(r.sql("select count(*) from t"), "200");
+    r.sql("insert into t values (1000)");
+    r.switch_and_wait_archived();
+    r.stop();
+    drop(r);
+
+    let s3 = S3Server::start(&s.sb);
+    s3.create_bucket("dr-copy");
+    let source = s.repo.config.clone();
+    let to_s3 = config(&s, "dr-s3.toml", "s3://dr-copy/main", Some(&s3), "");
+    let first = report(&copy(&s, &source, &to_s3, &["--jobs", "4"]));
+    assert_eq!(first["backups"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!(first["deferred"], serde_json::json!([]));
+    assert_eq!(first["refused"], serde_json::json!([]));
+    assert_eq!(first["lag"]["wal_behind"], 0, "{first}");
+    assert_eq!(first["lag"]["seconds_behind"], 0.0, "{first}");
+    let copied = first["objects"].as_u64().unwrap();
+    assert!(copied > 20, "{first}");
+    check(&s, &to_s3, &["verify"]).assert_ok();
+
+    // From the S3 copy: the moment in the middle, and the end of timeline 2.
+    let r = restore_from(&s, &to_s3, "from-s3-mid", &["--target-time", &mid]);
+    assert_eq!(r.sql("select count(*), max(i) from t"), "200|200");
+    drop(r);
+    let r = restore_from(&s, &to_s3, "from-s3-latest", &[]);
+    assert_eq!(r.sql("select count(*), max(i) from t"), "201|1000");
+    drop(r);
+
+    // S3 → a local directory, restorable too.
+    let to_fs = config(
+        &s,
+        "dr-fs.toml",
+        &s.sb.path().join("dr-fs").display().to_string(),
+        None,
+        "",
+    );
+    let back = report(&copy(&s, &to_s3, &to_fs, &[]));
+    assert_eq!(back["objects"], copied, "{back}");
+    check(&s, &to_fs, &["verify"]).assert_ok();
+    let r = restore_from(&s, &to_fs, "from-fs-mid", &["--target-time", &mid]);
+    assert_eq!(r.sql("select count(*), max(i) from t"), "200|200");
+    drop(r);
+
+    // Idempotent: a second pass writes nothing.
+    let again = report(&copy(&s, &source, &to_s3, &[]));
+    assert_eq!(again["objects"], 0, "{again}");
+    assert_eq!(again["skipped"].as_u64().unwrap(), copied, "{again}");
+
+    // Killed after its first write, the next run finishes and writes each object once.
+    let killed_cfg = config(
+        &s,
+        "dr-killed.toml",
+        &s.sb.path().join("dr-killed").display().to_string(),
+        None,
+        "",
+    );
+    let mut c = s.sb.tool("pitr-copy");
+    c.env("PITRKIT_FAULT", "die-after-copy-put")
+        .args(["--from", &s.repo.url, "--from-config"])
+        .arg(&source)
+        .args([
+            "--to",
+            &s.sb.path().join("dr-killed").display().to_string(),
+            "--to-config",
+        ])
+        .arg(&killed_cfg);
+    let killed = run(c);
+    assert_ne!(killed.code, 0, "{killed}");
+    let resumed = report(&copy(&s, &source, &killed_cfg, &[]));
+    assert_eq!(
+        resumed["objects"].as_u64().unwrap(),
+        copied - 1,
+        "{resumed}"
+    );
+    assert_eq!(resumed["skipped"], 1, "{resumed}");
+    check(&s, &killed_cfg, &["verify"]).assert_ok();
+
+    // Different content under a name the source has: refused, naming both digests, and
+    // the copy's object is left as it was.
+    let victim = fs::read_dir(s.sb.path().join("dr-fs/wal/00000001"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with("0000000000000003.zst"))
+        .unwrap();
+    let planted = b"not this repository's segment".to_vec();
+    fs::write(&victim, &planted).unwrap();
+    let out = copy(&s, &source, &to_fs, &[]);
+    out.assert_code(4)
+        .stderr_has("differs at the copy")
+        .stderr_has("the source holds content digest");
+    assert_eq!(fs::read(&victim).unwrap(), planted);
+
+    // A copy target that holds another cluster's repository is refused before any write.
+    let other = site("copy-other", Backend::Fs, "");
+    other.primary.sql("create table x(i int)");
+    other.archive_now();
+    let before = other.repo.snapshot();
+    let foreign = config(&s, "foreign.toml", &other.repo.url, None, "");
+    copy(&s, &source, &foreign, &[])
+        .assert_code(4)
+        .stderr_has("refusing to mix two repositories");
+    assert_eq!(other.repo.snapshot(), before);
+}
+
+#[test]
+fn an_encrypted_repository_is_copied_with_its_recipient_only() {
+    let (identity, recipient) = pitrkit::repo::crypto::generate();
+    let s = site_with(
+        "copy-enc",
+        Backend::Fs,
+        "",
+        &format!("encryption_recipients = ['{recipient}']\n"),
+    );
+    let p = &s.primary;
+    p.sql("create table t(i int)");
+    s.backup();
+    rows(p, 1, 50);
+    s.archive_now();
+    let id_path = s.sb.path().join("identity.txt");
+    fs::write(&id_path, identity).unwrap();
+    s.sb.chown_to_pg(&id_path);
+    let dest = s.sb.path().join("dr").display().to_string();
+    let push_side = config(
+        &s,
+        "dr-push.toml",
+        &dest,
+        None,
+        &format!("encryption_recipients = ['{recipient}']\n"),
+    );
+    let out = report(&copy(&s, &s.repo.config, &push_side, &[]));
+    assert_eq!(out["backups"].as_array().unwrap().len(), 1, "{out}");
+    // No row of the source shows in the copy either.
+    let root: Value =
+        serde_json::from_slice(&fs::read(Path::new(&dest).join("pitrkit.json")).unwrap()).unwrap();
+    assert_eq!(root["encryption"], "age-x25519");
+    let restore_side = config(
+        &s,
+        "dr-restore.toml",
+        &dest,
+        None,
+        &format!("encryption_identity_file = '{}'\n", id_path.display()),
+    );
+    check(&s, &restore_side, &["verify"]).assert_ok();
+    let r = restore_from(&s, &restore_side, "from-copy", &[]);
+    assert_eq!(r.sql("select count(*) from t"), "50");
+}

@@ -98,6 +98,28 @@ pub struct StatusArgs {
     /// WARNING when more WAL files than this wait to be archived (with --dbname)
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_ready: u64,
+    /// This repository is a copy (pitr-copy) of the one at URL: report how far behind it is
+    #[arg(long, value_name = "URL")]
+    pub compare: Option<String>,
+    /// Config file for the --compare repository
+    #[arg(long, value_name = "FILE", requires = "compare")]
+    pub compare_config: Option<PathBuf>,
+    /// With --compare: WARNING when the copy lacks WAL the source stored longer ago than this
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15m",
+        requires = "compare"
+    )]
+    pub max_copy_lag: String,
+    /// With --compare: CRITICAL beyond this
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1h",
+        requires = "compare"
+    )]
+    pub max_copy_lag_critical: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -156,7 +178,8 @@ pub fn run(cli: Cli) -> Result<Verdict> {
         || s.dbname.is_some()
         || s.pgdata.is_some()
         || s.max_wal_age.is_some()
-        || s.max_backup_age.is_some();
+        || s.max_backup_age.is_some()
+        || s.compare.is_some();
     if cli.command.is_some() && status_flags {
         return Err(pitrkit::Error::Usage(
             "give a subcommand's options after its name, e.g. pitr-check verify --json".into(),

@@ -241,6 +241,7 @@ pub fn build(
         newest_backup_age_seconds: newest_backup_age,
         backups,
         chunk_bytes: inv.chunk_bytes,
+        copy: None,
         archiver,
     }
 }

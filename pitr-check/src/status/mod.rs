@@ -30,6 +30,7 @@ use crate::report::{Metrics, Severity, print_report};
 
 mod archiver;
 mod commits;
+mod copy;
 mod findings;
 mod inventory;
 mod render;
@@ -108,6 +109,20 @@ pub struct StatusReport {
     pub newest_backup_age_seconds: Option<f64>,
     pub chunk_bytes: u64,
     pub archiver: Option<ArchiverReport>,
+    /// With --compare: how far this copy is behind its source.
+    pub copy: Option<copy::CopyReport>,
+}
+
+impl StatusReport {
+    /// Adds a finding found after the report was built, and the verdict it calls for.
+    pub fn flag(&mut self, severity: Severity, message: String) {
+        let verdict = match severity {
+            Severity::Warning => Verdict::Warning,
+            Severity::Critical => Verdict::Critical,
+        };
+        self.verdict = self.verdict.max(verdict);
+        self.findings.push(Finding { severity, message });
+    }
 }
 
 pub fn run(args: &StatusArgs, repo_args: &RepoArgs) -> Result<Verdict> {
@@ -128,6 +143,7 @@ pub fn run(args: &StatusArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     };
     let mut report = build(&inv, archiver, max_wal_age, max_backup_age, args.max_ready);
     commits::annotate(&inv, &mut report, inv.repo_jobs)?;
+    copy::compare(args, &inv, &mut report)?;
     print_report(
         &args.output,
         &report,

@@ -139,6 +139,23 @@ pub(super) fn table(out: &mut dyn std::io::Write, r: &StatusReport) -> std::io::
             }
         )?;
     }
+    if let Some(c) = &r.copy {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "copy of    {}: {} WAL files and {} backups behind{}; newest segment {} here, {} there",
+            c.source,
+            c.lag.wal_behind,
+            c.lag.backups_behind.len(),
+            c.lag
+                .seconds_behind
+                .filter(|s| *s > 0.0)
+                .map(|s| format!(" (the oldest missing stored {} ago)", human_secs(s)))
+                .unwrap_or_default(),
+            c.lag.copy_newest.as_deref().unwrap_or("-"),
+            c.lag.source_newest.as_deref().unwrap_or("-"),
+        )?;
+    }
     if let Some(a) = &r.archiver {
         writeln!(out)?;
         writeln!(
@@ -221,6 +238,29 @@ pub(super) fn metrics(r: &StatusReport) -> Metrics {
             "Time of the newest commit a restore can reach",
             &[],
             c.time.as_millisecond() as f64 / 1000.0,
+        );
+    }
+    if let Some(c) = &r.copy {
+        let src = [("source", c.source.as_str())];
+        m.gauge(
+            "pitrkit_copy_wal_behind",
+            "WAL files the source holds and this copy lacks",
+            &src,
+            c.lag.wal_behind as f64,
+        );
+        if let Some(s) = c.lag.seconds_behind {
+            m.gauge(
+                "pitrkit_copy_lag_seconds",
+                "Seconds since the source stored the oldest WAL file this copy lacks",
+                &src,
+                s,
+            );
+        }
+        m.gauge(
+            "pitrkit_copy_backups_behind",
+            "Backups the source holds and this copy lacks",
+            &src,
+            c.lag.backups_behind.len() as f64,
         );
     }
     m.gauge(

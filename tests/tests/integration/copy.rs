@@ -203,6 +203,48 @@ fn copies_to_s3_and_back_restorably_and_resumably() {
         .assert_code(4)
         .stderr_has("refusing to mix two repositories");
     assert_eq!(other.repo.snapshot(), before);
+
+    // Monitoring the copy: behind while the source archives, caught up after a pass.
+    let source_url = s.repo.url.clone();
+    let compare = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--compare",
+            source_url.as_str(),
+            "--compare-config",
+            source.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        check(&s, &to_s3, &args)
+    };
+    let caught_up: Value = serde_json::from_str(&compare(&["--json"]).assert_ok().stdout).unwrap();
+    assert_eq!(caught_up["copy"]["wal_behind"], 0, "{caught_up:#}");
+    rows(p, 301, 310);
+    s.archive_now();
+    std::thread::sleep(Duration::from_millis(1100));
+    let behind = compare(&["--json", "--max-copy-lag", "0s"]);
+    behind.assert_code(1);
+    let b: Value = serde_json::from_str(&behind.stdout).unwrap();
+    assert!(b["copy"]["wal_behind"].as_u64().unwrap() >= 1, "{b:#}");
+    assert!(
+        b["copy"]["seconds_behind"].as_f64().unwrap() >= 1.0,
+        "{b:#}"
+    );
+    compare(&["--max-copy-lag-critical", "0s"]).assert_code(2);
+    let prom = compare(&["--prometheus"]);
+    assert!(
+        prom.stdout.contains("pitrkit_copy_wal_behind{"),
+        "{}",
+        prom.stdout
+    );
+    report(&copy(&s, &source, &to_s3, &[]));
+    let after: Value = serde_json::from_str(
+        &compare(&["--json", "--max-copy-lag", "0s"])
+            .assert_ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(after["copy"]["wal_behind"], 0, "{after:#}");
 }
 
 #[test]

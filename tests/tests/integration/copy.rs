@@ -289,3 +289,71 @@ fn an_encrypted_repository_is_copied_with_its_recipient_only() {
     let r = restore_from(&s, &restore_side, "from-copy", &[]);
     assert_eq!(r.sql("select count(*) from t"), "50");
 }
+
+/// The copy follows a source under load (pgbench while bb-push runs twice): at no moment
+/// does it show a backup that lacks a chunk or WAL, and a last pass leaves it complete.
+#[test]
+fn a_following_copy_never_shows_an_incomplete_backup() {
+    let s = site("copy-follow", Backend::Fs, "");
+    let p = &s.primary;
+    p.client("pgbench", &["-i", "-s", "2", "-q", "postgres"])
+        .assert_ok();
+    let s3 = S3Server::start(&s.sb);
+    s3.create_bucket("dr-follow");
+    let to = config(&s, "dr.toml", "s3://dr-follow/main", Some(&s3), "");
+    let log = fs::File::create(s.sb.path().join("pitr-copy-follow.log")).unwrap();
+    let mut follow = s.sb.tool("pitr-copy");
+    follow
+        .args(["--from", &s.repo.url, "--from-config"])
+        .arg(&s.repo.config)
+        .args(["--to", "s3://dr-follow/main", "--to-config"])
+        .arg(&to)
+        .args(["--follow", "--interval", "1s"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut follower = follow.spawn().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let checks = std::thread::scope(|scope| {
+        let checker = scope.spawn(|| {
+            let mut checks = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = check(&s, &to, &["status", "--json"]);
+                // Before the first pass has written the root, there is no repository yet.
+                if let Ok(st) = serde_json::from_str::<Value>(&out.stdout) {
+                    for b in st["backups"].as_array().unwrap() {
+                        assert_eq!(b["missing_chunks"], 0, "{b:#}");
+                        assert_eq!(b["missing_wal"], serde_json::json!([]), "{b:#}");
+                        assert_eq!(b["restorable"], true, "{b:#}");
+                    }
+                    checks += 1;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            checks
+        });
+        let load = scope.spawn(|| {
+            p.client("pgbench", &["-c", "2", "-T", "8", "-n", "postgres"])
+                .assert_ok();
+        });
+        s.backup();
+        s.backup();
+        load.join().unwrap();
+        s.archive_now();
+        std::thread::sleep(Duration::from_secs(2));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        checker.join().unwrap()
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(checks >= 5, "{checks} checks");
+    let last = report(&copy(&s, &s.repo.config, &to, &[]));
+    assert_eq!(last["lag"]["wal_behind"], 0, "{last}");
+    assert_eq!(
+        last["lag"]["backups_behind"],
+        serde_json::json!([]),
+        "{last}"
+    );
+    let st: Value =
+        serde_json::from_str(&check(&s, &to, &["status", "--json"]).assert_ok().stdout).unwrap();
+    assert_eq!(st["backups"].as_array().unwrap().len(), 2, "{st:#}");
+}

@@ -6,7 +6,8 @@
 #    in /opt/pitrkit-pg/<major>/bin; tarballs are cached in /var/cache/pitrkit-pg (root) or
 #    ~/.cache/pitrkit-pg;
 #  - an unprivileged `postgres` user (PostgreSQL refuses to run as root), zstd, and
-#  - with --s3, the s3s-fs S3 server the tests use.
+#  - with --s3, the S3 servers the tests use: s3s-fs, and moto's (in a Python venv in
+#    /opt/pitrkit-moto) for what s3s-fs does not keep (storage classes).
 # Safe to run again: whatever is already installed is skipped.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -33,6 +34,10 @@ command -v runuser >/dev/null || need+=(util-linux)
 command -v zstd >/dev/null || need+=(zstd)
 command -v strace >/dev/null || need+=(strace)
 [ -x /usr/bin/time ] || need+=(time)
+if [ "${1:-}" = "--s3" ] && [ ! -x /opt/pitrkit-moto/bin/moto_server ]; then
+  command -v /usr/bin/python3 >/dev/null || need+=(python3)
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+fi
 if [ ${#pg_missing[@]} -gt 0 ]; then
   command -v npm >/dev/null || need+=(npm)
   command -v node >/dev/null || need+=(nodejs)
@@ -96,4 +101,12 @@ done
 if [ "${1:-}" = "--s3" ] && ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
   # 0.14.1: later versions need a newer rustc than 1.95.
   cargo install s3s-fs@0.14.1 --features binary
+fi
+
+if [ "${1:-}" = "--s3" ] && [ ! -x /opt/pitrkit-moto/bin/moto_server ]; then
+  # Debian's python3, whatever else is on PATH; pinned, like s3s-fs.
+  $SUDO rm -rf /opt/pitrkit-moto.new
+  $SUDO /usr/bin/python3 -m venv /opt/pitrkit-moto.new
+  $SUDO /opt/pitrkit-moto.new/bin/pip install -q --disable-pip-version-check 'moto[server]==5.2.1'
+  $SUDO mv /opt/pitrkit-moto.new /opt/pitrkit-moto
 fi

@@ -428,6 +428,97 @@ impl Drop for S3Server {
     }
 }
 
+/// moto's S3 server (`scripts/install-deps.sh --s3` installs it in /opt/pitrkit-moto), for
+/// what s3s-fs does not keep: storage classes. Requests must be signed; any key is accepted.
+pub struct MotoServer {
+    pub port: u16,
+    child: Child,
+}
+
+pub fn moto_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PITRKIT_MOTO") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from("/opt/pitrkit-moto/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("sh")
+        .args(["-c", "command -v moto_server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    on_path.unwrap_or_else(|| {
+        panic!("moto_server not found: run scripts/install-deps.sh --s3 (or set PITRKIT_MOTO)")
+    })
+}
+
+impl MotoServer {
+    pub fn start(sb: &Sandbox) -> Self {
+        let port = free_port();
+        let log = fs::File::create(sb.path().join("moto.log")).expect("moto log");
+        let child = Command::new(moto_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start moto_server");
+        wait_for("moto_server to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        MotoServer { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn bucket(&self, name: &str) -> rusty_s3::Bucket {
+        rusty_s3::Bucket::new(
+            url::Url::parse(&self.endpoint()).expect("endpoint"),
+            rusty_s3::UrlStyle::Path,
+            name.to_string(),
+            "us-east-1".to_string(),
+        )
+        .expect("bucket")
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        use rusty_s3::S3Action;
+        let creds = rusty_s3::Credentials::new(S3_KEY, S3_SECRET);
+        let url = self
+            .bucket(name)
+            .create_bucket(&creds)
+            .sign(Duration::from_secs(600));
+        ureq::put(url.as_str()).send_empty().expect("create bucket");
+    }
+
+    /// The storage class the server reports for `key` (`x-amz-storage-class` of a HEAD;
+    /// `None` for STANDARD, which S3 does not name).
+    pub fn storage_class(&self, bucket: &str, key: &str) -> Option<String> {
+        use rusty_s3::S3Action;
+        let creds = rusty_s3::Credentials::new(S3_KEY, S3_SECRET);
+        let url = self
+            .bucket(bucket)
+            .head_object(Some(&creds), key)
+            .sign(Duration::from_secs(600));
+        let reply = ureq::head(url.as_str()).call().expect("HEAD");
+        reply
+            .headers()
+            .get("x-amz-storage-class")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Which backend a repository test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

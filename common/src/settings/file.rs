@@ -22,6 +22,11 @@ pub struct ConfigFile {
     pub s3_secret_access_key: Option<String>,
     pub s3_session_token: Option<String>,
     pub s3_multipart_threshold: Option<usize>,
+    /// S3 storage class of new objects, and per kind (README, "Storage classes").
+    pub s3_storage_class: Option<String>,
+    pub s3_storage_class_wal: Option<String>,
+    pub s3_storage_class_chunks: Option<String>,
+    pub s3_storage_class_manifests: Option<String>,
     pub s3_part_size: Option<usize>,
     pub retries: Option<u32>,
     pub retry_time: Option<String>,

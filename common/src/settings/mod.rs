@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 mod file;
 mod location;
 
-use crate::storage::s3::{RetryPolicy, S3Config, S3Store, ServerSideEncryption};
+use crate::storage::s3::{RetryPolicy, S3Config, S3Store, ServerSideEncryption, StorageClass};
 use crate::storage::{Store, fs::FsStore};
 pub use file::ConfigFile;
 use file::load_config;
@@ -43,6 +43,10 @@ pub struct RepoArgs {
     /// KMS key for --s3-sse aws:kms (default: the bucket's AWS-managed key)
     #[arg(long, value_name = "ID", global = true)]
     pub s3_sse_kms_key_id: Option<String>,
+    /// S3 storage class of new WAL, chunks and manifests, e.g. STANDARD_IA (instant-read
+    /// classes only; per kind in the config file)
+    #[arg(long, value_name = "CLASS", global = true)]
+    pub s3_storage_class: Option<String>,
     /// Attempts per store request before giving up [default: 5]
     #[arg(long, value_name = "N", global = true)]
     pub retries: Option<u32>,
@@ -69,6 +73,8 @@ pub struct Settings {
     pub s3_region: String,
     pub s3_path_style: Option<bool>,
     pub s3_sse: Option<ServerSideEncryption>,
+    /// Storage class by key prefix (see `S3Config::storage_classes`).
+    pub s3_storage_classes: Vec<(String, StorageClass)>,
     pub s3_credentials: Option<rusty_s3::Credentials>,
     pub s3_multipart_threshold: usize,
     pub s3_part_size: usize,
@@ -212,6 +218,40 @@ impl Settings {
                 )));
             }
         };
+        let default_class = args
+            .s3_storage_class
+            .clone()
+            .map(|c| ("--s3-storage-class", c))
+            .or(file
+                .s3_storage_class
+                .clone()
+                .map(|c| ("s3_storage_class", c)));
+        let mut s3_storage_classes = Vec::new();
+        for (setting, kind, prefixes) in [
+            (
+                "s3_storage_class_wal",
+                &file.s3_storage_class_wal,
+                &[crate::repo::layout::WAL, crate::repo::layout::SUMMARIES][..],
+            ),
+            (
+                "s3_storage_class_chunks",
+                &file.s3_storage_class_chunks,
+                &[crate::repo::layout::CHUNKS][..],
+            ),
+            (
+                "s3_storage_class_manifests",
+                &file.s3_storage_class_manifests,
+                &[crate::repo::layout::BACKUPS][..],
+            ),
+        ] {
+            let chosen = kind.clone().map(|c| (setting, c)).or(default_class.clone());
+            if let Some((setting, class)) = chosen {
+                let class = StorageClass::parse(setting, &class)?;
+                for p in prefixes {
+                    s3_storage_classes.push((p.to_string(), class.clone()));
+                }
+            }
+        }
         // Credentials come as a set: a key id from one source and a secret from another
         // would be a confusing mix, so the environment's pair wins over the file's pair.
         let creds = match (e("AWS_ACCESS_KEY_ID"), e("AWS_SECRET_ACCESS_KEY")) {
@@ -283,6 +323,7 @@ impl Settings {
             s3_region: region,
             s3_path_style,
             s3_sse: sse,
+            s3_storage_classes,
             s3_credentials,
             s3_multipart_threshold: file.s3_multipart_threshold.unwrap_or(64 << 20),
             s3_part_size: part_size,
@@ -349,6 +390,7 @@ impl Settings {
                     retry: self.retry,
                     multipart_threshold: self.s3_multipart_threshold,
                     part_size: self.s3_part_size,
+                    storage_classes: self.s3_storage_classes.clone(),
                 })?))
             }
         }
@@ -458,6 +500,51 @@ mod tests {
             Settings::resolve(&args, &env(&[])).unwrap_err().code(),
             crate::error::EXIT_USAGE
         );
+    }
+
+    #[test]
+    fn storage_classes_by_kind_and_only_those_read_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("pitr.toml");
+        std::fs::write(
+            &cfg,
+            "repo = 's3://bkt/p'\ns3_storage_class = 'standard_ia'\ns3_storage_class_wal = 'GLACIER_IR'\n",
+        )
+        .unwrap();
+        let args = RepoArgs {
+            config: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args, &env(&[])).unwrap();
+        let classes: Vec<(&str, &str)> = s
+            .s3_storage_classes
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                ("wal/", "GLACIER_IR"),
+                ("summaries/", "GLACIER_IR"),
+                ("chunks/", "STANDARD_IA"),
+                ("backups/", "STANDARD_IA")
+            ]
+        );
+        for (bad, says) in [
+            ("GLACIER", "must be restored"),
+            ("DEEP_ARCHIVE", "must be restored"),
+            ("FAST", "not an S3 storage class"),
+        ] {
+            std::fs::write(
+                &cfg,
+                format!("repo = 's3://bkt/p'\ns3_storage_class_chunks = '{bad}'\n"),
+            )
+            .unwrap();
+            let e = Settings::resolve(&args, &env(&[])).unwrap_err();
+            assert_eq!(e.code(), crate::error::EXIT_USAGE, "{bad}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(e.to_string().contains("s3_storage_class_chunks"), "{e}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pitrkit_tests::{
-    Backend, Output, Pg, S3_KEY, S3_SECRET, S3Server, Site, now, run, site, site_with,
+    Backend, MotoServer, Output, Pg, S3_KEY, S3_SECRET, S3Server, Site, now, run, site, site_with,
 };
 use serde_json::Value;
 
@@ -356,4 +356,94 @@ fn a_following_copy_never_shows_an_incomplete_backup() {
     let st: Value =
         serde_json::from_str(&check(&s, &to, &["status", "--json"]).assert_ok().stdout).unwrap();
     assert_eq!(st["backups"].as_array().unwrap().len(), 2, "{st:#}");
+}
+
+/// The first file (by name) below `dir`, relative to `root`.
+fn first_file(root: &Path, dir: &str) -> String {
+    let mut stack = vec![root.join(dir)];
+    let mut files = vec![];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    files[0]
+        .strip_prefix(root)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A DR copy in infrequent-access classes, per kind of object, on a server that keeps
+/// storage classes (moto): each object carries its kind's class, the copy verifies, and a
+/// class that needs a restore request before reading is refused.
+#[test]
+fn storage_classes_per_kind_reach_the_store() {
+    let s = site("copy-classes", Backend::Fs, "");
+    let p = &s.primary;
+    p.sql("create table t(i int)");
+    rows(p, 1, 100);
+    s.backup();
+    s.archive_now();
+    let moto = MotoServer::start(&s.sb);
+    moto.create_bucket("dr-classes");
+    let settings = |classes: &str| {
+        format!(
+            "s3_endpoint = '{}'\ns3_region = 'us-east-1'\ns3_access_key_id = '{S3_KEY}'\n\
+             s3_secret_access_key = '{S3_SECRET}'\nretries = 2\nretry_time = '3s'\ntimeout = '5s'\n{classes}",
+            moto.endpoint()
+        )
+    };
+    let classes = "s3_storage_class = 'STANDARD_IA'\ns3_storage_class_wal = 'ONEZONE_IA'\n\
+                   s3_storage_class_manifests = 'STANDARD'\n";
+    let to = config(
+        &s,
+        "dr-classes.toml",
+        "s3://dr-classes/main",
+        None,
+        &settings(classes),
+    );
+    report(&copy(&s, &s.repo.config, &to, &[]));
+    let root = &s.repo.files;
+    let class = |key: &str| moto.storage_class("dr-classes", &format!("main/{key}"));
+    assert_eq!(
+        class(&first_file(root, "wal")).as_deref(),
+        Some("ONEZONE_IA")
+    );
+    assert_eq!(
+        class(&first_file(root, "summaries")).as_deref(),
+        Some("ONEZONE_IA")
+    );
+    assert_eq!(
+        class(&first_file(root, "chunks")).as_deref(),
+        Some("STANDARD_IA")
+    );
+    assert_ne!(
+        class(&first_file(root, "backups")).as_deref(),
+        Some("STANDARD_IA"),
+        "manifests in STANDARD"
+    );
+    assert_eq!(
+        class("pitrkit.json"),
+        None,
+        "the root in the bucket's default"
+    );
+    check(&s, &to, &["verify"]).assert_ok();
+
+    let glacier = config(
+        &s,
+        "dr-glacier.toml",
+        "s3://dr-classes/other",
+        None,
+        &settings("s3_storage_class_chunks = 'GLACIER'\n"),
+    );
+    copy(&s, &s.repo.config, &glacier, &[])
+        .assert_code(2)
+        .stderr_has("s3_storage_class_chunks = 'GLACIER': objects in GLACIER must be restored");
 }

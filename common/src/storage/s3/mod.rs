@@ -68,6 +68,50 @@ pub struct S3Config {
     pub multipart_threshold: usize,
     /// Size of each part of a multipart upload (S3 requires at least 5 MiB but the last).
     pub part_size: usize,
+    /// `x-amz-storage-class` of new objects, by key prefix (the first that matches); keys
+    /// under none (the root document, locks) are written in the bucket's default class.
+    pub storage_classes: Vec<(String, StorageClass)>,
+}
+
+/// An S3 storage class pitrkit writes in: only those whose objects read back at once (a
+/// `restore_command` can't wait hours for a restore request), checked when settings are
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageClass(String);
+
+impl StorageClass {
+    /// Classes whose objects are read like any other.
+    pub const READABLE: [&'static str; 7] = [
+        "STANDARD",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER_IR",
+        "REDUCED_REDUNDANCY",
+        "EXPRESS_ONEZONE",
+    ];
+
+    pub fn parse(setting: &str, name: &str) -> Result<Self> {
+        let upper = name.trim().to_ascii_uppercase();
+        if Self::READABLE.contains(&upper.as_str()) {
+            return Ok(StorageClass(upper));
+        }
+        Err(Error::Usage(match upper.as_str() {
+            "GLACIER" | "DEEP_ARCHIVE" | "GLACIER_FLEXIBLE_RETRIEVAL" => format!(
+                "{setting} = '{name}': objects in {upper} must be restored (a request that takes \
+                 minutes to hours) before they can be read, so restore_command and restores \
+                 would fail; use GLACIER_IR (instant retrieval) or STANDARD_IA"
+            ),
+            _ => format!(
+                "{setting} = '{name}' is not an S3 storage class pitrkit writes in (use one of {})",
+                Self::READABLE.join(", ")
+            ),
+        }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 pub struct S3Store {
@@ -121,6 +165,21 @@ impl S3Store {
         self.cfg.credentials.as_ref()
     }
 
+    /// The headers every new object of `key` is written with: server-side encryption and
+    /// its storage class.
+    fn write_headers(&self, key: &str) -> Vec<(&'static str, String)> {
+        let mut h = self.sse_headers();
+        if let Some((_, class)) = self
+            .cfg
+            .storage_classes
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix.as_str()))
+        {
+            h.push(("x-amz-storage-class", class.as_str().to_string()));
+        }
+        h
+    }
+
     fn sse_headers(&self) -> Vec<(&'static str, String)> {
         match &self.cfg.sse {
             None => vec![],
@@ -142,7 +201,7 @@ impl S3Store {
     }
 
     fn put_single(&self, full: &str, key: &str, data: &[u8], mode: PutMode) -> Result<Reply> {
-        let mut headers = self.sse_headers();
+        let mut headers = self.write_headers(key);
         if mode == PutMode::CreateNew {
             headers.push(("if-none-match", "*".into()));
         }
@@ -347,6 +406,7 @@ pub(super) mod tests {
             },
             multipart_threshold: 1 << 30,
             part_size: 8 << 20,
+            storage_classes: Vec::new(),
         })
         .unwrap()
     }

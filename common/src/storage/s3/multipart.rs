@@ -19,7 +19,7 @@ impl S3Store {
         data: &[u8],
         mode: PutMode,
     ) -> Result<Reply> {
-        let headers = self.sse_headers();
+        let headers = self.write_headers(key);
         let sign = || {
             let mut a = self.bucket.create_multipart_upload(self.creds(), full);
             for (k, v) in &headers {

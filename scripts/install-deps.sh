@@ -34,7 +34,7 @@ command -v runuser >/dev/null || need+=(util-linux)
 command -v zstd >/dev/null || need+=(zstd)
 command -v strace >/dev/null || need+=(strace)
 [ -x /usr/bin/time ] || need+=(time)
-if [ "${1:-}" = "--s3" ] && [ ! -x /opt/pitrkit-moto/bin/moto_server ]; then
+if [ "${1:-}" = "--s3" ] && [ ! -e /opt/pitrkit-moto/.installed ]; then
   command -v /usr/bin/python3 >/dev/null || need+=(python3)
   /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 fi
@@ -103,10 +103,11 @@ if [ "${1:-}" = "--s3" ] && ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.car
   cargo install s3s-fs@0.14.1 --features binary
 fi
 
-if [ "${1:-}" = "--s3" ] && [ ! -x /opt/pitrkit-moto/bin/moto_server ]; then
-  # Debian's python3, whatever else is on PATH; pinned, like s3s-fs.
-  $SUDO rm -rf /opt/pitrkit-moto.new
-  $SUDO /usr/bin/python3 -m venv /opt/pitrkit-moto.new
-  $SUDO /opt/pitrkit-moto.new/bin/pip install -q --disable-pip-version-check 'moto[server]==5.2.1'
-  $SUDO mv /opt/pitrkit-moto.new /opt/pitrkit-moto
+if [ "${1:-}" = "--s3" ] && [ ! -e /opt/pitrkit-moto/.installed ]; then
+  # Debian's python3, whatever else is on PATH; pinned, like s3s-fs. A venv can't be moved
+  # (its scripts name their interpreter), so an interrupted install is redone from scratch.
+  $SUDO rm -rf /opt/pitrkit-moto
+  $SUDO /usr/bin/python3 -m venv /opt/pitrkit-moto
+  $SUDO /opt/pitrkit-moto/bin/pip install -q --disable-pip-version-check 'moto[server]==5.2.1'
+  $SUDO touch /opt/pitrkit-moto/.installed
 fi

@@ -440,7 +440,7 @@ pub fn moto_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = PathBuf::from("/opt/pitrkit-moto/bin/moto_server");
-    if venv.exists() {
+    if Path::new("/opt/pitrkit-moto/.installed").exists() {
         return venv;
     }
     let on_path = Command::new("sh")

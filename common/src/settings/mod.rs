@@ -231,7 +231,7 @@ impl Settings {
             (
                 "s3_storage_class_wal",
                 &file.s3_storage_class_wal,
-                &[crate::repo::layout::WAL, crate::repo::layout::SUMMARIES][..],
+                &[crate::repo::layout::WAL][..],
             ),
             (
                 "s3_storage_class_chunks",
@@ -241,7 +241,9 @@ impl Settings {
             (
                 "s3_storage_class_manifests",
                 &file.s3_storage_class_manifests,
-                &[crate::repo::layout::BACKUPS][..],
+                // The small documents: in an infrequent-access class each would be billed
+                // as 128 KiB.
+                &[crate::repo::layout::BACKUPS, crate::repo::layout::SUMMARIES][..],
             ),
         ] {
             let chosen = kind.clone().map(|c| (setting, c)).or(default_class.clone());
@@ -525,9 +527,9 @@ mod tests {
             classes,
             [
                 ("wal/", "GLACIER_IR"),
-                ("summaries/", "GLACIER_IR"),
                 ("chunks/", "STANDARD_IA"),
-                ("backups/", "STANDARD_IA")
+                ("backups/", "STANDARD_IA"),
+                ("summaries/", "STANDARD_IA")
             ]
         );
         for (bad, says) in [

@@ -416,9 +416,10 @@ fn storage_classes_per_kind_reach_the_store() {
         class(&first_file(root, "wal")).as_deref(),
         Some("ONEZONE_IA")
     );
-    assert_eq!(
+    assert_ne!(
         class(&first_file(root, "summaries")).as_deref(),
-        Some("ONEZONE_IA")
+        Some("ONEZONE_IA"),
+        "summaries with the manifests, in STANDARD"
     );
     assert_eq!(
         class(&first_file(root, "chunks")).as_deref(),

@@ -25,6 +25,60 @@ struct PointsReport {
     /// the others are not known (`pitr-check index` summarizes them).
     segments: usize,
     summarized: usize,
+    /// Commits over the windows' time, in equal intervals: where the archive has activity,
+    /// and where it has none (a quiet night, or a stretch without summaries).
+    activity: Option<Activity>,
+}
+
+#[derive(Debug, Serialize)]
+struct Activity {
+    from: Timestamp,
+    to: Timestamp,
+    interval_seconds: f64,
+    commits: Vec<u64>,
+}
+
+/// Columns of the activity picture on a terminal.
+const COLUMNS: usize = 60;
+
+/// Spreads each segment's commits evenly over the intervals its first..last commit spans.
+fn activity(spans: &[(Timestamp, Timestamp, u64)]) -> Option<Activity> {
+    let from = spans.iter().map(|s| s.0).min()?;
+    let to = spans.iter().map(|s| s.1).max()?;
+    let total = (to.as_microsecond() - from.as_microsecond()).max(1) as f64;
+    let width = total / COLUMNS as f64;
+    let col = |t: Timestamp| {
+        (((t.as_microsecond() - from.as_microsecond()) as f64 / width) as usize).min(COLUMNS - 1)
+    };
+    let mut commits = vec![0u64; COLUMNS];
+    for (a, b, n) in spans {
+        let (first, last) = (col(*a), col(*b));
+        let each = n / (last - first + 1) as u64;
+        let mut rest = n % (last - first + 1) as u64;
+        for c in &mut commits[first..=last] {
+            *c += each + u64::from(rest > 0);
+            rest = rest.saturating_sub(1);
+        }
+    }
+    Some(Activity {
+        from,
+        to,
+        interval_seconds: width / 1e6,
+        commits,
+    })
+}
+
+/// The activity as a line of block characters, blank where nothing committed.
+fn picture(a: &Activity) -> String {
+    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = a.commits.iter().copied().max().unwrap_or(0).max(1);
+    a.commits
+        .iter()
+        .map(|&n| match n {
+            0 => ' ',
+            n => LEVELS[((n * 8 - 1) / max) as usize % 8],
+        })
+        .collect()
 }
 
 pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
@@ -37,6 +91,7 @@ pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     let status = build(&inv, None, None, None, 0);
     let summaries = Summaries::list(&inv.repo, &inv.root)?;
     let (mut points, mut segments, mut summarized) = (Vec::new(), 0, 0);
+    let mut spans = Vec::new();
     for w in &status.windows {
         let window = Window {
             timeline: w.timeline,
@@ -47,6 +102,13 @@ pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
             cut_by: None,
         };
         let (p, sum, segs) = summaries.points_in(&inv.index, &window, jobs)?;
+        // Read already: the summaries are kept.
+        for (_, s) in summaries.of_window(&inv.index, &window, jobs)? {
+            let c = s.map(|s| s.commits).unwrap_or_default();
+            if let (Some(a), Some(b)) = (c.min_time, c.max_time) {
+                spans.push((a, b, c.count));
+            }
+        }
         points.extend(p);
         segments += segs;
         summarized += sum;
@@ -60,6 +122,7 @@ pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         points,
         segments,
         summarized,
+        activity: activity(&spans),
     };
     let output = crate::OutputArgs {
         json: args.json,
@@ -80,6 +143,24 @@ pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
                     p.name
                 )?;
             }
+            if let Some(a) = &report.activity {
+                let t = |t: &Timestamp| t.strftime("%F %T").to_string();
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "commits {} ▕{}▏ {} UTC",
+                    t(&a.from),
+                    picture(a),
+                    t(&a.to)
+                )?;
+                writeln!(
+                    out,
+                    "        {} commits; each column {:.0} s, █ = {} commits",
+                    a.commits.iter().sum::<u64>(),
+                    a.interval_seconds,
+                    a.commits.iter().max().unwrap_or(&0)
+                )?;
+            }
             Ok(())
         },
         || Metrics::new(&report.repository),
@@ -93,4 +174,27 @@ pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
         return Ok(Verdict::Warning);
     }
     Ok(Verdict::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_shows_busy_and_quiet_stretches() {
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+        // Busy for a minute, quiet for two, a trickle at the end.
+        let a = activity(&[(t(0), t(60), 600), (t(180), t(180), 6)]).unwrap();
+        assert_eq!(a.commits.iter().sum::<u64>(), 606);
+        assert_eq!(a.commits.len(), COLUMNS);
+        let p = picture(&a);
+        assert_eq!(p.chars().count(), COLUMNS);
+        assert!(p.starts_with('█'), "{p}");
+        assert_eq!(
+            &p.chars().skip(25).take(10).collect::<String>(),
+            "          ",
+            "{p}"
+        );
+        assert!(!p.ends_with(' '), "the trickle shows: {p}");
+    }
 }

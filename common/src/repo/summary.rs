@@ -246,6 +246,19 @@ impl<'a> Summaries<'a> {
         Ok(end)
     }
 
+    /// The summary of every segment recovery reads through `window`, in order (`None`
+    /// where a segment has none).
+    pub fn of_window(
+        &self,
+        index: &ArchiveIndex,
+        window: &Window,
+        jobs: usize,
+    ) -> Result<Vec<(WalFileName, Option<SegmentSummary>)>> {
+        let names = index.window_segments(window);
+        let read = self.read_many(&names, jobs)?;
+        Ok(names.into_iter().zip(read).collect())
+    }
+
     /// Every restore point recovery passes in `window` (after the backup is consistent),
     /// and how many of the window's segments are summarized.
     pub fn points_in(
@@ -254,8 +267,8 @@ impl<'a> Summaries<'a> {
         window: &Window,
         jobs: usize,
     ) -> Result<(Vec<Point>, usize, usize)> {
-        let names = index.window_segments(window);
-        let read = self.read_many(&names, jobs)?;
+        let (names, read): (Vec<_>, Vec<_>) =
+            self.of_window(index, window, jobs)?.into_iter().unzip();
         let summarized = read.iter().filter(|s| s.is_some()).count();
         let points = names
             .iter()

@@ -102,6 +102,20 @@ fn exact_windows(backend: Backend) {
         "{point_lsn} vs {pts:#}"
     );
     assert_eq!(pts["segments"], pts["summarized"]);
+    let commits: u64 = pts["activity"]["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!(
+        commits >= 10,
+        "the test's commits are in the activity: {pts:#}"
+    );
+    let table = s.tool("pitr-check", &["points"]);
+    table.assert_ok();
+    assert!(table.stdout.contains("before_cleanup"), "{}", table.stdout);
+    assert!(table.stdout.contains("commits "), "{}", table.stdout);
 
     // Targets the archive can't reach are refused before the data directory exists.
     let last_time: jiff::Timestamp = lc["time"].as_str().unwrap().parse().unwrap();

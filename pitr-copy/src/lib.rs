@@ -128,7 +128,17 @@ pub fn run(cli: Cli) -> Result<()> {
     let rate = opts.max_rate.map(Rate::new);
     let mut wait = Duration::from_secs(1);
     loop {
-        let report = pass::copy(&source, &copy, &opts, rate.as_ref())?;
+        let report = match pass::copy(&source, &copy, &opts, rate.as_ref()) {
+            Ok(r) => r,
+            // Following, a store that is down for a while is waited out, as the archiver
+            // waits out a failing archive_command; anything else stops the copy.
+            Err(e @ Error::Unavailable(_)) if opts.follow => {
+                note(format!("{e}; trying again in {} s", opts.interval.as_secs()));
+                std::thread::sleep(opts.interval);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         println!(
             "{}",
             serde_json::to_string(&report).map_err(Error::internal)?

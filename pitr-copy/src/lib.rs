@@ -133,7 +133,10 @@ pub fn run(cli: Cli) -> Result<()> {
             // Following, a store that is down for a while is waited out, as the archiver
             // waits out a failing archive_command; anything else stops the copy.
             Err(e @ Error::Unavailable(_)) if opts.follow => {
-                note(format!("{e}; trying again in {} s", opts.interval.as_secs()));
+                note(format!(
+                    "{e}; trying again in {} s",
+                    opts.interval.as_secs()
+                ));
                 std::thread::sleep(opts.interval);
                 continue;
             }

@@ -5,8 +5,8 @@
 //! one thing: the file is durably in the repository (stored now, or found there already
 //! with the same sha256). Anything doubtful exits non-zero and PostgreSQL retries later.
 //!
-//! Why one file (~440 lines): the push of one segment, from the command line to the durable
-//! store, reads top to bottom as the steps PostgreSQL waits on; look-ahead is apart (`ahead`).
+//! The push of one segment reads top to bottom as the steps PostgreSQL waits on; storing it
+//! under its name (create-only, or proving what is there) is `store`, look-ahead `ahead`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,15 +19,16 @@ use pitrkit::io::parallel::Slots;
 use pitrkit::pg::wal::{self, WalFileName};
 use pitrkit::pg::walrecord::Summarizer;
 use pitrkit::repo::crypto::Class;
-use pitrkit::repo::object::{self, ContentDigest, ENVELOPE_LEN, Envelope, Sealer};
+use pitrkit::repo::object::{ENVELOPE_LEN, Sealer};
 use pitrkit::repo::{RepoRoot, Repository, summary};
 use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings};
-use pitrkit::storage::{ObjectKey, PutMode, PutOutcome};
 use serde::{Deserialize, Serialize};
 
 mod ahead;
+mod store;
 use ahead::Ahead;
+use store::{Sealed, store_segment};
 
 /// zstd level used unless configured. Level 1 is ~20% faster but stores ~25% more on real
 /// OLTP WAL (measured on the benchmark's 64 segments); level 3 matches pgBackRest's zst
@@ -313,55 +314,6 @@ fn push_one(
     Ok((report, hash))
 }
 
-/// A sealed file and the key it goes under.
-struct Sealed<'a> {
-    key: &'a ObjectKey,
-    envelope: Envelope,
-    stored: &'a [u8],
-}
-
-/// Stores the sealed file create-only, or checks what is stored already under its key.
-fn store_segment(
-    repo: &Repository,
-    sealed: &Sealed,
-    path: &FileArg,
-    display: &str,
-    existing: Option<Vec<u8>>,
-    read_back: bool,
-) -> Result<&'static str> {
-    let Sealed {
-        key,
-        envelope,
-        stored,
-    } = *sealed;
-    let status = match existing {
-        Some(prefix) => verify_existing(repo, key, path, display, &prefix, &envelope, stored)?,
-        None => match repo.store().put(key, stored, PutMode::CreateNew)? {
-            PutOutcome::Stored if read_back => {
-                let prefix = repo
-                    .store()
-                    .get_prefix(key, ENVELOPE_LEN)?
-                    .unwrap_or_default();
-                let theirs = Envelope::decode(key.as_str(), &prefix)?;
-                if theirs.digest != envelope.digest || theirs.plain_len != envelope.plain_len {
-                    return Err(conflict(key.as_str(), display, &theirs, &envelope));
-                }
-                "stored"
-            }
-            PutOutcome::Stored => "stored",
-            PutOutcome::AlreadyExists => {
-                // Another wal-push won the race; what matters is whether it stored the same.
-                let prefix = repo
-                    .store()
-                    .get_prefix(key, ENVELOPE_LEN)?
-                    .unwrap_or_default();
-                verify_existing(repo, key, path, display, &prefix, &envelope, stored)?
-            }
-        },
-    };
-    Ok(status)
-}
-
 /// The repository root, read once per call however many files the call pushes (one
 /// round trip each on S3). Not cached while there is none: the first push creates it.
 #[derive(Default)]
@@ -426,81 +378,6 @@ fn open_input(input: &FileArg) -> Result<(Box<dyn Read + Send>, u64)> {
     let file = std::fs::File::open(path).map_err(|e| Error::local_io(path, e))?;
     let len = file.metadata().map_err(|e| Error::local_io(path, e))?.len();
     Ok((Box::new(file), len))
-}
-
-/// Idempotency: the same content under the same name is success, other content is refused
-/// and never overwritten.
-///
-/// "The same" is proven on the whole stored object, not just its envelope: PostgreSQL
-/// removes its own copy once this returns 0, so a damaged archived copy must be found now.
-/// When the envelope records exactly this file's digest and length but the body no longer
-/// matches, rewriting it with this file is a repair that replaces nothing of value.
-///
-/// In an encrypted repository a push host usually holds only the recipient: it proves the
-/// stored copy's keyed digest (which only a holder of the key can produce) and length, and
-/// leaves the body to `pitr-check verify`, which holds the identity.
-fn verify_existing(
-    repo: &Repository,
-    key: &ObjectKey,
-    path: &FileArg,
-    display: &str,
-    stored_prefix: &[u8],
-    ours: &Envelope,
-    sealed: &[u8],
-) -> Result<&'static str> {
-    let theirs = Envelope::decode(key.as_str(), stored_prefix)?;
-    let our_digest = if theirs.key == ours.key {
-        ours.digest
-    } else {
-        // Sealed before a key rotation: digest this file again with the old key.
-        let digester = repo.keys().digester_for(theirs.key).ok_or_else(|| {
-            Error::Conflict(format!(
-                "{display}: {key} was stored with key {}, which this host does not hold, so it \
-                 can't prove the stored copy is this file; list the old recipient after the \
-                 current one in encryption_recipients",
-                theirs
-                    .key
-                    .map(|k| k.to_string())
-                    .unwrap_or_else(|| "none".into())
-            ))
-        })?;
-        // Stdin was consumed: only a file can be read again.
-        let file = path.file().ok_or_else(|| {
-            Error::Conflict(format!(
-                "{display}: {key} was stored with an older key; push it from a file, not stdin, \
-                 so it can be digested again"
-            ))
-        })?;
-        let data = std::fs::read(file).map_err(|e| Error::local_io(file, e))?;
-        ContentDigest(digester.of(&data))
-    };
-    if theirs.digest != our_digest || theirs.plain_len != ours.plain_len {
-        return Err(conflict(key.as_str(), display, &theirs, ours));
-    }
-    let whole = repo.store().get(key)?.unwrap_or_default();
-    match object::open(key.as_str(), &whole, repo.keys(), object::limit::WAL) {
-        // PostgreSQL deletes the segment on this answer: the copy found (perhaps linked by a
-        // wal-push killed before its directory fsync) must be durable first.
-        Ok(_) | Err(Error::Denied(_)) => {
-            repo.store().settle(std::slice::from_ref(key))?;
-            Ok("already-archived")
-        }
-        Err(e) => {
-            note(format!(
-                "{e}; rewriting it from {display}, which has the recorded digest"
-            ));
-            repo.store().put(key, sealed, PutMode::Overwrite)?;
-            Ok("repaired")
-        }
-    }
-}
-
-fn conflict(key: &str, display: &str, theirs: &Envelope, ours: &Envelope) -> Error {
-    Error::Conflict(format!(
-        "{display}: {key} already exists with different content (stored digest {} length {}, \
-         this file digest {} length {}); refusing to overwrite archived WAL",
-        theirs.digest, theirs.plain_len, ours.digest, ours.plain_len
-    ))
 }
 
 /// A reader that feeds what passes through it to a segment's [`Summarizer`] (when the file

@@ -4,6 +4,9 @@
 //! References: `src/include/access/xlog_internal.h` (file names, `XLogLongPageHeaderData`,
 //! `XLOG_PAGE_MAGIC`) and `src/backend/access/transam/xlogreader.c`
 //! (`XLogReaderValidatePageHeader`) of every major in [`crate::pg::major::SUPPORTED`].
+//!
+//! Why one file (~420 lines of code): names, LSNs and page headers are one vocabulary; the
+//! record reader that builds on them is `walrecord`.
 
 use std::fmt;
 use std::str::FromStr;

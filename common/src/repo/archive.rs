@@ -6,7 +6,7 @@
 //! not a gap: the segments before the switch point come from the parent timeline. Everything
 //! here is computed from one listing of `wal/` plus the (tiny) history files.
 //!
-//! Why one file (~420 lines of code): the index, its timelines, gaps and windows answer one
+//! Why one file (~440 lines of code): the index, its timelines, gaps and windows answer one
 //! question — which moments the archive reaches — and each rule leans on the others.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -35,10 +35,7 @@ struct IndexReport {
 pub fn run(args: &IndexArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     let started = Instant::now();
     let settings = Settings::from_args(repo_args)?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| settings.location.default_jobs())
-        .max(1);
+    let jobs = settings.jobs(args.jobs);
     let repo = settings.open_repo()?;
     let root = repo.require_root()?;
     let segments: Vec<WalFileName> = repo

@@ -4,7 +4,6 @@
 
 use jiff::Timestamp;
 use pitrkit::error::Result;
-use pitrkit::repo::archive::Window;
 use pitrkit::repo::summary::{Point, Summaries};
 use pitrkit::runner::{Verdict, note};
 use pitrkit::settings::{RepoArgs, Settings};
@@ -83,24 +82,14 @@ fn picture(a: &Activity) -> String {
 
 pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     let settings = Settings::from_args(repo_args)?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| settings.location.default_jobs())
-        .max(1);
+    let jobs = settings.jobs(args.jobs);
     let inv = Inventory::load(&settings)?;
     let status = build(&inv, None, None, None, 0);
     let summaries = Summaries::list(&inv.repo, &inv.root)?;
     let (mut points, mut segments, mut summarized) = (Vec::new(), 0, 0);
     let mut spans = Vec::new();
     for w in &status.windows {
-        let window = Window {
-            timeline: w.timeline,
-            from_lsn: w.from_lsn,
-            from_time: w.from_time,
-            to_lsn: w.to_lsn,
-            to_time: w.to_time,
-            cut_by: None,
-        };
+        let window = w.window();
         let (p, sum, segs) = summaries.points_in(&inv.index, &window, jobs)?;
         // Read already: the summaries are kept.
         for (_, s) in summaries.of_window(&inv.index, &window, jobs)? {

@@ -82,10 +82,7 @@ fn kind_of(key: &ObjectKey) -> Kind {
 pub fn run(args: &VerifyArgs, repo_args: &RepoArgs) -> Result<Verdict> {
     let started = Instant::now();
     let settings = Settings::from_args(repo_args)?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| settings.location.default_jobs())
-        .max(1);
+    let jobs = settings.jobs(args.jobs);
     let inv = Inventory::load(&settings)?;
     let backups = inv.analyse();
     let store = inv.repo.store();

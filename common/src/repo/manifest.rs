@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::pg::wal::{Lsn, WalFileName};
 use crate::repo::Repository;
 use crate::repo::chunk::ChunkId;
-use crate::repo::crypto::{Class, KeyId};
-use crate::repo::object::{self, Sealer};
+use crate::repo::crypto::KeyId;
+use crate::repo::object;
 use crate::storage::{ObjectKey, PutMode, PutOutcome};
 
 /// Bumped whenever the manifest's meaning changes.
@@ -262,16 +262,7 @@ impl Repository {
     /// The stored form of `m` (sealed as metadata), unchecked: [`Repository::write_manifest`]
     /// checks its entries first. Public for tests that plant what an attacker would.
     pub fn seal_manifest(&self, m: &BackupManifest) -> Result<Vec<u8>> {
-        let json = serde_json::to_vec(m).map_err(|e| Error::internal(format!("manifest: {e}")))?;
-        let (sealed, _) = Sealer::on_this_thread(3)
-            .seal_reader(
-                &mut &json[..],
-                json.len() as u64,
-                self.keys(),
-                Class::Metadata,
-            )
-            .map_err(|e| Error::Usage(format!("manifest: {e}")))?;
-        Ok(sealed)
+        self.seal_document("manifest", m)
     }
 
     pub fn read_manifest(&self, id: &BackupId) -> Result<BackupManifest> {

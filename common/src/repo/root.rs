@@ -226,6 +226,21 @@ impl Repository {
         }
     }
 
+    /// The stored form of a JSON document of the repository (a manifest, a WAL summary):
+    /// compressed and sealed as metadata. `what` names it in errors.
+    pub fn seal_document(&self, what: &str, doc: &impl Serialize) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(doc).map_err(|e| Error::internal(format!("{what}: {e}")))?;
+        let (sealed, _) = crate::repo::object::Sealer::on_this_thread(3)
+            .seal_reader(
+                &mut &json[..],
+                json.len() as u64,
+                &self.keys,
+                crate::repo::crypto::Class::Metadata,
+            )
+            .map_err(|e| Error::internal(format!("{what}: {e}")))?;
+        Ok(sealed)
+    }
+
     /// Makes this repository a copy of one whose root is `source` (pitr-copy): the same
     /// cluster, segment size and encryption, with this store's own create-only probe. An
     /// existing root must describe the same cluster, else the copy is refused.

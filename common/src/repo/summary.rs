@@ -22,13 +22,12 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::{lock, parallel};
 use crate::pg::wal::{Lsn, WalFileName};
 use crate::pg::walrecord::{self, SegmentSummary};
 use crate::repo::archive::{ArchiveIndex, Window};
-use crate::repo::crypto::Class;
-use crate::repo::object::{self, Sealer};
+use crate::repo::object;
 use crate::repo::{RepoRoot, Repository, layout};
 use crate::storage::{ObjectKey, PutMode};
 
@@ -36,24 +35,10 @@ use crate::storage::{ObjectKey, PutMode};
 /// [`walrecord::MAX_LISTED`] and its open record by [`walrecord::MAX_OPEN_RECORD`].
 const MAX_SUMMARY: u64 = 1 << 20;
 
-/// The stored form of a summary: JSON, compressed and sealed as metadata.
-pub fn seal(repo: &Repository, s: &SegmentSummary) -> Result<Vec<u8>> {
-    let json = serde_json::to_vec(s).map_err(|e| Error::internal(format!("summary: {e}")))?;
-    let (sealed, _) = Sealer::on_this_thread(3)
-        .seal_reader(
-            &mut &json[..],
-            json.len() as u64,
-            repo.keys(),
-            Class::Metadata,
-        )
-        .map_err(|e| Error::internal(format!("summary: {e}")))?;
-    Ok(sealed)
-}
-
 /// Stores the summary of `name`, replacing any: it is computed from the segment's bytes, so
 /// two writers write the same, and a stale or planted one is corrected.
 pub fn store(repo: &Repository, name: &WalFileName, s: &SegmentSummary) -> Result<()> {
-    let sealed = seal(repo, s)?;
+    let sealed = repo.seal_document("WAL summary", s)?;
     repo.store()
         .put(&layout::summary(name), &sealed, PutMode::Overwrite)
         .map(drop)

@@ -161,10 +161,7 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
             .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
     };
     check_archive(&index, &manifest, target, follow)?;
-    let jobs = opts
-        .jobs
-        .unwrap_or_else(|| settings.location.default_jobs())
-        .max(1);
+    let jobs = settings.jobs(opts.jobs);
     let target = check_summaries(
         &repo,
         &root,

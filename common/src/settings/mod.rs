@@ -363,6 +363,14 @@ impl Settings {
 
     /// Opens the repository with the encryption keys configured (read from their files now:
     /// a missing or malformed key fails before anything touches the store).
+    /// Requests or files in flight: `explicit` (a `--jobs` flag) if given, else what suits
+    /// this repository's store (see [`RepoLocation::default_jobs`]); at least one.
+    pub fn jobs(&self, explicit: Option<usize>) -> usize {
+        explicit
+            .unwrap_or_else(|| self.location.default_jobs())
+            .max(1)
+    }
+
     pub fn open_repo(&self) -> Result<crate::repo::Repository> {
         let keys = crate::repo::crypto::Keys::load(&self.encryption)?;
         Ok(crate::repo::Repository::with_keys(self.open_store()?, keys))

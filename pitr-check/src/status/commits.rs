@@ -2,7 +2,6 @@
 //! (a restore to a later moment ends before its target), and the effective RPO — the age of
 //! the newest commit the archive can give back, not of the newest object stored.
 
-use pitrkit::repo::archive::Window;
 use pitrkit::repo::summary::{Commit, Summaries};
 
 use super::*;
@@ -12,14 +11,7 @@ use super::*;
 pub fn annotate(inv: &Inventory, report: &mut StatusReport, jobs: usize) -> Result<()> {
     let summaries = Summaries::list(&inv.repo, &inv.root)?;
     let end = |w: &WindowReport| -> Result<(Option<Commit>, bool)> {
-        let window = Window {
-            timeline: w.timeline,
-            from_lsn: w.from_lsn,
-            from_time: w.from_time,
-            to_lsn: w.to_lsn,
-            to_time: w.to_time,
-            cut_by: None,
-        };
+        let window = w.window();
         let end = summaries.end_of(&inv.index, &window, jobs)?;
         Ok((end.last_commit, end.exact))
     };

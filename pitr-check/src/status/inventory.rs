@@ -114,6 +114,20 @@ pub struct WindowReport {
     pub last_commit_exact: bool,
 }
 
+impl WindowReport {
+    /// The window again, for the questions asked of the archive about it.
+    pub fn window(&self) -> pitrkit::repo::archive::Window {
+        pitrkit::repo::archive::Window {
+            timeline: self.timeline,
+            from_lsn: self.from_lsn,
+            from_time: self.from_time,
+            to_lsn: self.to_lsn,
+            to_time: self.to_time,
+            cut_by: None,
+        }
+    }
+}
+
 impl From<pitrkit::repo::archive::Window> for WindowReport {
     fn from(w: pitrkit::repo::archive::Window) -> Self {
         WindowReport {

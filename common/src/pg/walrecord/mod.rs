@@ -22,8 +22,6 @@
 
 mod decode;
 mod held;
-#[cfg(test)]
-pub(crate) mod oracle;
 mod reader;
 mod stream;
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Tests of the streaming [`Summarizer`]: pieces of any size give what the whole segment
-//! gives (and what the slice-based reader, kept in `oracle`, gave).
+//! gives. (Commit 9ae6a12 also checked both against the slice-based reader it replaced.)
 
 use super::synth::{self, Stream, XactParts, time};
 use super::*;
@@ -18,15 +18,10 @@ fn fed(seg: &[u8], piece: usize) -> (Result<SegmentSummary>, Vec<Event>) {
     (s.finish("seg"), ev)
 }
 
-/// Asserts `seg` gives the same summary and events whole, in every piece size, and by the
-/// old reader.
+/// Asserts `seg` gives the same summary and events whole and in every piece size.
 pub(super) fn same(seg: &[u8]) -> SegmentSummary {
     let mut whole_ev = Vec::new();
     let whole = walk("seg", seg, &mut |e| whole_ev.push(e.clone()));
-    let mut old_ev = Vec::new();
-    let old = oracle::summarize("seg", seg, &mut |e| old_ev.push(e.clone()));
-    assert_eq!(format!("{whole:?}"), format!("{old:?}"));
-    assert_eq!(whole_ev, old_ev);
     for piece in PIECES {
         let (s, ev) = fed(seg, piece);
         assert_eq!(format!("{s:?}"), format!("{whole:?}"), "pieces of {piece}");
@@ -120,8 +115,8 @@ fn hand_built_segments_stream_alike() {
 }
 
 /// A quick timing on a real segment when one is given (`PITRKIT_WAL_SEGMENT=<path>`),
-/// else on a synthetic one, fed in wal-push's 4 MiB pieces against the old slice-based
-/// reader: printed, not asserted (run with `--release` for figures that mean something).
+/// else on a synthetic one, fed in wal-push's 4 MiB pieces and whole: printed, not
+/// asserted (run with `--release` for figures that mean something).
 #[test]
 fn timing() {
     let data = match std::env::var_os("PITRKIT_WAL_SEGMENT") {
@@ -153,7 +148,7 @@ fn timing() {
         data.chunks(4 * MIB).for_each(|p| s.feed(p));
         s.finish("seg").unwrap()
     };
-    let old = || oracle::summarize("seg", &data, &mut |_| {}).unwrap();
+    let whole = || summarize("seg", &data).unwrap();
     let crc = || {
         std::hint::black_box(crc32c::crc32c(&data));
         summary_of_nothing()
@@ -163,21 +158,21 @@ fn timing() {
     for _ in 0..15 {
         for (b, f) in best
             .iter_mut()
-            .zip([&streamed as &dyn Fn() -> _, &old, &crc])
+            .zip([&streamed as &dyn Fn() -> _, &whole, &crc])
         {
             *b = (*b).min(time(f));
         }
     }
-    let [streamed, old, crc] = best;
-    // The segment in every piece size, against the old reader too.
+    let [streamed, whole, crc] = best;
+    // The segment in every piece size.
     let sum = same(&data);
     eprintln!(
         "walrecord timing ({} bytes, {} records, {} commits; best of 15): streamed in 4 MiB \
-         pieces {streamed:?}, old slice reader {old:?} (ratio {:.2}); a CRC of every byte \
+         pieces {streamed:?}, whole {whole:?} (ratio {:.2}); a CRC of every byte \
          alone {crc:?}",
         data.len(),
         sum.records,
         sum.commits.count,
-        streamed.as_secs_f64() / old.as_secs_f64().max(1e-9),
+        streamed.as_secs_f64() / whole.as_secs_f64().max(1e-9),
     );
 }

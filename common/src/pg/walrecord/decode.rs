@@ -11,6 +11,7 @@
 
 use jiff::Timestamp;
 
+use super::held::{Cursor, Held};
 use super::{Checkpoint, EndOfRecovery, Event, Prepare, RestorePoint, TxnEnd};
 use crate::pg::wal::Lsn;
 
@@ -106,10 +107,11 @@ pub(crate) fn pg_microseconds(t: Timestamp) -> i64 {
     t.as_microsecond() - PG_EPOCH_UNIX_SECONDS * 1_000_000
 }
 
-/// Decodes a whole record (header included, CRC already checked) of PostgreSQL `major`
-/// that started at `lsn`; `None` for records of no interest or that do not parse.
-pub(crate) fn decode(record: &[u8], lsn: Lsn, major: u32) -> Option<Event> {
-    let mut h = Cursor::new(record);
+/// Decodes a record (header included, CRC already checked) of PostgreSQL `major` that
+/// started at `lsn`; `None` for records of no interest or that do not parse, or when it
+/// needs bytes `record` does not hold (then [`Held::missed`] says which).
+pub(crate) fn decode(record: &Held, lsn: Lsn, major: u32) -> Option<Event> {
+    let mut h = record.cursor(0, record.len())?;
     let _tot_len = h.u32()?;
     let xid = h.u32()?;
     let _prev = h.u64()?;
@@ -125,8 +127,11 @@ pub(crate) fn decode(record: &[u8], lsn: Lsn, major: u32) -> Option<Event> {
 
 /// `XLogRecGetData`: the main data, which comes last, after the block references' headers
 /// and their data (`DecodeXLogRecord`). Only the headers are read; block data is skipped.
-fn main_data(record: &[u8], major: u32) -> Option<&[u8]> {
-    let mut r = Cursor::new(record.get(RECORD_HEADER_SIZE..)?);
+fn main_data<'a>(record: &'a Held<'a>, major: u32) -> Option<Cursor<'a>> {
+    let mut r = record.cursor(
+        RECORD_HEADER_SIZE,
+        record.len().checked_sub(RECORD_HEADER_SIZE)?,
+    )?;
     let mut datatotal: usize = 0;
     let mut main_len: usize = 0;
     while r.remaining() > datatotal {
@@ -169,7 +174,7 @@ fn main_data(record: &[u8], major: u32) -> Option<&[u8]> {
     if r.remaining() != datatotal {
         return None;
     }
-    record.get(record.len().checked_sub(main_len)?..)
+    record.cursor(record.len().checked_sub(main_len)?, main_len)
 }
 
 /// Whether a full-page image is compressed: one flag up to 14, one flag per method
@@ -182,7 +187,7 @@ fn image_compressed(bimg_info: u8, major: u32) -> bool {
     }
 }
 
-fn xact(lsn: Lsn, xl_xid: u32, info: u8, data: &[u8], major: u32) -> Option<Event> {
+fn xact(lsn: Lsn, xl_xid: u32, info: u8, data: Cursor, major: u32) -> Option<Event> {
     let op = info & XLOG_XACT_OPMASK;
     if op == XLOG_XACT_PREPARE {
         return prepare(lsn, data, major);
@@ -193,7 +198,7 @@ fn xact(lsn: Lsn, xl_xid: u32, info: u8, data: &[u8], major: u32) -> Option<Even
         return None;
     }
     // ParseCommitRecord / ParseAbortRecord: xact_time, then the parts xinfo announces.
-    let mut r = Cursor::new(data);
+    let mut r = data;
     let time = pg_timestamp(r.i64()?);
     let xinfo = if info & XLOG_XACT_HAS_INFO != 0 {
         r.u32()?
@@ -241,16 +246,16 @@ fn xact(lsn: Lsn, xl_xid: u32, info: u8, data: &[u8], major: u32) -> Option<Even
 /// `XLOG_XACT_PREPARE`: the main data is the two-phase state file, which opens with
 /// `TwoPhaseFileHeader` (magic, total_len, xid, database, prepared_at…, gidlen); the GID
 /// follows the MAXALIGNed header. 15 added two counters, moving `gidlen` and the GID.
-fn prepare(lsn: Lsn, data: &[u8], major: u32) -> Option<Event> {
+fn prepare(lsn: Lsn, data: Cursor, major: u32) -> Option<Event> {
     let (gidlen_at, gid_at) = if major >= 15 { (54, 72) } else { (46, 64) };
-    let mut r = Cursor::new(data);
+    let mut r = data;
     r.skip(8)?;
     let xid = r.u32()?;
     r.skip(4)?;
     let time = pg_timestamp(r.i64()?);
-    let gidlen: usize = Cursor::new(data.get(gidlen_at..)?).u16()?.into();
+    let gidlen: usize = data.rest_after(gidlen_at)?.u16()?.into();
     // gidlen counts the terminating NUL; GIDSIZE is 200.
-    let gid = data.get(gid_at..gid_at + gidlen.min(200))?;
+    let gid = data.rest_after(gid_at)?.bytes(gidlen.min(200))?;
     Some(Event::Prepare(Prepare {
         lsn,
         xid,
@@ -259,8 +264,8 @@ fn prepare(lsn: Lsn, data: &[u8], major: u32) -> Option<Event> {
     }))
 }
 
-fn xlog(lsn: Lsn, info: u8, data: &[u8]) -> Option<Event> {
-    let mut r = Cursor::new(data);
+fn xlog(lsn: Lsn, info: u8, data: Cursor) -> Option<Event> {
+    let mut r = data;
     match info & !XLR_INFO_MASK {
         op @ (XLOG_CHECKPOINT_SHUTDOWN | XLOG_CHECKPOINT_ONLINE) => {
             // CheckPoint: redo, ThisTimeLineID, PrevTimeLineID, fullPageWrites, (17+:
@@ -269,7 +274,7 @@ fn xlog(lsn: Lsn, info: u8, data: &[u8]) -> Option<Event> {
             let redo = Lsn(r.u64()?);
             let timeline = r.u32()?;
             let prev_timeline = r.u32()?;
-            let secs = Cursor::new(data.get(64..)?).i64()?;
+            let secs = data.rest_after(64)?.i64()?;
             let time = Timestamp::from_second(secs).ok()?;
             Some(Event::Checkpoint(Checkpoint {
                 lsn,
@@ -283,11 +288,11 @@ fn xlog(lsn: Lsn, info: u8, data: &[u8]) -> Option<Event> {
         XLOG_RESTORE_POINT => {
             // xl_restore_point: rp_time, rp_name[MAXFNAMELEN = 64].
             let time = pg_timestamp(r.i64()?);
-            let name = data.get(8..)?;
+            let name = r.bytes(r.remaining().min(64))?;
             Some(Event::RestorePoint(RestorePoint {
                 lsn,
                 time,
-                name: c_string(name.get(..64).unwrap_or(name)),
+                name: c_string(name),
             }))
         }
         XLOG_END_OF_RECOVERY => {
@@ -309,57 +314,6 @@ fn xlog(lsn: Lsn, info: u8, data: &[u8]) -> Option<Event> {
 fn c_string(field: &[u8]) -> String {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     String::from_utf8_lossy(field.get(..end).unwrap_or_default()).into_owned()
-}
-
-/// Checked little-endian reads: every read past the end is `None`, never a panic.
-pub(crate) struct Cursor<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Cursor { rest: bytes }
-    }
-
-    fn remaining(&self) -> usize {
-        self.rest.len()
-    }
-
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.rest.split_first_chunk::<N>()?;
-        self.rest = rest;
-        Some(*head)
-    }
-
-    fn skip(&mut self, n: usize) -> Option<()> {
-        self.rest = self.rest.get(n..)?;
-        Some(())
-    }
-
-    /// Skips an `int` count followed by that many items of `item` bytes.
-    fn skip_array(&mut self, item: usize) -> Option<()> {
-        let n = usize::try_from(self.i32()?).ok()?;
-        self.skip(n.checked_mul(item)?)
-    }
-
-    pub(crate) fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|b| b[0])
-    }
-    pub(crate) fn u16(&mut self) -> Option<u16> {
-        self.take().map(u16::from_le_bytes)
-    }
-    pub(crate) fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take().map(i32::from_le_bytes)
-    }
-    pub(crate) fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_le_bytes)
-    }
 }
 
 #[cfg(test)]
@@ -388,11 +342,16 @@ mod tests {
         rec.extend([XLR_BLOCK_ID_DATA_SHORT, 2]);
         rec.extend([0xAA; 3 + 5]);
         rec.extend([7, 8]);
-        assert_eq!(main_data(&rec, 15), Some(&[7u8, 8][..]));
+        let main = |rec: &[u8], major| {
+            let held = Held::whole(rec);
+            let data = main_data(&held, major).and_then(|mut c| c.bytes(c.remaining()));
+            data.map(<[u8]>::to_vec)
+        };
+        assert_eq!(main(&rec, 15), Some(vec![7, 8]));
         // Read with 14's flags the image is not compressed: no hole_length, lengths disagree.
-        assert_eq!(main_data(&rec, 14), None);
+        assert_eq!(main(&rec, 14), None);
         // Lengths that do not add up are refused.
         rec.push(0);
-        assert_eq!(main_data(&rec, 15), None);
+        assert_eq!(main(&rec, 15), None);
     }
 }

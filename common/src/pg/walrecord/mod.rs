@@ -4,7 +4,11 @@
 //! bytes it is given and never panics on any of them.
 //!
 //! [`summarize`] walks every record that *starts* in the segment (`reader`), checks its
-//! CRC, and decodes the few kinds that matter (`decode`). Like PostgreSQL, it takes the
+//! CRC, and decodes the few kinds that matter (`decode`, reading what `held` keeps of a
+//! record). The walk streams: a [`Summarizer`] (`stream`) is fed the segment in pieces of
+//! any size, as wal-push reads it, holding a page header and a few records' first
+//! [`MAX_OPEN_RECORD`] bytes, never the segment; [`summarize`] is one fed the whole
+//! segment at once, so both give the same summary. Like PostgreSQL, it takes the
 //! first record with a bad header or CRC as the end of valid WAL (a zeroed or recycled
 //! tail), which the summary records rather than treats as an error.
 //!
@@ -17,19 +21,22 @@
 //! summaries; its `open_tail` still names its LSN and length, so the gap is visible.
 
 mod decode;
+mod held;
 mod reader;
 mod stream;
 #[cfg(test)]
 pub(crate) mod synth;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-use crate::pg::wal::{self, Lsn};
+use crate::pg::wal::Lsn;
 pub use stream::Summarizer;
 
 /// The version of the [`SegmentSummary`] document.
@@ -241,65 +248,9 @@ pub fn walk(
     segment: &[u8],
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<SegmentSummary> {
-    let h = wal::read_long_header(display, segment)?;
-    let mut s = SegmentSummary {
-        format_version: SUMMARY_FORMAT_VERSION,
-        pg_major: h.pg_major,
-        system_identifier: h.system_identifier,
-        timeline: h.timeline.0,
-        segment_start: h.page_address,
-        segment_size: h.segment_size,
-        first_record: None,
-        records_end: None,
-        records: 0,
-        end: WalEnd::SegmentEnd,
-        commits: TxnSummary::default(),
-        aborts: TxnSummary::default(),
-        prepares: PrepareSummary::default(),
-        restore_points: Vec::new(),
-        checkpoints: Vec::new(),
-        end_of_recovery: Vec::new(),
-        unlisted: 0,
-        open_head: None,
-        open_tail: None,
-    };
-    let walked = reader::walk(segment, &h, &mut |r| {
-        if let Some(e) = r
-            .bytes
-            .and_then(|b| decode::decode(b, Lsn(r.lsn), h.pg_major))
-        {
-            s.add(&e);
-            on_event(&e);
-        }
-    });
-    s.first_record = walked.first_record.map(Lsn);
-    s.records_end = walked.records_end.map(Lsn);
-    s.records = walked.records;
-    s.end = match walked.stop {
-        // A short file: valid WAL ends where its bytes do.
-        reader::Stop::SegmentEnd if segment.len() < h.segment_size as usize => WalEnd::Invalid {
-            lsn: Lsn(h.page_address.0.saturating_add(segment.len() as u64)),
-            reason: InvalidReason::Truncated,
-        },
-        reader::Stop::SegmentEnd => WalEnd::SegmentEnd,
-        reader::Stop::Switch(lsn) => WalEnd::Switch { lsn: Lsn(lsn) },
-        reader::Stop::Invalid(lsn, reason) => WalEnd::Invalid {
-            lsn: Lsn(lsn),
-            reason,
-        },
-    };
-    s.open_head = walked.head.map(|(remaining_length, b)| OpenHead {
-        remaining_length,
-        bytes: hex(&b),
-    });
-    if segment.len() >= h.segment_size as usize {
-        s.open_tail = walked.tail.map(|(lsn, total_length, b)| OpenTail {
-            lsn: Lsn(lsn),
-            total_length,
-            bytes: hex(&b),
-        });
-    }
-    Ok(s)
+    let mut s = Summarizer::new();
+    s.feed_with(segment, on_event);
+    s.finish(display)
 }
 
 /// Decodes the record that `prev` leaves open and `next` (the following segment) completes,
@@ -329,7 +280,7 @@ pub fn join(prev: &SegmentSummary, next: &SegmentSummary) -> Option<Event> {
     if crc.to_le_bytes() != header.get(20..24)? {
         return None;
     }
-    decode::decode(&record, tail.lsn, prev.pg_major)
+    decode::decode(&held::Held::whole(&record), tail.lsn, prev.pg_major)
 }
 
 impl SegmentSummary {

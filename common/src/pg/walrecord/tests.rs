@@ -5,9 +5,11 @@ use super::*;
 
 const MIB: usize = 1 << 20;
 
+/// The summary and events of `seg`, the same in every piece size (`tests_stream`).
 fn events(seg: &[u8]) -> (SegmentSummary, Vec<Event>) {
     let mut v = Vec::new();
     let s = walk("seg", seg, &mut |e| v.push(e.clone())).unwrap();
+    assert_eq!(super::tests_stream::same(seg), s);
     (s, v)
 }
 
@@ -384,44 +386,4 @@ fn a_segment_inside_one_long_record() {
     let (a, _) = events(s.segment(0));
     let tail = a.open_tail.unwrap();
     assert!(tail.bytes.is_empty() && tail.total_length > MIB as u32);
-}
-
-/// A quick timing on a real segment when one is given (`PITRKIT_WAL_SEGMENT=<path>`),
-/// else on a synthetic one: printed, not asserted.
-#[test]
-fn timing() {
-    let data = match std::env::var_os("PITRKIT_WAL_SEGMENT") {
-        Some(p) => std::fs::read(p).unwrap(),
-        None => {
-            let mut s = Stream::new(15, 16 * MIB, 1, 1);
-            let mut xid = 1000;
-            while s.pos < 16 * MIB - 3 * synth::PAGE {
-                synth::heap(&mut s, xid, 150);
-                commit_at(&mut s, xid, "2026-01-01T00:00:00Z");
-                xid += 1;
-            }
-            s.segment(0).to_vec()
-        }
-    };
-    let t0 = std::time::Instant::now();
-    let sum = summarize("seg", &data).unwrap();
-    let read = t0.elapsed();
-    let t1 = std::time::Instant::now();
-    let z = zstd::bulk::compress(&data, 3).unwrap();
-    let zstd = t1.elapsed();
-    // The floor: every byte's CRC must be computed anyway.
-    let t2 = std::time::Instant::now();
-    let crc = crc32c::crc32c(&data);
-    let crc_alone = t2.elapsed();
-    eprintln!(
-        "walrecord timing: {} records, {} commits in {:?} (a CRC of all {} bytes alone {:?}, \
-         {crc:x}); zstd -3 of the same bytes ({} compressed) {:?}",
-        sum.records,
-        sum.commits.count,
-        read,
-        data.len(),
-        crc_alone,
-        z.len(),
-        zstd
-    );
 }

@@ -24,10 +24,13 @@ struct Status {
     wal: Wal,
     backups: Vec<Backup>,
     windows: Vec<Window>,
+    last_commit: Option<Commit>,
+    last_commit_age_seconds: Option<f64>,
     newest_backup: Option<String>,
     newest_backup_age_seconds: Option<f64>,
     chunk_bytes: u64,
     archiver: Option<Archiver>,
+    copy: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +52,7 @@ struct Wal {
     newest_age_seconds: Option<f64>,
     timelines: Vec<Timeline>,
     gaps: Vec<Gap>,
+    unsummarized_segments: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +110,18 @@ struct Window {
     from_lsn: String,
     to_lsn: String,
     cut_by: Option<String>,
+    last_commit: Option<Commit>,
+    last_commit_exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Commit {
+    timeline: u32,
+    lsn: String,
+    xid: u32,
+    time: String,
 }
 
 #[derive(Debug, Deserialize)]

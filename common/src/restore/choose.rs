@@ -116,9 +116,9 @@ pub(super) fn check_archive(
 
 /// Checks the target against what the WAL summaries say the window of `m` along `tli`
 /// holds, and resolves `last-commit` to an LSN. PostgreSQL 13 and later stop with a FATAL
-/// error when recovery ends before its target: a time after the last transaction end, or a
-/// restore point no replayed segment holds, is found out here, before anything is written,
-/// instead of at the end of a long replay. Where the segments that would decide lack
+/// error when recovery ends before its target: a time after the last transaction end, a
+/// restore point no replayed segment holds, or an xid that never ends, is found out here,
+/// before anything is written, instead of at the end of a long replay. Where the segments that would decide lack
 /// summaries (archived before pitrkit wrote them), the target passes with a note.
 pub(super) fn check_summaries(
     repo: &Repository,
@@ -131,7 +131,10 @@ pub(super) fn check_summaries(
 ) -> Result<RecoveryTarget> {
     let checked = matches!(
         target,
-        RecoveryTarget::Time(_) | RecoveryTarget::Name(_) | RecoveryTarget::LastCommit
+        RecoveryTarget::Time(_)
+            | RecoveryTarget::Name(_)
+            | RecoveryTarget::Xid(_)
+            | RecoveryTarget::LastCommit
     );
     let window = match (checked, index.window(m, tli)) {
         (true, Some(w)) => w,
@@ -197,6 +200,41 @@ pub(super) fn check_summaries(
                     m.backup_id
                 )));
             }
+        }
+        RecoveryTarget::Xid(x) => {
+            // PostgreSQL compares the low 32 bits (recovery_target_xid is a TransactionId):
+            // recovery stops at that transaction's commit or abort, and only there.
+            let xid = *x as u32;
+            let mut ends = Vec::new();
+            let (mut found, mut unknown) = (false, false);
+            for (_, s) in summaries.of_window(index, &window, jobs)? {
+                match s.as_ref().and_then(|s| s.ends_xid(xid)) {
+                    Some(true) => found = true,
+                    Some(false) => {}
+                    None => unknown = true,
+                }
+                ends.extend(s.and_then(|s| s.xact_xids).unwrap_or_default());
+            }
+            if !found && unknown {
+                unsummarized("the target xid");
+            } else if !found {
+                let range = match (
+                    ends.iter().map(|r| r[0]).min(),
+                    ends.iter().map(|r| r[1]).max(),
+                ) {
+                    (Some(lo), Some(hi)) => {
+                        format!("its transactions end between xids {lo} and {hi}")
+                    }
+                    _ => "no transaction ends in it".into(),
+                };
+                return Err(Error::Usage(format!(
+                    "xid {x} neither commits nor aborts in the WAL the archive holds from backup {} \
+                     on timeline {tli} ({range}): recovery would replay it all without reaching \
+                     the target",
+                    m.backup_id
+                )));
+            }
+            target.clone()
         }
         RecoveryTarget::LastCommit => {
             let end = summaries.end_of(index, &window, jobs)?;

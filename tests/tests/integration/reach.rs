@@ -134,6 +134,10 @@ fn exact_windows(backend: Backend) {
         &["--pgdata", d, "--target-time", lc["time"].as_str().unwrap()],
     );
     out.assert_code(2);
+    let never = (last.parse::<u64>().unwrap() + 1000).to_string();
+    let out = s.tool("bb-restore", &["--pgdata", d, "--target-xid", &never]);
+    out.assert_code(2)
+        .stderr_has(&format!("xid {never} neither commits nor aborts"));
     let out = s.tool(
         "bb-restore",
         &["--pgdata", d, "--target-name", "no_such_point"],

@@ -50,6 +50,15 @@ pub const MAX_OPEN_RECORD: usize = 4096;
 /// (they are rare; the bound only keeps a hostile segment's summary small).
 pub const MAX_LISTED: usize = 256;
 
+/// The most ranges `xact_xids` may have: transactions end nearly in the order their xids
+/// were assigned, so a segment's transaction ends form few ranges; a summary past this
+/// (a hostile segment, or thousands of interleaved long transactions) leaves them out.
+pub const MAX_XID_RANGES: usize = 4096;
+
+/// The most transaction ends a summarizer remembers while it streams (4 MiB of xids): a
+/// 1 GiB segment of tiny transactions may have more, and then `xact_xids` is left out.
+pub const MAX_XIDS_HELD: usize = 1 << 20;
+
 /// What one segment holds, for point-in-time recovery. Times are RFC 3339 in UTC with
 /// microseconds (PostgreSQL's `TimestampTz` precision); LSNs are written as PostgreSQL does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +91,10 @@ pub struct SegmentSummary {
     pub end_of_recovery: Vec<EndOfRecovery>,
     /// Events past [`MAX_LISTED`] per list, counted but not listed.
     pub unlisted: u64,
+    /// The xids of every commit and abort in the segment (of a prepared transaction, its
+    /// own), as sorted inclusive ranges: what `recovery_target_xid` can stop at. `null`
+    /// when they were too many or too scattered to keep ([`MAX_XID_RANGES`]).
+    pub xact_xids: Option<Vec<[u32; 2]>>,
     /// The continuation of a record begun in the previous segment.
     pub open_head: Option<OpenHead>,
     /// A record that starts here and continues in the next segment.
@@ -335,4 +348,33 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .chunks(2)
         .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
         .collect()
+}
+
+/// Sorted, merged inclusive ranges of `xids`, or `None` past [`MAX_XID_RANGES`].
+pub(crate) fn xid_ranges(mut xids: Vec<u32>) -> Option<Vec<[u32; 2]>> {
+    xids.sort_unstable();
+    xids.dedup();
+    let mut out: Vec<[u32; 2]> = Vec::new();
+    for x in xids {
+        match out.last_mut() {
+            Some(r) if r[1].checked_add(1) == Some(x) => r[1] = x,
+            _ => {
+                if out.len() == MAX_XID_RANGES {
+                    return None;
+                }
+                out.push([x, x]);
+            }
+        }
+    }
+    Some(out)
+}
+
+impl SegmentSummary {
+    /// Whether a commit or abort of `xid` is in the segment; `None` when the summary does
+    /// not keep its transaction ends.
+    pub fn ends_xid(&self, xid: u32) -> Option<bool> {
+        let ranges = self.xact_xids.as_ref()?;
+        let i = ranges.partition_point(|r| r[1] < xid);
+        Some(ranges.get(i).is_some_and(|r| r[0] <= xid))
+    }
 }

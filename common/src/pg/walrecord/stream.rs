@@ -6,8 +6,8 @@
 
 use super::reader::{Reader, Stop};
 use super::{
-    Event, InvalidReason, OpenHead, OpenTail, PrepareSummary, SUMMARY_FORMAT_VERSION,
-    SegmentSummary, TxnSummary, WalEnd, hex,
+    Event, InvalidReason, MAX_XIDS_HELD, OpenHead, OpenTail, PrepareSummary,
+    SUMMARY_FORMAT_VERSION, SegmentSummary, TxnSummary, WalEnd, hex, xid_ranges,
 };
 use crate::error::{Error, Result};
 use crate::pg::wal::{self, LONG_PAGE_HEADER_SIZE, Lsn, SegmentHeader};
@@ -31,6 +31,8 @@ enum State {
 struct Reading {
     summary: SegmentSummary,
     reader: Reader,
+    /// The xids of the transaction ends so far (`None` once past [`MAX_XIDS_HELD`]).
+    xids: Option<Vec<u32>>,
 }
 
 impl Default for Summarizer {
@@ -68,6 +70,7 @@ impl Summarizer {
                 Ok(h) => State::Reading(Box::new(Reading {
                     summary: summary(&h),
                     reader: Reader::new(&h, &long),
+                    xids: Some(Vec::new()),
                 })),
                 Err(_) => State::Refused(long.to_vec()),
             };
@@ -79,8 +82,16 @@ impl Summarizer {
         let done = (at as usize).max(LONG_PAGE_HEADER_SIZE);
         let room = (r.summary.segment_size as usize).saturating_sub(done);
         let summary = &mut r.summary;
+        let xids = &mut r.xids;
         r.reader.feed(bytes.get(..room).unwrap_or(bytes), &mut |e| {
             summary.add(&e);
+            if let (Event::Commit(t) | Event::Abort(t), Some(held)) = (&e, xids.as_mut()) {
+                if held.len() < MAX_XIDS_HELD {
+                    held.push(t.xid);
+                } else {
+                    *xids = None;
+                }
+            }
             on_event(&e);
         });
     }
@@ -107,6 +118,7 @@ impl Summarizer {
             State::Reading(r) => *r,
         };
         let mut s = r.summary;
+        s.xact_xids = r.xids.and_then(xid_ranges);
         let (walked, stop) = r.reader.finish();
         let complete = self.fed >= u64::from(s.segment_size);
         s.first_record = walked.first_record.map(Lsn);
@@ -160,6 +172,7 @@ fn summary(h: &SegmentHeader) -> SegmentSummary {
         checkpoints: Vec::new(),
         end_of_recovery: Vec::new(),
         unlisted: 0,
+        xact_xids: None,
         open_head: None,
         open_tail: None,
     }

@@ -57,6 +57,12 @@ fn commits_and_aborts() {
     assert_eq!(sum.aborts.count, 1);
     assert_eq!(sum.aborts.first.as_ref().unwrap().lsn, Lsn(b));
     assert_eq!(ev.len(), 3);
+    // Commits and aborts alike are what recovery_target_xid can stop at.
+    assert_eq!(sum.xact_xids, Some(vec![[700, 702]]));
+    assert_eq!(
+        [699, 700, 701, 702, 703].map(|x| sum.ends_xid(x)),
+        [Some(false), Some(true), Some(true), Some(true), Some(false)]
+    );
     // The summary round-trips as the JSON document it will be stored as.
     let json = serde_json::to_string(&sum).unwrap();
     assert!(json.contains("\"2026-01-02T03:04:05.123456Z\""), "{json}");
@@ -386,4 +392,18 @@ fn a_segment_inside_one_long_record() {
     let (a, _) = events(s.segment(0));
     let tail = a.open_tail.unwrap();
     assert!(tail.bytes.is_empty() && tail.total_length > MIB as u32);
+}
+
+#[test]
+fn xid_ranges_merge_and_are_bounded() {
+    assert_eq!(
+        xid_ranges(vec![9, 3, 4, 5, 3, 11, 10, u32::MAX]),
+        Some(vec![[3, 5], [9, 11], [u32::MAX, u32::MAX]])
+    );
+    assert_eq!(xid_ranges(vec![]), Some(vec![]));
+    // Every other xid: one range each, past the bound.
+    let scattered: Vec<u32> = (0..=MAX_XID_RANGES as u32).map(|i| i * 2).collect();
+    assert_eq!(xid_ranges(scattered), None);
+    let dense: Vec<u32> = (0..100_000).collect();
+    assert_eq!(xid_ranges(dense), Some(vec![[0, 99_999]]));
 }

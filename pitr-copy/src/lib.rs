@@ -19,6 +19,7 @@ use pitrkit::runner::note;
 use pitrkit::settings::{RepoArgs, Settings, parse_duration, process_env};
 
 mod pass;
+mod progress;
 mod rate;
 
 pub use pass::PassReport;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::CopyOptions;
+use crate::progress::Progress;
 use crate::rate::Rate;
 
 /// What one pass did (one JSON line on stdout).
@@ -134,15 +135,19 @@ pub fn copy(
         .filter(|(o, _)| needs_copy(&at_copy, o))
         .partition(|(_, kind)| *kind == Kind::Summary);
     report.skipped = (data.len() - summaries.len() - rest.len()) as u64;
+    let progress = Progress::new(rest.len() + summaries.len());
     for batch in [rest, summaries] {
         let done = parallel::map(opts.jobs, &batch, |(o, kind)| {
-            copy_one(source, copy, &o.key, *kind, rate)
+            let outcome = copy_one(source, copy, &o.key, *kind, rate);
+            progress.step(o.size);
+            outcome
         })?;
         for ((o, _), outcome) in batch.iter().zip(done) {
             tally(&mut report, &mut at_copy, o, outcome);
         }
     }
 
+    progress.done();
     // Manifests, oldest first, each only once everything it names is at the copy; then
     // keep marks, of published backups only.
     for (o, _) in backups.iter().filter(|(_, k)| *k == Kind::Manifest) {

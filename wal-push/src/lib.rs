@@ -275,12 +275,15 @@ fn push_one(
         .as_ref()
         .is_none_or(|r| r.conditional_create == Some(false));
 
-    // The summary goes up while the segment does: it adds no round trip to the archiver's
-    // wait. It is written whatever the segment's fate below; one without its segment is
-    // never read (summaries are looked up by stored segment).
+    // A new segment's summary goes up while the segment does: no round trip added to the
+    // archiver's wait. A segment found stored already gets its summary only once this file
+    // is proven the same (a refused push must leave the repository as it was); either way
+    // the first summary of a segment stays (`summary::store`).
+    let new_segment = existing.is_none();
     let (status, summary_put) = std::thread::scope(|s| {
         let summary_put = summary
             .as_ref()
+            .filter(|_| new_segment)
             .map(|sum| s.spawn(move || summary::store(repo, &name, sum)));
         let sealed = Sealed {
             key: &key,
@@ -295,10 +298,12 @@ fn push_one(
         (status, summary_put)
     });
     let status = status?;
-    // PostgreSQL retries a failed call: the segment is then found stored, and the summary
-    // written again.
-    if let Some(put) = summary_put {
-        put?;
+    // PostgreSQL retries a failed call: the segment is then found stored, and its summary
+    // written if it is still missing.
+    match (summary_put, &summary) {
+        (Some(put), _) => put?,
+        (None, Some(sum)) => summary::store(repo, &name, sum)?,
+        (None, None) => {}
     }
     if verbose || status != "stored" {
         note(format!("{name}: {status} in {} as {key}", repo.location()));

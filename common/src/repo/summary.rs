@@ -35,12 +35,14 @@ use crate::storage::{ObjectKey, PutMode};
 /// [`walrecord::MAX_LISTED`] and its open record by [`walrecord::MAX_OPEN_RECORD`].
 const MAX_SUMMARY: u64 = 1 << 20;
 
-/// Stores the summary of `name`, replacing any: it is computed from the segment's bytes, so
-/// two writers write the same, and a stale or planted one is corrected.
+/// Stores the summary of `name` unless it has one: computed from the segment's bytes, every
+/// writer of the same segment writes the same, and the first stays. A wrong one (planted,
+/// or written for a segment whose own push then failed in a race) is what `pitr-check
+/// verify` finds; deleted, `pitr-check index` writes it again.
 pub fn store(repo: &Repository, name: &WalFileName, s: &SegmentSummary) -> Result<()> {
     let sealed = repo.seal_document("WAL summary", s)?;
     repo.store()
-        .put(&layout::summary(name), &sealed, PutMode::Overwrite)
+        .put(&layout::summary(name), &sealed, PutMode::CreateNew)
         .map(drop)
 }
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::io::{lock, parallel};
 use crate::pg::wal::{Lsn, WalFileName};
-use crate::pg::walrecord::{self, SegmentSummary};
+use crate::pg::walrecord::{self, Event, SegmentSummary};
 use crate::repo::archive::{ArchiveIndex, Window};
 use crate::repo::object;
 use crate::repo::{RepoRoot, Repository, layout};
@@ -204,21 +204,36 @@ impl<'a> Summaries<'a> {
         };
         let batch = jobs.max(1);
         let mut upper = names.len();
+        // The segment after the one being looked at: a record can start in one and end in
+        // the next, and then it is in neither summary, only in the two halves they keep.
+        let mut later: Option<SegmentSummary> = None;
         while upper > 0 {
             let lower = upper.saturating_sub(batch);
             let read = self.read_many(&names[lower..upper], jobs)?;
             for (name, s) in names[lower..upper].iter().zip(read).rev() {
                 let Some(s) = s else {
                     end.exact = false;
+                    later = None;
                     continue;
+                };
+                let joined = later.as_ref().and_then(|n| walrecord::join(&s, n));
+                let joined_end = match &joined {
+                    Some(Event::Commit(t) | Event::Abort(t)) => Some(t),
+                    _ => None,
                 };
                 let xact = [s.commits.max_time, s.aborts.max_time]
                     .into_iter()
                     .flatten()
                     .filter(|_| s.records_end.is_some_and(|e| e > window.from_lsn))
+                    .chain(joined_end.map(|t| t.time))
                     .max();
                 end.last_xact_time = end.last_xact_time.max(xact);
-                if let Some(c) = s.commits.last.as_ref().filter(|c| c.lsn >= window.from_lsn) {
+                // A straddling commit starts after every record that starts in `s`.
+                let last = match &joined {
+                    Some(Event::Commit(t)) => Some(t),
+                    _ => s.commits.last.as_ref(),
+                };
+                if let Some(c) = last.filter(|c| c.lsn >= window.from_lsn) {
                     end.last_commit = Some(Commit {
                         timeline: name.timeline().0,
                         lsn: c.lsn,
@@ -227,6 +242,7 @@ impl<'a> Summaries<'a> {
                     });
                     return Ok(end);
                 }
+                later = Some(s);
             }
             upper = lower;
         }
@@ -257,20 +273,112 @@ impl<'a> Summaries<'a> {
         let (names, read): (Vec<_>, Vec<_>) =
             self.of_window(index, window, jobs)?.into_iter().unzip();
         let summarized = read.iter().filter(|s| s.is_some()).count();
-        let points = names
+        let pairs: Vec<_> = names.iter().copied().zip(read.iter().cloned()).collect();
+        let straddling = joined(&pairs).into_iter().filter_map(|(n, e)| match e {
+            Event::RestorePoint(p) => Some((n, p)),
+            _ => None,
+        });
+        let mut points: Vec<Point> = names
             .iter()
             .zip(&read)
             .filter_map(|(n, s)| Some((n, s.as_ref()?)))
-            .flat_map(|(n, s)| {
-                s.restore_points.iter().map(|p| Point {
-                    timeline: n.timeline().0,
-                    lsn: p.lsn,
-                    time: p.time,
-                    name: p.name.clone(),
-                })
+            .flat_map(|(n, s)| s.restore_points.iter().map(move |p| (*n, p.clone())))
+            .chain(straddling)
+            .map(|(n, p)| Point {
+                timeline: n.timeline().0,
+                lsn: p.lsn,
+                time: p.time,
+                name: p.name,
             })
             .filter(|p| p.lsn >= window.from_lsn && p.lsn < window.to_lsn)
             .collect();
+        points.sort_by_key(|p| p.lsn);
         Ok((points, summarized, names.len()))
+    }
+}
+
+/// The records that start in one segment of `segments` (consecutive, in order) and end in the
+/// next: in neither summary, decoded from the halves the two keep ([`walrecord::join`]).
+/// Each comes with the segment it starts in.
+pub fn joined(segments: &[(WalFileName, Option<SegmentSummary>)]) -> Vec<(WalFileName, Event)> {
+    segments
+        .windows(2)
+        .filter_map(|w| match (&w[0].1, &w[1].1) {
+            (Some(a), Some(b)) => walrecord::join(a, b).map(|e| (w[0].0, e)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::wal::TimelineId;
+    use crate::pg::walrecord::synth::{self, Stream, XactParts};
+    use crate::repo::ClusterIdentity;
+    use crate::repo::archive::Stored;
+    use crate::storage::memory::MemoryStore;
+
+    const SEG: u32 = 1 << 20;
+
+    /// The last commit of a window is the one that straddles its last two segments, which
+    /// neither summary holds: `end_of` finds it from the halves they keep.
+    #[test]
+    fn a_commit_across_two_segments_is_the_last_commit() {
+        let mut s = Stream::new(15, SEG as usize, 1, 2);
+        let t = synth::time("2026-01-01T00:00:00Z");
+        synth::xact(&mut s, 0x00, 700, t, &XactParts::default());
+        while s.pos < SEG as usize - 2000 {
+            synth::heap(&mut s, 701, 1000);
+        }
+        // A commit big enough (many subtransactions) to cross into the second segment.
+        let late = synth::time("2026-01-01T00:00:09Z");
+        let parts = XactParts {
+            subxacts: (800..1400).collect(),
+            ..XactParts::default()
+        };
+        let lsn = synth::xact(&mut s, 0x00, 702, late, &parts);
+        assert!(s.pos > SEG as usize, "the commit crosses the boundary");
+        let repo = Repository::new(Box::new(MemoryStore::default()));
+        let root = repo
+            .check_cluster(
+                None,
+                "test",
+                &ClusterIdentity {
+                    pg_major: 15,
+                    system_identifier: synth::SYSID,
+                    segment_size: SEG,
+                },
+            )
+            .unwrap();
+        for i in 0..2 {
+            let name = WalFileName::segment(TimelineId(1), 1 + i as u64, SEG);
+            let sum = walrecord::summarize("seg", s.segment(i)).unwrap();
+            assert!(sum.commits.last.as_ref().is_none_or(|c| c.xid == 700));
+            store(&repo, &name, &sum).unwrap();
+        }
+        let index = ArchiveIndex::from_parts(
+            SEG,
+            (1..=2).map(|segno| Stored {
+                tli: 1,
+                segno,
+                stored_at: None,
+            }),
+            vec![],
+        );
+        let window = Window {
+            timeline: 1,
+            from_lsn: Lsn(SEG as u64 + 64),
+            from_time: t,
+            to_lsn: Lsn(3 * SEG as u64),
+            to_time: None,
+            cut_by: None,
+        };
+        let summaries = Summaries::list(&repo, &root).unwrap();
+        let end = summaries.end_of(&index, &window, 2).unwrap();
+        let last = end.last_commit.unwrap();
+        assert_eq!((last.xid, last.lsn, last.time), (702, Lsn(lsn), late));
+        assert_eq!(end.last_xact_time, Some(late));
+        assert!(end.exact);
     }
 }

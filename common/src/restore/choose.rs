@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::pg::target::RecoveryTarget;
+use crate::pg::walrecord::Event;
 use crate::repo::archive::ArchiveIndex;
 use crate::repo::manifest::{BackupId, BackupManifest};
 use crate::repo::summary::Summaries;
@@ -206,8 +207,13 @@ pub(super) fn check_summaries(
             // recovery stops at that transaction's commit or abort, and only there.
             let xid = *x as u32;
             let mut ends = Vec::new();
-            let (mut found, mut unknown) = (false, false);
-            for (_, s) in summaries.of_window(index, &window, jobs)? {
+            let mut unknown = false;
+            let segments = summaries.of_window(index, &window, jobs)?;
+            // A commit or abort straddling two segments is in neither summary.
+            let mut found = crate::repo::summary::joined(&segments)
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Commit(t) | Event::Abort(t) if t.xid == xid));
+            for (_, s) in segments {
                 match s.as_ref().and_then(|s| s.ends_xid(xid)) {
                     Some(true) => found = true,
                     Some(false) => {}

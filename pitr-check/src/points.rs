@@ -52,11 +52,11 @@ fn activity(spans: &[(Timestamp, Timestamp, u64)]) -> Option<Activity> {
     let mut commits = vec![0u64; COLUMNS];
     for (a, b, n) in spans {
         let (first, last) = (col(*a), col(*b));
-        let each = n / (last - first + 1) as u64;
-        let mut rest = n % (last - first + 1) as u64;
-        for c in &mut commits[first..=last] {
-            *c += each + u64::from(rest > 0);
-            rest = rest.saturating_sub(1);
+        let cols = (last - first + 1) as u64;
+        // Evenly, the remainder spread too: 6 commits over 60 columns mark every tenth.
+        for (k, c) in commits[first..=last].iter_mut().enumerate() {
+            let k = k as u64;
+            *c += (k + 1) * n / cols - k * n / cols;
         }
     }
     Some(Activity {
@@ -144,9 +144,14 @@ pub fn run(args: &PointsArgs, repo_args: &RepoArgs) -> Result<Verdict> {
                 )?;
                 writeln!(
                     out,
-                    "        {} commits; each column {:.0} s, █ = {} commits",
+                    "        {} commits; each column {}, █ = {} commits (spread evenly over each \
+                     segment's first..last commit)",
                     a.commits.iter().sum::<u64>(),
-                    a.interval_seconds,
+                    if a.interval_seconds < 10.0 {
+                        format!("{:.0} ms", a.interval_seconds * 1000.0)
+                    } else {
+                        format!("{:.0} s", a.interval_seconds)
+                    },
                     a.commits.iter().max().unwrap_or(&0)
                 )?;
             }

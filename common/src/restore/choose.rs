@@ -144,7 +144,7 @@ pub(super) fn check_summaries(
     let summaries = Summaries::list(repo, root)?;
     let unsummarized = |what: &str| {
         note(format!(
-            "the archive's WAL from backup {} on timeline {tli} is not (fully) summarized, so              {what} can't be checked before the restore: run `pitr-check index`",
+            "the archive's WAL from backup {} on timeline {tli} is not (fully) summarized, so {what} can't be checked before the restore: run `pitr-check index`",
             m.backup_id
         ));
     };
@@ -159,13 +159,13 @@ pub(super) fn check_summaries(
             if !reached && end.exact {
                 let last = match &end.last_commit {
                     Some(c) => format!(
-                        "its last commit is xid {} at {} (lsn {}, timeline {});                          --target-time last-commit restores up to it",
+                        "its last commit is xid {} at {} (lsn {}, timeline {}); --target-time last-commit restores up to it",
                         c.xid, c.time, c.lsn, c.timeline
                     ),
                     None => "no transaction ends in it after the backup".into(),
                 };
                 return Err(Error::Usage(format!(
-                    "target time {t} is not reached by the WAL the archive holds from backup {}                      on timeline {tli}: {last}",
+                    "target time {t} is not reached by the WAL the archive holds from backup {} on timeline {tli}: {last}",
                     m.backup_id
                 )));
             }
@@ -197,7 +197,7 @@ pub(super) fn check_summaries(
                     ),
                 };
                 return Err(Error::Usage(format!(
-                    "restore point '{n}' is not in the WAL the archive holds from backup {} on                      timeline {tli} ({segments} segments): {listed}; `pitr-check points` lists them",
+                    "restore point '{n}' is not in the WAL the archive holds from backup {} on timeline {tli} ({segments} segments): {listed}; `pitr-check points` lists them",
                     m.backup_id
                 )));
             }
@@ -247,7 +247,7 @@ pub(super) fn check_summaries(
             match end.last_commit {
                 Some(c) if end.exact => {
                     note(format!(
-                        "the last commit the archive holds from backup {}: xid {} at {}                          (lsn {}, timeline {tli})",
+                        "the last commit the archive holds from backup {}: xid {} at {} (lsn {}, timeline {tli})",
                         m.backup_id, c.xid, c.time, c.lsn
                     ));
                     RecoveryTarget::Lsn(c.lsn)

@@ -9,7 +9,8 @@
 //! - `encryption`: encryption at rest; `hostile`: a repository nobody should have to trust;
 //! - `ahead_and_prefetch`: the look-ahead archiver and the prefetcher stay correct;
 //! - `versions`: one end-to-end test per supported PostgreSQL major;
-//! - `walrecord`: the WAL record reader against what each major writes (and pg_waldump);
+//! - `walrecord`: the WAL record reader against what each major writes (and pg_waldump),
+//!   records across segment boundaries, a timeline switch (`walrecord_help`: its helpers);
 //! - `reach`: exact recovery windows from the WAL summaries, targets checked before a restore.
 
 mod ahead_and_prefetch;
@@ -25,3 +26,4 @@ mod retention;
 mod versions;
 mod wal_archive;
 mod walrecord;
+mod walrecord_help;

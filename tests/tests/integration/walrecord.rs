@@ -6,6 +6,9 @@
 //! every commit it found, the xids of the transactions the test ran, the last checkpoint
 //! (`pg_control_checkpoint()`); and on 15, whose `pg_waldump` Debian ships, the complete set
 //! of COMMIT/ABORT records (xid and time) and restore point names `pg_waldump` prints.
+//! Also on 15 against `pg_waldump`: commits and restore points the test places across a
+//! segment boundary (decoded by `join`), and a promotion onto timeline 2 (its
+//! `END_OF_RECOVERY`, in a first segment copied from timeline 1).
 
 #![allow(clippy::unwrap_used)] // tests: a panic with its message is the failure report
 
@@ -15,9 +18,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use jiff::Timestamp;
-use pitrkit::pg::wal::{self, WalFileName};
-use pitrkit::pg::walrecord::{self, Event, SegmentSummary};
-use pitrkit_tests::{DEFAULT_MAJOR, Pg, Sandbox, as_pg, pg_bin, run};
+use pitrkit::pg::wal;
+use pitrkit::pg::walrecord::{self, Event};
+use pitrkit_tests::{DEFAULT_MAJOR, Pg, Sandbox};
+
+use super::walrecord_help::{
+    STRADDLE_SQL, crosses_segment, dumped_commits, dumped_end_of_recovery, promoted_copy,
+    read_pg_wal, summarized_commits, waldump, waldump_records, waldump_time,
+};
 
 /// What the test ran, as the server reports it.
 struct Ran {
@@ -96,84 +104,6 @@ fn workload(pg: &Pg) -> Ran {
         prepared_abort,
         prepared_drop,
     }
-}
-
-/// Every segment in `pg_wal` that is what its name says (recycled and preallocated files
-/// are not), in order, with its summary and events.
-fn read_pg_wal(dir: &Path) -> Vec<(String, Vec<u8>, SegmentSummary, Vec<Event>)> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| matches!(n.parse(), Ok(WalFileName::Segment { .. })))
-        .collect();
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        let data = fs::read(dir.join(&n)).unwrap();
-        if wal::validate_segment(&n, &n.parse().unwrap(), &data).is_err() {
-            continue;
-        }
-        let mut events = Vec::new();
-        let s = walrecord::walk(&n, &data, &mut |e| events.push(e.clone())).unwrap();
-        out.push((n, data, s, events));
-    }
-    out
-}
-
-/// `2026-12-02 15:40:01.123456 UTC` (fraction optional) as pg_waldump prints it.
-fn waldump_time(s: &str) -> Timestamp {
-    let s = s
-        .trim()
-        .strip_suffix(" UTC")
-        .unwrap_or_else(|| panic!("not UTC: {s}"));
-    format!("{}Z", s.replacen(' ', "T", 1)).parse().unwrap()
-}
-
-/// The COMMIT/ABORT (xid, time) pairs and restore point names pg_waldump prints for the
-/// segments `first..=last`.
-fn waldump(
-    pg_wal: &Path,
-    first: &str,
-    last: &str,
-) -> (BTreeSet<(String, u32, Timestamp)>, Vec<String>) {
-    let mut c = as_pg(&pg_bin("pg_waldump"));
-    c.arg("-p").arg(pg_wal).args([first, last]);
-    let out = run(c);
-    // It ends with an error at the end of valid WAL ("invalid record length", or "invalid
-    // magic number" when the last record runs into a page not written yet): exit status 1.
-    assert!(
-        out.stderr.contains("error in WAL record") || out.code == 0,
-        "pg_waldump failed\n{out}"
-    );
-    let mut ends = BTreeSet::new();
-    let mut names = Vec::new();
-    for line in out.stdout.lines() {
-        let Some((head, desc)) = line.split_once("desc: ") else {
-            continue;
-        };
-        let tx = |h: &str| -> u32 {
-            let t = h.split("tx:").nth(1).unwrap().split(',').next().unwrap();
-            t.trim().parse().unwrap()
-        };
-        for kind in ["COMMIT", "ABORT"] {
-            let plain = desc.strip_prefix(&format!("{kind} "));
-            let prepared = desc.strip_prefix(&format!("{kind}_PREPARED "));
-            if let Some(rest) = plain {
-                let time = rest.split(';').next().unwrap();
-                ends.insert((kind.to_string(), tx(head), waldump_time(time)));
-            } else if let Some(rest) = prepared {
-                // "COMMIT_PREPARED 740: 2026-… UTC": the prepared transaction's xid.
-                let (xid, rest) = rest.split_once(": ").unwrap();
-                let time = rest.split(';').next().unwrap();
-                ends.insert((kind.to_string(), xid.parse().unwrap(), waldump_time(time)));
-            }
-        }
-        if let Some(name) = desc.strip_prefix("RESTORE_POINT ") {
-            names.push(name.trim().to_string());
-        }
-    }
-    (ends, names)
 }
 
 fn check(major: u32) {
@@ -397,4 +327,196 @@ fn pg17() {
 #[test]
 fn pg18() {
     check(18);
+}
+
+/// Commits and restore points placed so that each starts a few bytes before a segment's end
+/// and ends in the next: `join` decodes every one pg_waldump shows crossing a boundary
+/// (but a commit longer than `MAX_OPEN_RECORD`, which the summary names as its open tail
+/// and no summary decodes), the reader resumes after each where pg_waldump does, and the
+/// summaries' commits with the joined ones are pg_waldump's.
+#[test]
+fn pg15_records_across_segments_against_pg_waldump() {
+    let sb = Sandbox::new("walrecord-straddle");
+    let mut pg = Pg::init(&sb, "pg");
+    // No autovacuum, checkpoint or recycling: nothing but the test writes WAL between the
+    // padding and the record, and every segment stays in pg_wal.
+    pg.configure(
+        "autovacuum = off\ncheckpoint_timeout = 1h\nmax_wal_size = 4GB\nwal_keep_size = 1GB\n",
+    );
+    pg.start();
+    pg.sql(STRADDLE_SQL);
+    // (bytes left before the segment's end, tables created): the record header split (8,
+    // 16), its body split (40…504), a 2-table commit of ~3 KiB, and a 6-table one longer
+    // than a page, whose continuation runs past the next segment's first page.
+    let plan = [
+        (8, 1),
+        (16, 1),
+        (40, 1),
+        (104, 1),
+        (304, 1),
+        (504, 2),
+        (40, 6),
+    ];
+    for (i, (left, tables)) in plan.iter().enumerate() {
+        pg.sql(&format!("call straddle('s{i}', {left}, {tables})"));
+    }
+    for (i, left) in [8, 40].iter().enumerate() {
+        pg.sql(&format!("call restore_point_at('rp{i}', {left})"));
+    }
+    // A commit flushes the WAL (a restore point alone is not flushed to the file).
+    pg.sql("create table flushed(i int)");
+    let planned: BTreeSet<u32> = pg
+        .sql("select xid from straddled")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let pg_wal = pg.data.join("pg_wal");
+    let segs = read_pg_wal(&pg_wal);
+    let dump = waldump_records(&pg_wal, &segs[0].0, &segs.last().unwrap().0);
+    let seg_size = u64::from(segs[0].2.segment_size);
+
+    let mut found = summarized_commits(&segs);
+    let mut crossing: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut unjoinable = BTreeSet::new();
+    let mut restore_points = Vec::new();
+    for (k, r) in dump.iter().enumerate() {
+        if !crosses_segment(r.lsn, r.tot, seg_size) {
+            continue;
+        }
+        let i = segs
+            .iter()
+            .position(|s| s.2.segment_start.0 == r.lsn / seg_size * seg_size)
+            .unwrap();
+        let (prev, next) = (&segs[i].2, &segs[i + 1].2);
+        let tail = prev.open_tail.as_ref().unwrap();
+        assert_eq!(
+            (tail.lsn.0, tail.total_length),
+            (r.lsn, r.tot),
+            "{}",
+            segs[i].0
+        );
+        if let Some(after) = dump.get(k + 1) {
+            assert_eq!(next.first_record.map(|l| l.0), Some(after.lsn), "{r:?}");
+        }
+        let joined = walrecord::join(prev, next);
+        if let Some(rest) = r.desc.strip_prefix("COMMIT ") {
+            let time = waldump_time(rest.split(';').next().unwrap());
+            crossing.insert(r.xid, r.tot);
+            if r.tot as usize > walrecord::MAX_OPEN_RECORD {
+                assert!(joined.is_none() && tail.bytes.is_empty(), "{tail:?}");
+                assert!(unjoinable.insert((r.xid, time)));
+                continue;
+            }
+            let Some(Event::Commit(t)) = joined else {
+                panic!("commit {} at {}: join gave {joined:?}", r.xid, tail.lsn)
+            };
+            assert_eq!((t.lsn.0, t.xid, t.time), (r.lsn, r.xid, time));
+        } else if let Some(name) = r.desc.strip_prefix("RESTORE_POINT ") {
+            let Some(Event::RestorePoint(p)) = joined else {
+                panic!("restore point at {}: join gave {joined:?}", tail.lsn)
+            };
+            assert_eq!((p.lsn.0, p.name.as_str()), (r.lsn, name.trim()));
+            restore_points.push(p.name);
+        }
+    }
+    // Every planned record crossed (a test that could pass without one would prove nothing).
+    let missed: Vec<&u32> = planned
+        .iter()
+        .filter(|x| !crossing.contains_key(x))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "commits not across a boundary: {missed:?}"
+    );
+    assert_eq!(restore_points, ["rp0", "rp1"]);
+    assert!(crossing.values().any(|&t| t > 8192) && unjoinable.len() == 1);
+
+    // All commits: the summaries' and the joined ones, and those too long to join.
+    let want = dumped_commits(&dump);
+    assert!(found.is_disjoint(&unjoinable));
+    found.extend(unjoinable);
+    assert_eq!(found, want);
+    eprintln!(
+        "walrecord across segments: {} commits compared with pg_waldump, crossing ones \
+         (xid: bytes) {crossing:?}, restore points {restore_points:?}",
+        want.len()
+    );
+    pg.stop();
+}
+
+/// A promotion onto timeline 2: the summaries of timeline 2's segments, the first a copy
+/// of timeline 1's segment up to the switch, hold the `END_OF_RECOVERY` pg_waldump prints,
+/// and the commits on the new timeline.
+#[test]
+fn pg15_timeline_switch_against_pg_waldump() {
+    let sb = Sandbox::new("walrecord-timeline");
+    let archive = sb.path().join("archive");
+    fs::create_dir(&archive).unwrap();
+    sb.chown_to_pg(&archive);
+    let mut primary = Pg::init(&sb, "primary");
+    primary.configure(&format!(
+        "autovacuum = off\narchive_mode = on\narchive_command = 'cp %p {}/%f'\nwal_keep_size = 1GB\n",
+        archive.display()
+    ));
+    primary.start();
+    primary.sql("create table t(i int); insert into t values (1); select pg_switch_wal()");
+    // A megabyte of WAL: timeline 2 starts 150 pages into its first segment.
+    primary.sql("insert into t select generate_series(1, 20000)");
+    let mut pg = promoted_copy(&sb, &primary, &archive);
+    let xid: u32 = pg
+        .sql("begin; insert into t values (3); select txid_current(); commit;")
+        .parse()
+        .unwrap();
+    let pg_wal = pg.data.join("pg_wal");
+    let segs: Vec<_> = read_pg_wal(&pg_wal)
+        .into_iter()
+        .filter(|s| s.0.starts_with("00000002"))
+        .collect();
+    assert!(!segs.is_empty(), "no timeline 2 segment");
+    let dump = waldump_records(&pg_wal, &segs[0].0, &segs.last().unwrap().0);
+    let want = dumped_end_of_recovery(&dump);
+    let got: Vec<_> = segs
+        .iter()
+        .flat_map(|s| &s.2.end_of_recovery)
+        .map(|e| (e.lsn.0, e.timeline, e.prev_timeline, e.time))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!((want.len(), want[0].1, want[0].2), (1, 2, 1), "{want:?}");
+    let first = &segs[0].2;
+    assert_eq!(
+        first.timeline, 1,
+        "the header of the copied segment names timeline 1"
+    );
+    assert!(
+        want[0].0 - first.segment_start.0 > 8192,
+        "the switch is pages in"
+    );
+    assert_eq!(first.end_of_recovery.len(), 1, "{}: {first:?}", segs[0].0);
+
+    let commits: BTreeSet<(u32, Timestamp)> = segs
+        .iter()
+        .flat_map(|s| &s.3)
+        .filter_map(|e| match e {
+            Event::Commit(t) => Some((t.xid, t.time)),
+            _ => None,
+        })
+        .collect();
+    let dumped = dumped_commits(&dump);
+    assert_eq!(commits, dumped);
+    assert!(
+        commits.iter().any(|c| c.0 == xid),
+        "commit {xid} on timeline 2"
+    );
+    eprintln!(
+        "walrecord timeline switch: END_OF_RECOVERY at {} (tli, prev, time) {:?} in {} ({} \
+         timeline 2 segments, the first headed by timeline {}), {} commits compared with \
+         pg_waldump",
+        wal::Lsn(want[0].0),
+        (want[0].1, want[0].2, want[0].3),
+        segs[0].0,
+        segs.len(),
+        first.timeline,
+        commits.len()
+    );
+    pg.stop();
 }

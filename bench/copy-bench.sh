@@ -26,6 +26,7 @@ say() { echo "== $*" >&2; }
 BIN=$ROOT/target/release
 W=$(mktemp -d /tmp/pitrkit-copy-bench.XXXXXX)
 chmod 755 "$W"
+chown postgres: "$W"
 cleanup() {
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$W/pg" -m immediate stop >/dev/null 2>&1 || true
   [ -n "${S3PID:-}" ] && kill "$S3PID" 2>/dev/null || true
@@ -37,7 +38,7 @@ cp "$BIN"/{wal-push,bb-push,pitr-copy} "$W/bin/"
 chown -R postgres: "$W/repo" "$W/bin"
 
 say "source: PostgreSQL 15, pgbench -s $SCALE, archiving through wal-push into $W/repo"
-runuser -u postgres -- "$PGBIN/initdb" -q -D "$W/pg" --no-sync >/dev/null
+runuser -u postgres -- "$PGBIN/initdb" -D "$W/pg" --no-sync >/dev/null
 cat >> "$W/pg/postgresql.conf" <<EOF
 port = $PORT
 listen_addresses = ''

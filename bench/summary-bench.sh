@@ -17,6 +17,7 @@ say() { echo "== $*" >&2; }
 
 W=$(mktemp -d /tmp/pitrkit-summary-bench.XXXXXX)
 chmod 755 "$W"
+chown postgres: "$W"
 cleanup() {
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$W/pg" -m immediate stop >/dev/null 2>&1 || true
   (cd "$ROOT" && git worktree remove --force "$W/base" >/dev/null 2>&1) || true
@@ -35,7 +36,7 @@ cp "$ROOT/target/bench-base/release/wal-push" "$W/bin/without"
 say "walset: PostgreSQL 15, pgbench -s $SCALE until $NSEG segments are archived"
 mkdir -p "$W/walset"
 chown postgres: "$W/walset"
-runuser -u postgres -- "$PGBIN/initdb" -q -D "$W/pg" --no-sync >/dev/null
+runuser -u postgres -- "$PGBIN/initdb" -D "$W/pg" --no-sync >/dev/null
 cat >> "$W/pg/postgresql.conf" <<EOF
 port = $PORT
 listen_addresses = ''

@@ -84,6 +84,24 @@ pub fn fault_point(point: &str) {
     let Some(v) = fault_setting() else {
         return;
     };
+    fire(v, point);
+}
+
+/// [`fault_point`] for an operation on `path`: `PITRKIT_FAULT=die-<point>@<text>` fires only
+/// where `path` contains `<text>`, so a test can kill one write among concurrent ones (the
+/// segment's, not its summary's); without `@` it fires for every path.
+pub fn fault_point_on(point: &str, path: &Path) {
+    let Some(v) = fault_setting() else {
+        return;
+    };
+    match v.split_once('@') {
+        Some((v, text)) if path.to_string_lossy().contains(text) => fire(v, point),
+        Some(_) => {}
+        None => fire(v, point),
+    }
+}
+
+fn fire(v: &str, point: &str) {
     if v.strip_prefix("die-") == Some(point) {
         std::process::abort();
     }

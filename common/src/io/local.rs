@@ -152,7 +152,7 @@ impl TempFile {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(e),
         };
-        crate::runner::fault_point("after-link");
+        crate::runner::fault_point_on("after-link", target);
         if created && sync_parent {
             sync_dir(
                 target

@@ -699,7 +699,8 @@ fn a_push_killed_after_linking_is_made_durable_by_the_next() {
     run(c).assert_ok();
     let seg = f.segment_path(0);
     let mut c = f.sb.tool("wal-push");
-    c.env("PITRKIT_FAULT", "die-after-link")
+    // The segment's link, not its summary's (written at the same time).
+    c.env("PITRKIT_FAULT", "die-after-link@/wal/")
         .args(["--repo", &repo, &seg]);
     let out = run(c);
     assert_eq!(out.code, -1, "killed by SIGABRT: {out}");

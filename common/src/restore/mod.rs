@@ -160,9 +160,10 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
         _ => auto_timeline
             .unwrap_or_else(|| index.recovery_timeline(manifest.timeline, manifest.stop_lsn)),
     };
-    check_archive(&index, &manifest, target, follow)?;
+    // What the WAL summaries say first: their refusal names the last commit; where they
+    // can't tell, the times segments were stored still bound the target.
     let jobs = settings.jobs(opts.jobs);
-    let target = check_summaries(
+    let resolved = check_summaries(
         &repo,
         &root,
         &index,
@@ -171,6 +172,8 @@ pub fn restore(settings: &Settings, opts: &RestoreOptions) -> Result<Summary> {
         follow,
         jobs,
     )?;
+    check_archive(&index, &manifest, target, follow)?;
+    let target = resolved;
     let mut layout = Layout::plan(
         &manifest,
         &opts.pgdata,

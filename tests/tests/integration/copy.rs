@@ -92,6 +92,8 @@ fn copies_to_s3_and_back_restorably_and_resumably() {
     p.sql("create table t(i int)");
     s.backup();
     rows(p, 1, 100);
+    // Backup ids are to the second.
+    std::thread::sleep(Duration::from_millis(1100));
     s.backup();
     rows(p, 101, 200);
     std::thread::sleep(Duration::from_millis(1100));
@@ -158,7 +160,9 @@ fn copies_to_s3_and_back_restorably_and_resumably() {
         "",
     );
     let mut c = s.sb.tool("pitr-copy");
+    // One worker: exactly one object is written before the kill.
     c.env("PITRKIT_FAULT", "die-after-copy-put")
+        .arg("--jobs=1")
         .args(["--from", &s.repo.url, "--from-config"])
         .arg(&source)
         .args([
@@ -336,6 +340,8 @@ fn a_following_copy_never_shows_an_incomplete_backup() {
                 .assert_ok();
         });
         s.backup();
+        // Backup ids are to the second.
+        std::thread::sleep(Duration::from_millis(1100));
         s.backup();
         load.join().unwrap();
         s.archive_now();

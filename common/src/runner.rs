@@ -203,6 +203,25 @@ fn exit_code(role: Role, result: Result<()>, standby_signal: &Path) -> i32 {
     }
 }
 
+/// Starts this program again, with `extra` before this call's own arguments, as a helper
+/// that outlives the call: detached from the call's output (PostgreSQL, or whoever runs the
+/// call, must not wait for it) and in a process group of its own, so that the signals
+/// PostgreSQL sends its child's group at shutdown don't kill it halfway: it watches the
+/// postmaster and exits by itself. It is not waited for; init reaps it when it ends.
+pub fn spawn_helper(extra: &[&std::ffi::OsStr]) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    std::process::Command::new(exe)
+        .process_group(0)
+        .args(extra)
+        .args(std::env::args_os().skip(1))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

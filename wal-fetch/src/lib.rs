@@ -7,9 +7,7 @@
 //! `prefetch`).
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -184,23 +182,11 @@ fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &FileArg) -> Option<PathBuf
     in_pg_wal.then(|| parent.join(prefetch::DIR))
 }
 
-/// Starts the prefetcher: this program again with the same arguments, detached from this
-/// call's output (PostgreSQL, or whoever runs the call, must not wait for it) and in a
-/// process group of its own, so that the signals PostgreSQL sends its startup process's
-/// group at shutdown don't kill it before it has removed its files: it sees the postmaster
-/// go and exits by itself. It is not waited for; init reaps it when it ends.
+/// Starts the prefetcher: this program again with the same arguments (see
+/// [`pitrkit::runner::spawn_helper`]).
 fn start_prefetcher(seg_size: u64) -> std::io::Result<()> {
-    let exe = std::env::current_exe()?;
-    std::process::Command::new(exe)
-        .process_group(0)
-        .arg("--prefetch-daemon")
-        .arg(seg_size.to_string())
-        .args(std::env::args_os().skip(1))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(drop)
+    let size = seg_size.to_string();
+    pitrkit::runner::spawn_helper(&["--prefetch-daemon".as_ref(), size.as_ref()])
 }
 
 /// Fetches `name` to `dest` (`-`: stdout), verified before anything appears there.

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use pitrkit::error::{Error, Result};
 use pitrkit::io::local::TempFile;
+use pitrkit::pg::postmaster::Postmaster;
 use pitrkit::pg::wal::WalFileName;
 
 /// The prefetch directory's name inside pg_wal.
@@ -69,10 +70,7 @@ impl Prefetch {
 
     /// Whether a prefetcher holds this directory's lock now.
     pub fn daemon_alive(&self) -> bool {
-        let Ok(f) = fs::File::open(self.dir.join(LOCK)) else {
-            return false;
-        };
-        matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
+        pitrkit::io::local::held_elsewhere(&self.dir.join(LOCK))
     }
 
     /// Moves a prefetched `name` to `dest`, waiting for it while the prefetcher is fetching
@@ -196,19 +194,15 @@ impl Prefetch {
     ) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(|e| Error::local_io(&self.dir, e))?;
         let lock_path = self.dir.join(LOCK);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::local_io(&lock_path, e))?;
-        if lock.try_lock().is_err() {
+        let Some(lock) =
+            pitrkit::io::local::try_hold(&lock_path).map_err(|e| Error::local_io(&lock_path, e))?
+        else {
             return Ok(());
-        }
+        };
         // Whatever a dead prefetcher left (files, a stale `.stop`) is not to be trusted, and
         // calls serve from here as soon as the lock is held: start empty, or not at all.
         self.remove_contents()?;
-        let postmaster = Postmaster::watching(&self.dir);
+        let postmaster = Postmaster::watching(self.dir.parent().unwrap_or(Path::new(".")));
         let state = Mutex::new(Plan {
             wanted: first,
             in_flight: HashSet::new(),
@@ -329,45 +323,6 @@ impl Plan {
                 });
             self.missing.insert(name, (Instant::now(), pause));
         }
-    }
-}
-
-/// The postmaster of the data directory: PostgreSQL runs restore_command there, and the
-/// prefetcher keeps its caller's working directory; else the one the prefetch directory
-/// lies in (`pg_wal/DIR`).
-struct Postmaster {
-    pid_file: PathBuf,
-    pid: Option<String>,
-}
-
-impl Postmaster {
-    fn watching(prefetch_dir: &Path) -> Self {
-        let beside = prefetch_dir
-            .parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("postmaster.pid"));
-        let pid_file = [Some(PathBuf::from("postmaster.pid")), beside]
-            .into_iter()
-            .flatten()
-            .find(|p| p.is_file())
-            .unwrap_or_default();
-        let pid = Self::read(&pid_file);
-        Postmaster { pid_file, pid }
-    }
-
-    fn read(pid_file: &Path) -> Option<String> {
-        let text = fs::read_to_string(pid_file).ok()?;
-        text.lines().next().map(|l| l.trim().to_string())
-    }
-
-    /// False once the postmaster seen at the start has gone or been replaced (its pid no
-    /// longer in /proc: Linux); always true when there was none to watch (then only `.stop`
-    /// and [`IDLE`] end the prefetcher).
-    fn alive(&self) -> bool {
-        let Some(pid) = &self.pid else {
-            return true;
-        };
-        Self::read(&self.pid_file).as_ref() == Some(pid) && Path::new("/proc").join(pid).exists()
     }
 }
 

@@ -1,6 +1,6 @@
-//! Look-ahead archiving: when PostgreSQL asks for one WAL file, push the next ones it has
-//! already marked ready too, in parallel, and leave a record for each, so that the later
-//! calls for them return at once.
+//! Records of files pushed ahead: the background archiver (`archiver`) pushes the files
+//! PostgreSQL has marked ready before PostgreSQL asks for them, and leaves a record for
+//! each, so that the later call for one returns at once.
 //!
 //! PostgreSQL runs `archive_command` one file at a time, with the data directory as the
 //! working directory and `%p` = `pg_wal/<name>`; `pg_wal/archive_status/<name>.ready` marks
@@ -8,7 +8,10 @@
 //! its file is durably in the repository, and is trusted only if it names the same
 //! repository and the file still has the recorded size and xxh3-64 of each half — so a
 //! crash at any point loses nothing (a missing record means one more idempotent push) and
-//! never marks a file done that isn't stored. Nothing outlives the call.
+//! never marks a file done that isn't stored. Whoever pushes a file holds its claim
+//! (`<name>.lock`, an flock the kernel drops with its holder), so a call and the archiver
+//! never push the same file at once: the call waits for the archiver's push and then
+//! checks its record.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use pitrkit::error::{Error, Result};
 use pitrkit::io::buffer::PageBuf;
-use pitrkit::io::local::{TempFile, sync_dir};
+use pitrkit::io::local::{TempFile, sync_dir, try_hold};
 use pitrkit::pg::wal::WalFileName;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -69,8 +72,19 @@ impl Ahead {
         self.records.join(format!("{name}.json"))
     }
 
+    pub fn wal_dir(&self) -> &Path {
+        &self.wal_dir
+    }
+
+    /// Where the archiver keeps its lock, pid file and records.
+    pub fn records_dir(&self) -> &Path {
+        &self.records
+    }
+
     /// The report of an earlier push of `name`, when its record matches `path` (same
-    /// repository, size and content hash). The record is used up either way.
+    /// repository, size and content hash). The record stays until PostgreSQL has marked the
+    /// file done (see [`Ahead::clean_stale`]), so that the archiver does not push it again
+    /// meanwhile; a record that does not match is removed.
     pub fn take(&self, name: &WalFileName, path: &Path) -> Result<Option<PushReport>> {
         let rp = self.record_path(name);
         let Ok(text) = fs::read(&rp) else {
@@ -84,7 +98,9 @@ impl Ahead {
             }
             _ => false,
         };
-        let _ = fs::remove_file(&rp);
+        if !matches {
+            let _ = fs::remove_file(&rp);
+        }
         Ok(match (matches, record) {
             (true, Some(r)) => {
                 let mut report = r.report;
@@ -95,13 +111,14 @@ impl Ahead {
         })
     }
 
-    /// Up to `max` other files marked ready, oldest name first, that have no record yet.
-    /// Records of files PostgreSQL has since removed are cleaned up on the way.
-    pub fn ready_after(&self, name: &WalFileName, max: usize) -> Vec<(WalFileName, PathBuf)> {
-        if max == 0 {
-            return vec![];
-        }
-        self.clean_stale();
+    /// Whether `name` has a record (not yet checked against its file).
+    pub fn has_record(&self, name: &WalFileName) -> bool {
+        self.record_path(name).exists()
+    }
+
+    /// The files PostgreSQL has marked ready and that have no record yet, oldest name
+    /// first.
+    pub fn ready(&self) -> Vec<WalFileName> {
         let Ok(entries) = fs::read_dir(self.wal_dir.join("archive_status")) else {
             return vec![];
         };
@@ -114,15 +131,50 @@ impl Ahead {
                     .parse::<WalFileName>()
                     .ok()
             })
-            .filter(|n| n != name && !self.record_path(n).exists())
+            .filter(|n| !self.has_record(n))
             .collect();
         ready.sort_by_key(|n| n.to_string());
         ready
-            .into_iter()
-            .map(|n| (n, self.wal_dir.join(n.to_string())))
-            .filter(|(_, p)| p.is_file())
-            .take(max)
-            .collect()
+    }
+
+    /// Whether PostgreSQL still waits for `name` to be archived.
+    pub fn is_ready(&self, name: &WalFileName) -> bool {
+        self.wal_dir
+            .join("archive_status")
+            .join(format!("{name}.ready"))
+            .exists()
+    }
+
+    /// The file of `name` in the WAL directory.
+    pub fn wal_path(&self, name: &WalFileName) -> PathBuf {
+        self.wal_dir.join(name.to_string())
+    }
+
+    /// The claim on pushing `name`, or `None` while someone else pushes it.
+    pub fn claim(&self, name: &WalFileName) -> Result<Option<fs::File>> {
+        let io = |e| Error::local_io(&self.records, e);
+        fs::create_dir_all(&self.records).map_err(io)?;
+        try_hold(&self.records.join(format!("{name}.lock"))).map_err(io)
+    }
+
+    /// The claim on `name`, waiting up to `wait` while another process (the archiver)
+    /// pushes it; `None` when that push takes longer (then the caller pushes anyway: a
+    /// second push of the same file is idempotent, only wasted work).
+    pub fn claim_wait(
+        &self,
+        name: &WalFileName,
+        wait: std::time::Duration,
+    ) -> Result<Option<fs::File>> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(held) = self.claim(name)? {
+                return Ok(Some(held));
+            }
+            if started.elapsed() > wait {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Records that `name` is durably stored, with the xxh3-64 of each half its content had
@@ -145,20 +197,37 @@ impl Ahead {
         sync_dir(&self.records).map_err(io)
     }
 
-    fn clean_stale(&self) {
+    /// Removes the records and claims of files PostgreSQL no longer waits for (marked
+    /// done, or gone), and temporary files a killed archiver left: all of them when
+    /// `writing` is false (only the archiver writes records, and it is not writing now),
+    /// else those older than a minute.
+    pub fn clean_stale(&self, writing: bool) {
         let Ok(entries) = fs::read_dir(&self.records) else {
             return;
         };
+        let status = self.wal_dir.join("archive_status");
         for e in entries.flatten() {
             let file = e.file_name();
             let Some(name) = file.to_str() else { continue };
-            let gone = match name.strip_suffix(".json") {
-                Some(wal) => !self.wal_dir.join(wal).exists(),
-                // A temporary file left by a killed call.
-                None => name.ends_with(".tmp"),
-            };
-            if gone {
-                let _ = fs::remove_file(e.path());
+            let waiting = |wal: &str| status.join(format!("{wal}.ready")).exists();
+            if let Some(wal) = name.strip_suffix(".json") {
+                if !waiting(wal) {
+                    let _ = fs::remove_file(e.path());
+                }
+            } else if let Some(wal) = name.strip_suffix(".lock") {
+                // Only a claim nobody holds: nobody pushes a file that is not waiting.
+                if wal.parse::<WalFileName>().is_ok()
+                    && !waiting(wal)
+                    && let Ok(Some(_held)) = try_hold(&e.path())
+                {
+                    let _ = fs::remove_file(e.path());
+                }
+            } else if name.ends_with(".tmp") && name.starts_with('.') {
+                let old = e.metadata().ok().and_then(|m| m.modified().ok());
+                // A temporary file of a record being written now is young.
+                if !writing || old.is_some_and(|t| t.elapsed().unwrap_or_default().as_secs() > 60) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
     }

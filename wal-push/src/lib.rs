@@ -6,11 +6,13 @@
 //! with the same sha256). Anything doubtful exits non-zero and PostgreSQL retries later.
 //!
 //! The push of one segment reads top to bottom as the steps PostgreSQL waits on; storing it
-//! under its name (create-only, or proving what is there) is `store`, look-ahead `ahead`.
+//! under its name (create-only, or proving what is there) is `store`; the background
+//! archiver that pushes the next files before PostgreSQL asks is `archiver`, and the records
+//! it leaves for the calls `ahead`.
 
 use std::io::Read;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use pitrkit::args::FileArg;
@@ -26,6 +28,7 @@ use pitrkit::settings::{RepoArgs, Settings};
 use serde::{Deserialize, Serialize};
 
 mod ahead;
+mod archiver;
 mod store;
 use ahead::Ahead;
 use store::{Sealed, store_segment};
@@ -53,11 +56,15 @@ pub struct Cli {
     /// zstd compression level, 1-19; 0 stores the file uncompressed [default: 3]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub compress_level: Option<i32>,
-    /// Files pushed at once: this one and the next ones PostgreSQL has marked ready
-    /// (pg_wal/archive_status), whose later calls then return at once [default: the CPUs
-    /// up to 4 for a directory, 2 to 8 for S3]; 1 pushes only this file
+    /// Files a background archiver pushes at once, ahead of PostgreSQL's calls, from the
+    /// ones PostgreSQL has marked ready (pg_wal/archive_status); their calls then only
+    /// check the file against the archiver's record [default: 4 for a directory, 8 for
+    /// S3]; 1 runs no archiver: each call pushes its own file
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
+    /// Run as the background archiver of the data directory PATH lies in (started by a call)
+    #[arg(long, hide = true)]
+    pub archiver_daemon: bool,
     #[command(flatten)]
     pub repo: RepoArgs,
 }
@@ -77,6 +84,14 @@ pub struct PushReport {
     pub status: String,
 }
 
+/// How long a call waits for the archiver's push of its file before pushing it itself.
+const CLAIM_WAIT: Duration = Duration::from_secs(120);
+
+/// Bytes of segments the background archiver holds in memory at most (its files being
+/// compressed, at their full size, and compressed files on their way to the store): the
+/// bound on its memory however many pushes `--jobs` lets fly.
+const ARCHIVER_BUDGET: usize = 40 << 20;
+
 pub fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let settings = Settings::from_args(&cli.repo)?;
@@ -85,79 +100,94 @@ pub fn run(cli: Cli) -> Result<()> {
         .path
         .file()
         .and_then(|p| Ahead::beside(p, &settings.repo_url));
-    // Pushed ahead by an earlier call: prove the record matches this very file, then answer
-    // without touching the repository.
-    if let (Some(ahead), Some(path)) = (&ahead, cli.path.file())
-        && let Some(mut report) = ahead.take(&name, path)?
-    {
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| default_jobs(&settings.location))
+        .max(1);
+    if cli.archiver_daemon {
+        let ahead = ahead.ok_or_else(|| {
+            Error::Usage("--archiver-daemon needs a PATH in a pg_wal directory".into())
+        })?;
+        return run_archiver(&cli, &settings, &ahead, jobs as usize);
+    }
+    // Pushed ahead earlier: prove the record matches this very file, then answer without
+    // touching the repository.
+    let answered = |ahead: &Ahead, path: &Path| -> Result<bool> {
+        let Some(mut report) = ahead.take(&name, path)? else {
+            return Ok(false);
+        };
         report.seconds = pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4);
         if settings.verbose {
             note(format!(
-                "{name}: pushed ahead earlier, record matches the file"
+                "{name}: pushed ahead by the archiver, record matches the file"
             ));
         }
-        return print_report(&report);
-    }
-    let repo = settings.open_repo()?;
-    let level = cli
-        .compress_level
-        .or(settings.compress_level)
-        .unwrap_or(DEFAULT_COMPRESS_LEVEL);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let jobs = cli
-        .jobs
-        .unwrap_or_else(|| default_jobs(&settings.location, cpus))
-        .max(1);
-    // The next files PostgreSQL has marked ready, pushed in the same call.
-    let next: Vec<(WalFileName, PathBuf)> = match &ahead {
-        Some(a) => a.ready_after(&name, jobs as usize - 1),
-        None => vec![],
+        print_report(&report)?;
+        Ok(true)
     };
-    let per_file = (cpus / (next.len() as u32 + 1)).max(1);
-    let sealing = Sealing {
-        sealer: Sealer {
-            level,
-            workers: if per_file > 1 { per_file } else { 0 },
-        },
-        slots: Slots::new(cpus as usize),
-    };
-    let root = RootOnce::default();
-    let push = |(n, path, display): &(WalFileName, FileArg, String)| {
-        push_one(&repo, &root, &sealing, n, path, display, settings.verbose)
-    };
-    let mut all = vec![(name, cli.path.clone(), display)];
-    all.extend(next.into_iter().map(|(n, p)| {
-        let d = p.display().to_string();
-        (n, FileArg::File(p), d)
-    }));
-    let results = std::thread::scope(|s| {
-        let handles: Vec<_> = all.iter().map(|item| s.spawn(|| push(item))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::internal("a push thread panicked")))
-            })
-            .collect::<Vec<_>>()
-    });
-    let mut results = results.into_iter();
-    let mine = results
-        .next()
-        .unwrap_or_else(|| Err(Error::internal("no result for the requested file")));
-    // Look-ahead failures are not this call's: PostgreSQL asks for those files again.
-    if let Some(a) = &ahead {
-        for ((n, _, _), r) in all.iter().skip(1).zip(results) {
-            match r {
-                Ok((report, hash)) => a.record(n, &report, hash)?,
-                Err(e) => note(format!(
-                    "{n}: push ahead failed, left for its own call: {e}"
-                )),
-            }
+    let background = ahead.as_ref().filter(|_| jobs > 1);
+    let mut _claim = None;
+    if let (Some(ahead), Some(path)) = (background, cli.path.file()) {
+        if answered(ahead, path)? {
+            return Ok(());
+        }
+        archiver::ensure(ahead, &signature(&cli, &settings));
+        // While the archiver pushes this file, wait for it rather than push it twice.
+        _claim = ahead.claim_wait(&name, CLAIM_WAIT)?;
+        if answered(ahead, path)? {
+            return Ok(());
         }
     }
-    let (mut report, _) = mine?;
+    let repo = settings.open_repo()?;
+    let sealing = Sealing::new(&cli, &settings, None);
+    let root = RootOnce::default();
+    let (mut report, _) = push_one(
+        &repo,
+        &root,
+        &sealing,
+        &name,
+        &cli.path,
+        &display,
+        settings.verbose,
+    )?;
     report.seconds = pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4);
     print_report(&report)
+}
+
+/// The background archiver (see `archiver`): this process pushes, with `jobs` in flight,
+/// the files PostgreSQL marks ready in `ahead`'s directory until it has reason to stop.
+fn run_archiver(cli: &Cli, settings: &Settings, ahead: &Ahead, jobs: usize) -> Result<()> {
+    let repo = settings.open_repo()?;
+    let sealing = Sealing::new(cli, settings, Some(ARCHIVER_BUDGET));
+    let root = RootOnce::default();
+    archiver::run(ahead, &signature(cli, settings), jobs, |name, path| {
+        let display = path.display().to_string();
+        let file = FileArg::File(path.to_path_buf());
+        push_one(&repo, &root, &sealing, name, &file, &display, false)
+    })
+}
+
+/// What an archiver's work depends on besides the file: its flags and environment and the
+/// configuration file's identity. A call with another signature replaces the archiver.
+fn signature(cli: &Cli, settings: &Settings) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", cli.repo).hash(&mut h);
+    (cli.compress_level, cli.jobs, &settings.repo_url).hash(&mut h);
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PITR"))
+        .collect();
+    env.sort();
+    env.hash(&mut h);
+    if let Some(meta) = settings
+        .config_path
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.len(), meta.mtime(), meta.mtime_nsec(), meta.ino()).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 fn print_report(report: &PushReport) -> Result<()> {
@@ -166,21 +196,48 @@ fn print_report(report: &PushReport) -> Result<()> {
     Ok(())
 }
 
-/// Files pushed in parallel per call: the CPUs on a local disk, more for an object store,
-/// where each file mostly waits on round trips.
-fn default_jobs(location: &pitrkit::settings::RepoLocation, cpus: u32) -> u32 {
+/// Pushes the background archiver keeps in flight: more than the CPUs (only as many
+/// compress at once), so that the others' round trips and fsyncs overlap; more for an object
+/// store, where each file mostly waits on round trips.
+fn default_jobs(location: &pitrkit::settings::RepoLocation) -> u32 {
     match location {
-        pitrkit::settings::RepoLocation::Dir(_) => cpus.clamp(1, 4),
-        pitrkit::settings::RepoLocation::S3 { .. } => cpus.clamp(2, 8),
+        pitrkit::settings::RepoLocation::Dir(_) => 4,
+        pitrkit::settings::RepoLocation::S3 { .. } => 8,
     }
 }
 
-/// How a call seals its files: at most one per CPU at a time (the rest wait for a slot
-/// before reading), so with `--jobs` above the CPUs the first files reach the store while the
-/// others compress, and only as many segment buffers exist as can be busy.
+/// How a process seals its files: at most one per CPU at a time (the rest wait for a slot
+/// before reading), so with `--jobs` above the CPUs the first files reach the store while
+/// the others compress; and, in the archiver, within a budget of bytes held in memory.
 struct Sealing {
     sealer: Sealer,
     slots: Slots,
+    /// KiB of file and sealed bytes in memory at most.
+    budget: Option<Slots>,
+}
+
+impl Sealing {
+    fn new(cli: &Cli, settings: &Settings, budget: Option<usize>) -> Self {
+        let level = cli
+            .compress_level
+            .or(settings.compress_level)
+            .unwrap_or(DEFAULT_COMPRESS_LEVEL);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Sealing {
+            // One file compresses on several threads only where there is nothing else to
+            // do: a call's own push. The archiver has one file per CPU instead.
+            sealer: Sealer {
+                level,
+                workers: if budget.is_none() && cpus > 1 {
+                    cpus as u32
+                } else {
+                    0
+                },
+            },
+            slots: Slots::new(cpus),
+            budget: budget.map(|b| Slots::new(b >> 10)),
+        }
+    }
 }
 
 /// Validates, seals and stores one WAL file (or finds it stored already). Also returns the
@@ -209,6 +266,12 @@ fn push_one(
     } else {
         None
     };
+    // In the archiver: room for the whole file before it is read, then for what it sealed
+    // to until it is stored.
+    let mut budget = sealing
+        .budget
+        .as_ref()
+        .map(|b| b.take_n((len as usize >> 10) + 1));
     let key = Repository::wal_key(&name);
     // Segments hold rows; history and backup-history files hold only positions.
     let class = if name.has_wal_pages() {
@@ -243,6 +306,9 @@ fn push_one(
         (sealed.map(|s| (s, hashed.digests(), summary)), probe.join())
     });
     let ((stored, envelope), hash, summary) = sealed.map_err(|e| Error::local_io(&display, e))?;
+    if let Some(b) = &mut budget {
+        b.shrink_to((stored.len() >> 10) + 1);
+    }
     // A segment whose records can't be read past its header still archives: the summary
     // only makes the recovery window exact, and `pitr-check index` says what lacks one.
     let summary = match summary {

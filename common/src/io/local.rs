@@ -23,6 +23,30 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// An exclusive `flock` on `path` (created if missing), or `None` while another open file
+/// holds it. The kernel drops it with the process, however that ends, so a lock never
+/// outlives a crashed holder: helpers and the calls they serve use it to claim work.
+pub fn try_hold(path: &Path) -> io::Result<Option<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether some process holds the lock [`try_hold`] takes on `path` now.
+pub fn held_elsewhere(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
+}
+
 /// A temporary file beside its final name, removed when dropped unless
 /// [`TempFile::persist`]ed: whatever fails between writing and publishing, nothing is left
 /// under a name anyone reads, and the temporary name starts with `.` so no listing shows it.

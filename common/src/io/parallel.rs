@@ -45,8 +45,10 @@ pub fn map<T: Sync, R: Send>(
 /// A counting semaphore: at most `n` holders at once. Lets more items be in flight than
 /// there are cores (their round trips overlap) while only as many as there are cores do the
 /// CPU-bound part, so each finishes its compression sooner, starts its upload sooner, and
-/// holds its big buffers for less time.
+/// holds its big buffers for less time. Weighted ([`Slots::take_n`]), it is a memory budget:
+/// an item reserves what it may need at most and gives back what it did not use.
 pub struct Slots {
+    capacity: usize,
     free: Mutex<usize>,
     freed: std::sync::Condvar,
 }
@@ -54,6 +56,7 @@ pub struct Slots {
 impl Slots {
     pub fn new(n: usize) -> Self {
         Slots {
+            capacity: n.max(1),
             free: Mutex::new(n.max(1)),
             freed: std::sync::Condvar::new(),
         }
@@ -61,22 +64,45 @@ impl Slots {
 
     /// Waits for a free slot; it is given back when the guard drops.
     pub fn take(&self) -> Slot<'_> {
+        self.take_n(1)
+    }
+
+    /// Waits until `n` units are free (all of them, for an `n` above the capacity, so that
+    /// one oversized item still runs, alone) and takes them until the guard drops.
+    pub fn take_n(&self, n: usize) -> Slot<'_> {
+        let n = n.clamp(1, self.capacity);
         let mut free = lock(&self.free);
-        while *free == 0 {
+        while *free < n {
             free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
         }
-        *free -= 1;
-        Slot(self)
+        *free -= n;
+        Slot { slots: self, n }
     }
 }
 
-/// One taken slot of [`Slots`].
-pub struct Slot<'a>(&'a Slots);
+/// Units taken from [`Slots`], given back when dropped.
+pub struct Slot<'a> {
+    slots: &'a Slots,
+    n: usize,
+}
+
+impl Slot<'_> {
+    /// Gives back all but `keep` units (at least one stays held until the guard drops).
+    pub fn shrink_to(&mut self, keep: usize) {
+        let keep = keep.clamp(1, self.n);
+        let back = self.n - keep;
+        if back > 0 {
+            self.n = keep;
+            *lock(&self.slots.free) += back;
+            self.slots.freed.notify_all();
+        }
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        *lock(&self.0.free) += 1;
-        self.0.freed.notify_one();
+        *lock(&self.slots.free) += self.n;
+        self.slots.freed.notify_all();
     }
 }
 
@@ -105,6 +131,27 @@ mod tests {
         })
         .unwrap();
         assert_eq!(most.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn weighted_slots_give_back_what_is_not_used() {
+        let budget = Slots::new(10);
+        let mut a = budget.take_n(8);
+        assert_eq!(*lock(&budget.free), 2);
+        a.shrink_to(3);
+        assert_eq!(*lock(&budget.free), 7);
+        // More than the capacity waits for all of it, then runs alone.
+        let waiter = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let _all = budget.take_n(50);
+                *lock(&budget.free)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(a);
+            h.join().unwrap()
+        });
+        assert_eq!(waiter, 0);
+        assert_eq!(*lock(&budget.free), 10);
     }
 
     #[test]

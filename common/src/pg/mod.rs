@@ -5,6 +5,7 @@
 pub mod datadir;
 pub mod db;
 pub mod major;
+pub mod postmaster;
 pub mod target;
 pub mod wal;
 pub mod walrecord;

@@ -1,7 +1,8 @@
-//! The speed paths' correctness: look-ahead archiving under load (every segment archived
-//! and byte-identical, later calls answered from records), a wal-push killed mid-batch
-//! (nothing lost, nothing recorded that isn't stored), and prefetching recovery (same data
-//! as without, the prefetch directory empty afterwards).
+//! The speed paths' correctness: the background archiver under load, killed again and
+//! again (every segment archived and byte-identical, later calls answered from records,
+//! nothing recorded that isn't stored, the archiver gone with its postmaster), calls and
+//! archivers killed at many moments of a batch (nothing lost), and prefetching recovery
+//! (same data as without, the prefetch directory empty afterwards).
 
 #![allow(clippy::unwrap_used)] // tests: a panic with its message is the failure report
 
@@ -37,59 +38,151 @@ fn fetch_bytes(s: &Site, name: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// The pids of running processes whose command line contains every one of `words`.
+fn processes_with(words: &[&str]) -> Vec<u32> {
+    let mut pids = vec![];
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
+        if !zombie && words.iter().all(|w| cmd.contains(w)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn kill9(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+}
+
+/// Every record the archiver left names a segment the repository holds, with the
+/// recorded digest.
+fn records_are_stored(s: &Site, ahead_dir: &Path, fetch: impl Fn(&str) -> Option<Vec<u8>>) {
+    let Ok(d) = fs::read_dir(ahead_dir) else {
+        return;
+    };
+    for e in d.flatten() {
+        let n = e.file_name().into_string().unwrap();
+        let Some(seg) = n.strip_suffix(".json") else {
+            continue;
+        };
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue; // cleaned up meanwhile
+        };
+        let stored = fetch(seg);
+        assert!(
+            stored.is_some(),
+            "{}: record for unstored {seg}",
+            s.sb.path().display()
+        );
+        assert!(text.contains("\"report\""), "{text}");
+    }
+}
+
 fn lookahead_under_load(backend: Backend) {
     // Segments stay in pg_wal (wal_keep_size) so each archived one can be compared.
-    let s = site("lookahead", backend, "wal_keep_size = '1GB'\n");
-    let p = &s.primary;
+    let mut s = site("lookahead", backend, "wal_keep_size = '1GB'\n");
     // A backlog, as when a busy primary outruns its archiver: archiving paused while
-    // segments pile up, then resumed with look-ahead.
-    p.sql("alter system set archive_command = 'false'");
-    p.sql("select pg_reload_conf()");
-    p.client("pgbench", &["-i", "-s", "3", "-q", "postgres"])
+    // segments pile up, then resumed with the background archiver.
+    s.primary.sql("alter system set archive_command = 'false'");
+    s.primary.sql("select pg_reload_conf()");
+    s.primary
+        .client("pgbench", &["-i", "-s", "3", "-q", "postgres"])
         .assert_ok();
     // Many small segments quickly: the archiver falls behind and finds several ready.
-    p.sql(
+    s.primary.sql(
         "do $$ begin for i in 1..24 loop \
            update pgbench_accounts set abalance = abalance + 1 where aid % 50 = i; \
            perform pg_switch_wal(); end loop; end $$",
     );
-    p.sql(&format!(
+    s.primary.sql(&format!(
         "alter system set archive_command = '{} --config {} --jobs 4 %p'",
         s.sb.bin("wal-push").display(),
         s.repo.config.display()
     ));
-    p.sql("select pg_reload_conf()");
-    // And load while it catches up.
-    p.client("pgbench", &["-T", "5", "-c", "4", "-j", "2", "postgres"])
-        .assert_ok();
+    s.primary.sql("select pg_reload_conf()");
+    let ahead_dir = s.primary.data.join("pg_wal/pitrkit-ahead");
+    let pid_file = ahead_dir.join(".archiver.pid");
+    let archiver_pid = || -> Option<u32> {
+        let text = fs::read_to_string(&pid_file).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
+    };
+    // Load while it catches up, and kill -9 the archiver again and again meanwhile:
+    // PostgreSQL's next call starts another.
+    let mut killed = 0;
+    std::thread::scope(|sc| {
+        let load = sc.spawn(|| {
+            s.primary
+                .client("pgbench", &["-T", "6", "-c", "4", "-j", "2", "postgres"])
+                .assert_ok();
+        });
+        let mut last = None;
+        while !load.is_finished() {
+            std::thread::sleep(Duration::from_millis(350));
+            if let Some(pid) = archiver_pid().filter(|p| Some(*p) != last) {
+                kill9(pid);
+                last = Some(pid);
+                killed += 1;
+            }
+        }
+        load.join().unwrap();
+    });
+    println!("archiver killed {killed} times under load");
     s.archive_now();
-    assert!(
-        p.log_text().matches("archive command failed").count()
-            == p.sql("select failed_count from pg_stat_archiver")
-                .parse::<usize>()
-                .unwrap(),
+    let failed: usize = s
+        .primary
+        .sql("select failed_count from pg_stat_archiver")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        s.primary
+            .log_text()
+            .matches("archive command failed")
+            .count(),
+        failed,
         "only the paused archiver's failures"
     );
-    assert!(
-        !p.log_text().contains("push ahead failed"),
-        "{}",
-        p.log_text()
-    );
-    let done = done_segments(&p.data);
+    let done = done_segments(&s.primary.data);
     assert!(done.len() >= 25, "{done:?}");
     for seg in &done {
-        let local = fs::read(p.data.join("pg_wal").join(seg)).unwrap();
+        let local = fs::read(s.primary.data.join("pg_wal").join(seg)).unwrap();
         assert!(fetch_bytes(&s, seg) == local, "{seg} differs from pg_wal");
     }
-    let log = p.log_text();
+    records_are_stored(&s, &ahead_dir, |seg| Some(fetch_bytes(&s, seg)));
+    let log = s.primary.log_text();
     let ahead = log.matches("\"status\":\"pushed-ahead\"").count();
     assert!(ahead > 0, "no call was answered from a record:\n{log}");
     println!(
-        "{ahead} of {} calls answered from look-ahead records",
+        "{ahead} of {} calls answered from the archiver's records",
         done.len()
     );
-    // Records are used up by the calls they answer.
-    let left: Vec<_> = fs::read_dir(p.data.join("pg_wal/pitrkit-ahead"))
+    // The archiver goes with its postmaster, and takes its records and lock along.
+    let pid = archiver_pid().expect("an archiver runs after the load");
+    s.primary.stop();
+    let started = std::time::Instant::now();
+    while processes_with(&["--archiver-daemon"]).contains(&pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "archiver {pid} still runs 10 s after its postmaster stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<_> = fs::read_dir(&ahead_dir)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
@@ -105,9 +198,9 @@ fn lookahead_under_load_on_s3() {
     lookahead_under_load(Backend::S3);
 }
 
-/// kill -9 at many points of a look-ahead batch, then the calls PostgreSQL would retry:
-/// every segment ends up stored and byte-identical, and no record ever names a segment the
-/// repository lacks.
+/// kill -9 of the call and of the archiver it started, at many moments of a batch, then
+/// the calls PostgreSQL would retry: every segment ends up stored and byte-identical, and
+/// no record ever names a segment the repository lacks.
 #[test]
 fn a_killed_batch_loses_nothing_and_records_nothing_unstored() {
     let s = site("killed", Backend::Fs, "");
@@ -129,8 +222,15 @@ fn a_killed_batch_loses_nothing_and_records_nothing_unstored() {
         fs::write(wal.join(seg), fetch_bytes(&s, seg)).unwrap();
     }
     let repo2 = s.sb.path().join("repo2");
+    let repo2_arg = repo2.to_str().unwrap().to_string();
     let objects = |seg: &str| repo2.join(format!("wal/{}/{seg}.zst", &seg[..8]));
-    for (round, delay_ms) in [1u64, 8, 20, 40, 70, 120].iter().enumerate() {
+    let kill_archivers = || {
+        for pid in processes_with(&["--archiver-daemon", &repo2_arg]) {
+            kill9(pid);
+        }
+    };
+    let mut answered_ahead = 0;
+    for (round, delay_ms) in [1u64, 8, 20, 40, 70, 120, 200].iter().enumerate() {
         let _ = fs::remove_dir_all(&repo2);
         let _ = fs::remove_dir_all(wal.join("pitrkit-ahead"));
         for seg in &segs {
@@ -138,7 +238,7 @@ fn a_killed_batch_loses_nothing_and_records_nothing_unstored() {
         }
         let mut c = s.sb.tool("wal-push");
         c.current_dir(wal.parent().unwrap())
-            .args(["--repo", repo2.to_str().unwrap(), "--jobs", "6"])
+            .args(["--repo", &repo2_arg, "--jobs", "6"])
             .arg(format!("pg_wal/{}", segs[0]))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
@@ -146,34 +246,30 @@ fn a_killed_batch_loses_nothing_and_records_nothing_unstored() {
         std::thread::sleep(Duration::from_millis(*delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        // Nothing recorded that isn't stored.
-        if let Ok(d) = fs::read_dir(wal.join("pitrkit-ahead")) {
-            for e in d.flatten() {
-                let n = e.file_name().into_string().unwrap();
-                if let Some(seg) = n.strip_suffix(".json") {
-                    assert!(
-                        objects(seg).exists(),
-                        "round {round}: record for unstored {seg}"
-                    );
-                }
-            }
-        }
-        // PostgreSQL retries, in order, one call per segment.
+        // The call is dead, so it starts no more archivers: kill the one it started.
+        kill_archivers();
+        records_are_stored(&s, &wal.join("pitrkit-ahead"), |seg| {
+            objects(seg).exists().then(Vec::new)
+        });
+        // PostgreSQL retries, in order, one call per segment (with an archiver again).
         for seg in &segs {
             let mut c = s.sb.tool("wal-push");
             c.current_dir(wal.parent().unwrap())
-                .args(["--repo", repo2.to_str().unwrap()])
+                .args(["--repo", &repo2_arg])
                 .arg(format!("pg_wal/{seg}"));
-            run(c).assert_ok();
+            let out = run(c);
+            out.assert_ok();
+            answered_ahead += usize::from(out.stdout.contains("pushed-ahead"));
             fs::rename(
                 wal.join(format!("archive_status/{seg}.ready")),
                 wal.join(format!("archive_status/{seg}.done")),
             )
             .unwrap();
         }
+        kill_archivers();
         for seg in &segs {
             let mut c = s.sb.tool("wal-fetch");
-            c.args(["--repo", repo2.to_str().unwrap(), seg, "-"]);
+            c.args(["--repo", &repo2_arg, seg, "-"]);
             let out = c.output().unwrap();
             assert!(out.status.success(), "round {round}: {seg}");
             assert!(
@@ -182,6 +278,7 @@ fn a_killed_batch_loses_nothing_and_records_nothing_unstored() {
             );
         }
     }
+    println!("{answered_ahead} retried calls answered from records");
 }
 
 /// Recovery with prefetch (the default) reaches the same rows as without, and leaves no

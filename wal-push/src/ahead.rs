@@ -14,13 +14,13 @@
 //! checks its record.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use pitrkit::error::{Error, Result};
 use pitrkit::io::buffer::PageBuf;
-use pitrkit::io::local::{TempFile, sync_dir, try_hold};
+use pitrkit::io::local::try_hold;
 use pitrkit::pg::wal::WalFileName;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -179,6 +179,10 @@ impl Ahead {
 
     /// Records that `name` is durably stored, with the xxh3-64 of each half its content had
     /// while it was read for the push; called only after the store confirmed it.
+    ///
+    /// The record itself is not fsynced: it is written after the file is durably stored,
+    /// so no crash can leave a record of something not stored, and a record lost or torn
+    /// by a crash (it then fails to parse) only means one more idempotent push.
     pub fn record(&self, name: &WalFileName, report: &PushReport, halves: [u64; 2]) -> Result<()> {
         let record = Record {
             format_version: RECORD_FORMAT,
@@ -190,17 +194,24 @@ impl Ahead {
         let rp = self.record_path(name);
         let io = |e| Error::local_io(&rp, e);
         fs::create_dir_all(&self.records).map_err(io)?;
-        let mut tmp = TempFile::create_beside(&rp).map_err(io)?;
-        tmp.write_all(&serde_json::to_vec(&record).map_err(Error::internal)?)
-            .map_err(io)?;
-        tmp.persist(&rp).map_err(io)?;
-        sync_dir(&self.records).map_err(io)
+        let tmp = self.records.join(format!(
+            ".{name}.json.{}.{:08x}.tmp",
+            std::process::id(),
+            rand_u32()
+        ));
+        let text = serde_json::to_vec(&record).map_err(Error::internal)?;
+        fs::write(&tmp, text)
+            .and_then(|()| fs::rename(&tmp, &rp))
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+            .map_err(io)
     }
 
     /// Removes the records and claims of files PostgreSQL no longer waits for (marked
-    /// done, or gone), and temporary files a killed archiver left: all of them when
-    /// `writing` is false (only the archiver writes records, and it is not writing now),
-    /// else those older than a minute.
+    /// done, or gone), and temporary files a killed process left: all of them when
+    /// `writing` is false (the archiver, before it starts and after it stops: a call's own
+    /// record it removes is only a hint lost), else those older than a minute.
     pub fn clean_stale(&self, writing: bool) {
         let Ok(entries) = fs::read_dir(&self.records) else {
             return;
@@ -231,6 +242,18 @@ impl Ahead {
             }
         }
     }
+}
+
+/// A name for a temporary file no other writer picks (a thread of this process or another).
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .elapsed()
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() as u32
 }
 
 /// A reader that hashes (xxh3-64) what passes through it: the first half of `len` bytes

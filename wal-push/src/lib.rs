@@ -141,7 +141,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let repo = settings.open_repo()?;
     let sealing = Sealing::new(&cli, &settings, None);
     let root = RootOnce::default();
-    let (mut report, _) = push_one(
+    let (mut report, halves) = push_one(
         &repo,
         &root,
         &sealing,
@@ -150,6 +150,11 @@ pub fn run(cli: Cli) -> Result<()> {
         &display,
         settings.verbose,
     )?;
+    // Until PostgreSQL marks it done, the archiver must not push it again: a record tells
+    // it (a hint only: without it, one more idempotent push).
+    if let Some(ahead) = background {
+        let _ = ahead.record(&name, &report, halves);
+    }
     report.seconds = pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4);
     print_report(&report)
 }
@@ -160,6 +165,9 @@ fn run_archiver(cli: &Cli, settings: &Settings, ahead: &Ahead, jobs: usize) -> R
     let repo = settings.open_repo()?;
     let sealing = Sealing::new(cli, settings, Some(ARCHIVER_BUDGET));
     let root = RootOnce::default();
+    // Read before the first pushes start, so that none of them needs a probe (a failure
+    // here is met again, and reported, by the pushes).
+    let _ = root.get(&repo);
     archiver::run(ahead, &signature(cli, settings), jobs, |name, path| {
         let display = path.display().to_string();
         let file = FileArg::File(path.to_path_buf());
@@ -280,17 +288,26 @@ fn push_one(
         Class::Metadata
     };
     // Read, hash and compress while the repository answers whether the file is there
-    // already: on a remote store the round trips cost as much as the compression.
-    let (sealed, probe) = std::thread::scope(|s| {
-        let probe = s.spawn(|| -> Result<_> {
-            let root = root.get(repo)?;
-            let existing = match repo.store().get_prefix(&key, ENVELOPE_LEN) {
-                // S3 without s3:ListBucket answers 403 for a missing key: find out by the
-                // create-only write below (412 when it exists), then read what is there.
-                Err(Error::Denied(_)) => None,
-                other => other?,
-            };
-            Ok((root, existing))
+    // already: on a remote store the round trips cost as much as the compression. The root
+    // and the probe are asked at once (one round trip of waiting, not two). A process that
+    // has read the root already and knows the store honours create-only writes (the
+    // archiver, from its second file on) skips the probe: the create-only PUT answers the
+    // same question, and the summary then waits for that answer.
+    let probing = root
+        .cached()
+        .is_none_or(|r| r.conditional_create != Some(true));
+    let (sealed, root_read, existing) = std::thread::scope(|s| {
+        let root_read = s.spawn(|| root.get(repo));
+        let probe = probing.then(|| {
+            s.spawn(|| -> Result<Option<Vec<u8>>> {
+                match repo.store().get_prefix(&key, ENVELOPE_LEN) {
+                    // S3 without s3:ListBucket answers 403 for a missing key: find out by
+                    // the create-only write below (412 when it exists), then read what is
+                    // there.
+                    Err(Error::Denied(_)) => Ok(None),
+                    other => other,
+                }
+            })
         });
         let slot = sealing.slots.take();
         let mut hashed = ahead::Hashing::new((&head[..]).chain(&mut input), len);
@@ -303,7 +320,12 @@ fn push_one(
             .seal_reader(&mut summing, len, repo.keys(), class);
         let summary = summing.summarizer.map(|s| s.finish(&display));
         drop(slot);
-        (sealed.map(|s| (s, hashed.digests(), summary)), probe.join())
+        let existing = probe.map(joined).transpose();
+        (
+            sealed.map(|s| (s, hashed.digests(), summary)),
+            joined(root_read),
+            existing,
+        )
     });
     let ((stored, envelope), hash, summary) = sealed.map_err(|e| Error::local_io(&display, e))?;
     if let Some(b) = &mut budget {
@@ -328,8 +350,8 @@ fn push_one(
             ),
         ));
     }
-    let probe = probe.map_err(|_| Error::internal("repository probe thread panicked"))?;
-    let (root, existing) = probe?;
+    let root = root_read?;
+    let existing = existing?.flatten();
     let root = match &header {
         Some(h) => Some(repo.check_cluster(root, &display, &h.into())?),
         None => root,
@@ -345,7 +367,7 @@ fn push_one(
     // archiver's wait. A segment found stored already gets its summary only once this file
     // is proven the same (a refused push must leave the repository as it was); either way
     // the first summary of a segment stays (`summary::store`).
-    let new_segment = existing.is_none();
+    let new_segment = probing && existing.is_none();
     let (status, summary_put) = std::thread::scope(|s| {
         let summary_put = summary
             .as_ref()
@@ -385,12 +407,22 @@ fn push_one(
     Ok((report, hash))
 }
 
-/// The repository root, read once per call however many files the call pushes (one
-/// round trip each on S3). Not cached while there is none: the first push creates it.
+/// The result of a helper thread of [`push_one`].
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(Error::internal("repository probe thread panicked")))
+}
+
+/// The repository root, read once per process however many files it pushes (one round
+/// trip each on S3). Not cached while there is none: the first push creates it.
 #[derive(Default)]
 struct RootOnce(std::sync::Mutex<Option<RepoRoot>>);
 
 impl RootOnce {
+    fn cached(&self) -> Option<RepoRoot> {
+        pitrkit::io::lock(&self.0).clone()
+    }
+
     fn get(&self, repo: &Repository) -> Result<Option<RepoRoot>> {
         let mut cached = pitrkit::io::lock(&self.0);
         if cached.is_none() {

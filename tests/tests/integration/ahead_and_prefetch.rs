@@ -466,3 +466,107 @@ fn a_killed_prefetcher_costs_nothing_and_none_outlives_its_postmaster() {
         fs::read_dir(&prefetch).map(|d| d.count())
     );
 }
+
+/// The requests each pushed segment costs on S3: the archiver, once it has read the root,
+/// sends a segment and its summary and nothing else; a restore_command call sends one GET.
+#[test]
+fn round_trips_per_segment_on_s3() {
+    let mut s = site("trips", Backend::S3, "");
+    let p = &s.primary;
+    p.sql("create table t as select generate_series(1, 1000) i");
+    let mut segs = vec![];
+    for _ in 0..7 {
+        p.sql("insert into t select generate_series(1, 1000)");
+        segs.push(p.sql("select pg_walfile_name(pg_current_wal_lsn())"));
+        p.sql("select pg_switch_wal()");
+    }
+    s.archive_now();
+    let wal = s.sb.path().join("fake/pg_wal");
+    fs::create_dir_all(wal.join("archive_status")).unwrap();
+    for seg in &segs {
+        fs::write(wal.join(seg), fetch_bytes(&s, seg)).unwrap();
+    }
+    let config2 = s.sb.path().join("repo2.toml");
+    let cfg = fs::read_to_string(&s.repo.config).unwrap();
+    fs::write(&config2, cfg.replace("cluster-a", "cluster-b")).unwrap();
+    let config2 = config2.to_str().unwrap().to_string();
+    let push = |seg: &str, extra: &[&str]| {
+        let mut c = s.sb.tool("wal-push");
+        c.current_dir(wal.parent().unwrap())
+            .args(["--config", &config2])
+            .args(extra)
+            .arg(format!("pg_wal/{seg}"));
+        run(c).assert_ok();
+        fs::rename(
+            wal.join(format!("archive_status/{seg}.ready")),
+            wal.join(format!("archive_status/{seg}.done")),
+        )
+        .unwrap();
+    };
+    // The repository exists (its root written by a first push without archiver).
+    fs::write(wal.join(format!("archive_status/{}.ready", segs[0])), "").unwrap();
+    push(&segs[0], &["--jobs", "1"]);
+    s.repo.s3.as_mut().unwrap().log_requests();
+    for seg in &segs[1..] {
+        fs::write(wal.join(format!("archive_status/{seg}.ready")), "").unwrap();
+    }
+    for seg in &segs[1..] {
+        push(seg, &[]);
+    }
+    for pid in processes_with(&["--archiver-daemon", &config2]) {
+        kill9(pid);
+    }
+    // A restore_command call without prefetch: one GET per segment.
+    for seg in &segs[1..] {
+        let mut c = s.sb.tool("wal-fetch");
+        c.args(["--config", &config2, "--prefetch", "0", seg, "-"]);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{seg}");
+        assert!(out.stdout == fs::read(wal.join(seg)).unwrap(), "{seg}");
+    }
+    let log = s.repo.s3.as_ref().unwrap().log();
+    // s3s logs each request's route once as "resolved route, op: OP, s3_path: … key: "KEY" }".
+    let requests: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("resolved route, op: ").nth(1)?;
+            let op = rest.split(',').next()?.to_string();
+            let key = rest.split("key: \"").nth(1)?.split('"').next()?.to_string();
+            Some((op, key))
+        })
+        .collect();
+    let count = |op: &str, key: &str| {
+        requests
+            .iter()
+            .filter(|(o, k)| o == op && k.ends_with(key))
+            .count()
+    };
+    let (mut probes, mut fetches) = (0, 0);
+    for seg in &segs[1..] {
+        let obj = format!("wal/{}/{seg}.zst", &seg[..8]);
+        assert_eq!(count("PutObject", &obj), 1, "{seg}: {requests:?}");
+        assert_eq!(
+            count(
+                "PutObject",
+                &format!("summaries/{}/{seg}.json.zst", &seg[..8])
+            ),
+            1,
+            "{seg}: {requests:?}"
+        );
+        let gets = count("GetObject", &obj);
+        probes += gets - 1;
+        fetches += 1;
+    }
+    let roots = count("GetObject", "pitrkit.json");
+    println!(
+        "{} requests for {} segments pushed and fetched: {probes} probes, {roots} root reads",
+        requests.len(),
+        fetches
+    );
+    // Each process reads the root once (the call that started the archiver, and the
+    // archiver); only that call probes for its file: the archiver reads the root first and
+    // lets the create-only PUTs answer.
+    assert!(probes <= 1, "{requests:?}");
+    assert!(roots <= 2, "{requests:?}");
+    assert_eq!(requests.len(), 6 * 2 + 6 + probes + roots, "{requests:?}");
+}

@@ -108,6 +108,14 @@ pub fn run(cli: Cli) -> Result<()> {
     let prefetch = prefetch_dir(&cli, &name, dest).map(Prefetch::new);
     if let (Some(p), Some(seg_size)) = (&prefetch, cli.prefetch_daemon) {
         let repo = settings.open_repo()?;
+        // Started before its caller knew the segment size: the repository's root says.
+        let seg_size = match seg_size {
+            0 => match repo.read_root()? {
+                Some(root) => root.wal_segment_size,
+                None => return Ok(()),
+            },
+            n => n,
+        };
         // Downloads at once: two per core, so that a core decompresses while the other
         // download waits on a round trip or an fsync; more only adds memory.
         let jobs = cli
@@ -134,20 +142,35 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    let repo = settings.open_repo()?;
-    let bytes = fetch(&repo, &name, dest, !cli.no_hole_check)?;
-    if let Some(p) = &prefetch {
-        // Prefetching is an optimisation: a failure to start it is a note, not a failure.
-        let started = p.note_restored(&name).and_then(|()| {
-            if alive {
-                Ok(())
-            } else {
-                start_prefetcher(bytes)
+    // No prefetcher yet (the first call of a recovery, or one after it stopped): start it
+    // now, so that it fetches the next segments while this call fetches its own.
+    let spawned = match &prefetch {
+        Some(_) if !alive => match start_prefetcher() {
+            Ok(()) => true,
+            // Prefetching is an optimisation: a failure to start it is a note.
+            Err(e) => {
+                note(format!("prefetching not started: {e}"));
+                false
             }
-        });
-        if let Err(e) = started {
-            note(format!("prefetching not started: {e}"));
+        },
+        _ => false,
+    };
+    let repo = settings.open_repo()?;
+    let bytes = match fetch(&repo, &name, dest, !cli.no_hole_check) {
+        Ok(b) => b,
+        Err(e) => {
+            // Not a segment recovery goes on from (the end of the archive, a hole): the
+            // prefetcher started for it would only wait.
+            if let (Some(p), true) = (&prefetch, spawned) {
+                p.ask_to_stop();
+            }
+            return Err(e);
         }
+    };
+    if let Some(p) = &prefetch
+        && let Err(e) = p.note_restored(&name)
+    {
+        note(format!("prefetcher not told where recovery is: {e}"));
     }
     if settings.verbose {
         note(format!(
@@ -183,10 +206,9 @@ fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &FileArg) -> Option<PathBuf
 }
 
 /// Starts the prefetcher: this program again with the same arguments (see
-/// [`pitrkit::runner::spawn_helper`]).
-fn start_prefetcher(seg_size: u64) -> std::io::Result<()> {
-    let size = seg_size.to_string();
-    pitrkit::runner::spawn_helper(&["--prefetch-daemon".as_ref(), size.as_ref()])
+/// [`pitrkit::runner::spawn_helper`]); it reads the segment size from the repository.
+fn start_prefetcher() -> std::io::Result<()> {
+    pitrkit::runner::spawn_helper(&["--prefetch-daemon".as_ref(), "0".as_ref()])
 }
 
 /// Fetches `name` to `dest` (`-`: stdout), verified before anything appears there.

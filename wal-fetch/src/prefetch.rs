@@ -5,8 +5,10 @@
 //! PostgreSQL asks for one segment at a time and replays it before asking for the next:
 //! fetching inside the call (even many segments at once) leaves the store idle while
 //! PostgreSQL replays and PostgreSQL idle while the call fetches. So the first call that
-//! finds no prefetcher starts one (`wal-fetch --prefetch-daemon`, the same arguments), and
-//! every call that restored a segment tells it where recovery is (`.wanted`).
+//! finds no prefetcher starts one (`wal-fetch --prefetch-daemon`, the same arguments)
+//! before it fetches its own segment, and every call that restored a segment tells it
+//! where recovery is (`.wanted`); a call whose segment is not there asks the prefetcher it
+//! started to stop.
 //!
 //! The prefetcher is supervised by its directory and its caller:
 //! - one per directory: it holds an exclusive lock on `.daemon.lock` while it runs, and
@@ -162,6 +164,11 @@ impl Prefetch {
         }
     }
 
+    /// Asks a running prefetcher to stop (it removes what it fetched), without waiting.
+    pub fn ask_to_stop(&self) {
+        let _ = fs::create_dir_all(&self.dir).and_then(|()| fs::write(self.dir.join(STOP), b""));
+    }
+
     /// The end of recovery: stops the prefetcher (waiting up to `wait` for it) and removes
     /// the directory with everything in it.
     pub fn clear(&self, wait: Duration) -> Result<()> {
@@ -199,9 +206,20 @@ impl Prefetch {
         else {
             return Ok(());
         };
+        // A `.stop` written in the last seconds is for this prefetcher: the call that
+        // started it found no segment to go on from before it got here.
+        let fresh_stop = fs::metadata(self.dir.join(STOP))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(10));
         // Whatever a dead prefetcher left (files, a stale `.stop`) is not to be trusted, and
         // calls serve from here as soon as the lock is held: start empty, or not at all.
         self.remove_contents()?;
+        if fresh_stop {
+            drop(lock);
+            let _ = fs::remove_file(&lock_path);
+            let _ = fs::remove_dir(&self.dir);
+            return Ok(());
+        }
         let postmaster = Postmaster::watching(self.dir.parent().unwrap_or(Path::new(".")));
         let state = Mutex::new(Plan {
             wanted: first,

@@ -570,3 +570,102 @@ fn round_trips_per_segment_on_s3() {
     assert!(roots <= 2, "{requests:?}");
     assert_eq!(requests.len(), 6 * 2 + 6 + probes + roots, "{requests:?}");
 }
+
+/// Recovery from a store 25 ms away (through a latency proxy), with prefetch and without:
+/// the same rows, and a target on timeline 2 stops there, not among timeline 1's later
+/// rows; no prefetched file is left behind.
+#[test]
+fn recovery_at_a_distance_matches_and_follows_the_timeline() {
+    let s = site("distance", Backend::S3, "");
+    let p = &s.primary;
+    p.sql("create table t(i int)");
+    s.backup();
+    for i in 0..6 {
+        p.sql(&format!(
+            "insert into t select generate_series({}, {}); select pg_switch_wal()",
+            i * 20 + 1,
+            i * 20 + 20
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let mid1 = now(p);
+    std::thread::sleep(Duration::from_millis(1100));
+    p.sql("insert into t select generate_series(121, 200)");
+    s.archive_now();
+    // Timeline 2 branches off at mid1 (120 rows) and goes on with its own rows.
+    let mut r = s.restore("tl2", &["--target-time", &mid1]);
+    assert_eq!(r.sql("select count(*) from t"), "120");
+    for i in 0..4 {
+        r.sql(&format!(
+            "insert into t values ({}); select pg_switch_wal()",
+            1000 + i
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let mid2 = now(&r);
+    std::thread::sleep(Duration::from_millis(1100));
+    r.sql("insert into t values (2000)");
+    r.switch_and_wait_archived();
+    r.stop();
+    drop(r);
+
+    let s3_port: u16 = s
+        .repo
+        .s3
+        .as_ref()
+        .unwrap()
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = pitrkit_tests::LatencyProxy::start(s3_port, Duration::from_millis(25));
+    let far = s.sb.path().join("far.toml");
+    let cfg = fs::read_to_string(&s.repo.config).unwrap();
+    fs::write(
+        &far,
+        cfg.replace(&s.repo.s3.as_ref().unwrap().endpoint(), &proxy.endpoint()),
+    )
+    .unwrap();
+    s.sb.chown_to_pg(&far);
+    for (name, prefetch) in [("far-prefetch", true), ("far-direct", false)] {
+        let dir = s.sb.path().join(name);
+        let mut c = s.sb.tool("bb-restore");
+        c.arg("--config").arg(&far).arg("--pgdata").arg(&dir).args([
+            "--archive-mode",
+            "off",
+            "--target-time",
+            &mid2,
+        ]);
+        run(c).assert_ok();
+        let auto = dir.join("postgresql.auto.conf");
+        let text = fs::read_to_string(&auto).unwrap();
+        assert!(text.contains(" %f %p"), "{text}");
+        if !prefetch {
+            fs::write(&auto, text.replace(" %f %p", " --prefetch 0 %f %p")).unwrap();
+        }
+        let mut pg = Pg::at_major(&s.sb, name, s.major);
+        pg.configure("");
+        pg.start_recovery();
+        pg.wait_promoted(Duration::from_secs(120));
+        assert_eq!(
+            pg.sql("select count(*), max(i) from t"),
+            "124|1003",
+            "{name}"
+        );
+        // Promoted from timeline 2 onto 3.
+        assert_eq!(
+            pg.sql("select timeline_id from pg_control_checkpoint()"),
+            "3",
+            "{name}"
+        );
+        let log = pg.log_text();
+        assert!(
+            log.contains("restored log file \"00000002"),
+            "{name}: {log}"
+        );
+        assert!(!dir.join("pg_wal/pitrkit-prefetch").exists(), "{name}");
+        pg.stop();
+    }
+}

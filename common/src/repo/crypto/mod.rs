@@ -175,41 +175,90 @@ impl Keys {
     /// Seals `payload` (already compressed): data with age to the write recipient, metadata
     /// with the recipient-derived metadata key. Returns the scheme, key id and sealed bytes.
     pub fn seal(&self, class: Class, payload: &[u8]) -> Result<(Scheme, Option<KeyId>, Vec<u8>)> {
+        let mut out = Vec::new();
+        let (scheme, key) = self.seal_into(class, payload, &mut out)?;
+        Ok((scheme, key, out))
+    }
+
+    /// [`Keys::seal`], appending the sealed bytes to `out` (after an envelope already there):
+    /// a segment is copied once less.
+    pub fn seal_into(
+        &self,
+        class: Class,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(Scheme, Option<KeyId>)> {
         let Some(r) = &self.0 else {
-            return Ok((Scheme::None, None, payload.to_vec()));
+            out.extend_from_slice(payload);
+            return Ok((Scheme::None, None));
         };
         let (recipient, derived) = &r.write;
-        let sealed = match class {
+        match class {
             Class::Data => {
                 let recipient: &dyn age::Recipient = recipient;
                 let enc = age::Encryptor::with_recipients(std::iter::once(recipient))
                     .map_err(|e| Error::Usage(format!("age: {e}")))?;
-                let mut out = Vec::with_capacity(payload.len() + 256);
+                // age adds its header and 16 bytes per 64 KiB chunk.
+                out.reserve(payload.len() + payload.len() / 4096 + 512);
                 let io = |e: std::io::Error| Error::Usage(format!("age: {e}"));
-                let mut w = enc.wrap_output(&mut out).map_err(io)?;
+                let mut w = enc.wrap_output(&mut *out).map_err(io)?;
                 w.write_all(payload).map_err(io)?;
                 w.finish().map_err(io)?;
-                out
             }
             Class::Metadata => {
                 let mut nonce = [0u8; 24];
                 getrandom::getrandom(&mut nonce)
                     .map_err(|e| Error::Usage(format!("no randomness for a nonce: {e}")))?;
                 let cipher = XChaCha20Poly1305::new(&derived.meta.into());
-                let mut out = nonce.to_vec();
+                out.extend_from_slice(&nonce);
                 out.extend(
                     cipher
                         .encrypt(&nonce.into(), payload)
                         .map_err(|_| Error::Usage("XChaCha20-Poly1305 refused".into()))?,
                 );
-                out
             }
-        };
+        }
         let scheme = match class {
             Class::Data => Scheme::Age,
             Class::Metadata => Scheme::Metadata,
         };
-        Ok((scheme, Some(derived.id), sealed))
+        Ok((scheme, Some(derived.id)))
+    }
+
+    /// The body of the object `key` as a stream of its plain payload: data objects are
+    /// decrypted as they are read (age authenticates each 64 KiB chunk and the end, so a
+    /// reader sees an error, never unauthenticated bytes), with no object-sized buffer;
+    /// others are opened whole by [`Keys::unseal`].
+    pub fn unseal_reader<'a>(
+        &'a self,
+        key: &str,
+        scheme: Scheme,
+        id: KeyId,
+        body: &'a [u8],
+    ) -> Result<Box<dyn Read + Send + 'a>> {
+        if scheme != Scheme::Age {
+            return Ok(Box::new(std::io::Cursor::new(
+                self.unseal(key, scheme, id, body)?,
+            )));
+        }
+        let identity = self.identity(key, id)?;
+        let corrupt = |e: &dyn std::fmt::Display| {
+            Error::corrupt(key, format!("does not decrypt with key {id}: {e}"))
+        };
+        let dec = age::Decryptor::new_buffered(body).map_err(|e| corrupt(&e))?;
+        let r = dec
+            .decrypt(std::iter::once(identity as &dyn age::Identity))
+            .map_err(|e| corrupt(&e))?;
+        Ok(Box::new(r))
+    }
+
+    /// The identity that opens data sealed with key `id`.
+    fn identity(&self, key: &str, id: KeyId) -> Result<&x25519::Identity> {
+        self.0
+            .as_ref()
+            .and_then(|r| r.read.iter().find(|(_, d)| d.id == id))
+            .map(|(i, _)| i)
+            .ok_or_else(|| self.missing(key, id, "identity", "encryption_identity_file"))
     }
 
     /// Opens the body of the object `key`, sealed with `scheme` and key `id`. A missing key is
@@ -222,12 +271,7 @@ impl Keys {
         match scheme {
             Scheme::None => Ok(body.to_vec()),
             Scheme::Age => {
-                let identity = self
-                    .0
-                    .as_ref()
-                    .and_then(|r| r.read.iter().find(|(_, d)| d.id == id))
-                    .map(|(i, _)| i)
-                    .ok_or_else(|| self.missing(key, id, "identity", "encryption_identity_file"))?;
+                let identity = self.identity(key, id)?;
                 let dec = age::Decryptor::new_buffered(body).map_err(|e| corrupt(&e))?;
                 let mut r = dec
                     .decrypt(std::iter::once(identity as &dyn age::Identity))

@@ -37,6 +37,28 @@ fn payload<'a>(
     }
 }
 
+/// [`payload`] as a stream: a data object is decrypted while it is decompressed, with no
+/// buffer of its size.
+fn payload_reader<'a>(
+    key: &str,
+    stored: &'a [u8],
+    env: &Envelope,
+    keys: &'a Keys,
+) -> Result<Box<dyn std::io::BufRead + Send + 'a>> {
+    let body = &stored[ENVELOPE_LEN..];
+    match env.key {
+        None if keys.is_enabled() => Err(Error::corrupt(
+            key,
+            "is not encrypted, in an encrypted repository: refusing it",
+        )),
+        None => Ok(Box::new(body)),
+        Some(id) => Ok(Box::new(std::io::BufReader::with_capacity(
+            STREAM_CHUNK,
+            keys.unseal_reader(key, env.scheme, id, body)?,
+        ))),
+    }
+}
+
 /// How the object's digest was computed.
 fn digester(key: &str, env: &Envelope, keys: &Keys) -> Result<Digester> {
     keys.digester_for(env.key).ok_or_else(|| {
@@ -61,10 +83,12 @@ pub fn open_to(
 ) -> Result<Envelope> {
     let env = Envelope::decode(key, stored)?;
     let digester = digester(key, &env, keys)?;
-    let payload = payload(key, stored, &env, keys)?;
-    let payload = &payload[..];
-    let corrupt =
-        |e: std::io::Error| Error::corrupt(key, format!("zstd payload does not decompress: {e}"));
+    let payload = payload_reader(key, stored, &env, keys)?;
+    let what = match env.key {
+        Some(_) => "payload does not decrypt and decompress",
+        None => "zstd payload does not decompress",
+    };
+    let corrupt = |e: std::io::Error| Error::corrupt(key, format!("{what}: {e}"));
     let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(PageBuf, usize)>(2);
     let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<PageBuf>(3);
     for _ in 0..3 {
@@ -83,8 +107,8 @@ pub fn open_to(
             Ok((ContentDigest(hasher.finish()), total))
         });
         let produced = (|| -> Result<()> {
-            let mut reader: Box<dyn Read> = match env.compression {
-                Compression::None => Box::new(payload),
+            let mut reader: Box<dyn Read + Send> = match env.compression {
+                Compression::None => payload,
                 Compression::Zstd => {
                     Box::new(zstd::stream::read::Decoder::with_buffer(payload).map_err(corrupt)?)
                 }

@@ -203,11 +203,11 @@ impl Sealer {
             Compression::Zstd
         };
         let (scheme, key) = if keys.is_enabled() {
-            let (scheme, key, sealed) = keys
-                .seal(class, &out[ENVELOPE_LEN..])
+            let mut sealed = vec![0u8; ENVELOPE_LEN];
+            let (scheme, key) = keys
+                .seal_into(class, &out[ENVELOPE_LEN..], &mut sealed)
                 .map_err(std::io::Error::other)?;
-            out.truncate(ENVELOPE_LEN);
-            out.extend_from_slice(&sealed);
+            out = sealed;
             (scheme, key)
         } else {
             (Scheme::None, None)

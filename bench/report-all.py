@@ -314,30 +314,30 @@ def best_peer(w, d, kind):
 DT = []   # issue 18 targets
 if DW:
     ws_names = [r["walset"] for r in d_walsets]
-    for w in ws_names:
+    for wn in ws_names:
         for d in dists:
             for kind, lbl in (("push", "Archive"), ("restore", "Restore loop")):
-                a = dv(w, d, "pk", kind)
-                b, bt = best_peer(w, d, kind)
-                tgt = f"{lbl} ≥ 1.5× the best peer ({w}, {dlbl(d)})"
+                a = dv(wn, d, "pk", kind)
+                b, bt = best_peer(wn, d, kind)
+                tgt = f"{lbl} ≥ 1.5× the best peer ({wn}, {dlbl(d)})"
                 if a and b:
                     DT.append((tgt, f"{a:.2f} vs {b:.2f} seg/s ({PEER_LBL[bt]}) = {a / b:.2f}×", verdict(a / b >= 1.5)))
                 else:
                     DT.append((tgt, f"pitrkit {a or '-'}, best peer {b or '-'}", "not measured"))
         if len(dists) > 1:
-            a0, a1 = dv(w, dists[0], "pk", "push"), dv(w, dists[-1], "pk", "push")
+            a0, a1 = dv(wn, dists[0], "pk", "push"), dv(wn, dists[-1], "pk", "push")
             if a0 and a1:
-                DT.append((f"pitrkit archive at {dlbl(dists[-1])} within 15% of its {dlbl(dists[0])} rate ({w})",
+                DT.append((f"pitrkit archive at {dlbl(dists[-1])} within 15% of its {dlbl(dists[0])} rate ({wn})",
                            f"{a1:.2f} vs {a0:.2f} seg/s = {100 * (a1 / a0 - 1):+.1f}%", verdict(a1 >= 0.85 * a0)))
         for d in dists[:1]:
-            a, b = dv(w, d, "pk", "push", "stored_bytes"), dv(w, d, "pgbr59-sync", "push", "stored_bytes")
+            a, b = dv(wn, d, "pk", "push", "stored_bytes"), dv(wn, d, "pgbr59-sync", "push", "stored_bytes")
             if a and b:
-                DT.append((f"Stored bytes ≤ 1.01× pgBackRest 2.59.1 ({w})", f"{int(a):,} vs {int(b):,} B = {a / b:.3f}×", verdict(a / b <= 1.01)))
+                DT.append((f"Stored bytes ≤ 1.01× pgBackRest 2.59.1 ({wn})", f"{int(a):,} vs {int(b):,} B = {a / b:.3f}×", verdict(a / b <= 1.01)))
         for d in dists:
             for kind, lbl in (("push", "archive loop"), ("restore", "restore loop")):
-                a, b = dv(w, d, "pk", kind, "median_s"), dv(w, d, "pk-enc", kind, "median_s")
+                a, b = dv(wn, d, "pk", kind, "median_s"), dv(wn, d, "pk-enc", kind, "median_s")
                 if a and b:
-                    DT.append((f"Encryption ≤ 10% slower: {lbl} ({w}, {dlbl(d)})", f"{a:.2f} s plain, {b:.2f} s encrypted: {100 * (b / a - 1):+.1f}%",
+                    DT.append((f"Encryption ≤ 10% slower: {lbl} ({wn}, {dlbl(d)})", f"{a:.2f} s plain, {b:.2f} s encrypted: {100 * (b / a - 1):+.1f}%",
                                verdict(b / a <= 1.10)))
 cpv = rp_("cp", "median_s") if RPL else None
 for d in dists if DW or any("@" in n for n in RPL) else []:
@@ -376,6 +376,10 @@ if DW:
              " (bench/make-walset-real.sh: pgbench plus updates and inserts of random hex text)" if r["walset"] == "real" else ""))
     for t, r in d_peers.items():
         w(f"- {t}: {esc(r['version'])} ({esc(r['status'])})")
+    w("- The newest peers are not installed by the bench (no peer's code or build script is kept here): pgBackRest 2.59.1")
+    w("  from its release/2.59.1 tag, built with meson/ninja, binary at `/opt/pgbackrest-2.59.1/bin/pgbackrest` (`PGBR_NEW=`);")
+    w("  wal-rus with `cargo install wal-rus --version 0.4.1 --root /opt/wal-rus` (`WALRUS=`); recipes in")
+    w("  `../shared/peers/README.md`, \"Newest peers\". A peer that is missing shows as \"not installed\".")
     w("")
     for r in d_walsets:
         ww = r["walset"]

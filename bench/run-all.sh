@@ -51,7 +51,14 @@
 #   WORKLOADS='wal replay distance sustained backup bbenc'
 #   DISTANCES='0 25' WALSETS='fpi real' DIST_NSEG=32     the distance workload (RUNS runs each, medians)
 #   DIST_TOOLS='pk pk-enc pgbr59-sync pgbr59-async pgbr245-sync pgbr245-async walrus'
-#   PGBR_NEW=/opt/pgbackrest-2.59.1/bin/pgbackrest  WALRUS=/opt/wal-rus/bin/walrus   the newest peers
+#   PGBR_NEW=/opt/pgbackrest-2.59.1/bin/pgbackrest  WALRUS=/opt/wal-rus/bin/walrus   the newest peers, not
+#                            installed by this script (no peer's code or build script lives in this
+#                            repository); see ../shared/peers/README.md, "Newest peers":
+#                              pgBackRest 2.59.1: tag release/2.59.1 of pgbackrest/pgbackrest, the -dev
+#                              packages listed there, `meson setup build -Dlibzstd=enabled && ninja -C
+#                              build`, then copy build/src/pgbackrest to /opt/pgbackrest-2.59.1/bin/
+#                              wal-rus 0.4.1: cargo install wal-rus --version 0.4.1 --root /opt/wal-rus
+#   DIST_REPLAY=1            0: the distance workload leaves the replay variants out
 #   DRAIN_WAIT=15            s to wait after a timed loop for its detached processes to exit (then killed)
 #   REPLAY_SCALE=20          pgbench scale of the replay source cluster
 #   REPLAY_PORT=55436        its port (also the port of every restored copy; 127.0.0.1 + socket)
@@ -85,6 +92,7 @@ DIST_TOOLS=${DIST_TOOLS:-pk pk-enc pgbr59-sync pgbr59-async pgbr245-sync pgbr245
 PGBR_NEW=${PGBR_NEW:-/opt/pgbackrest-2.59.1/bin/pgbackrest}
 WALRUS=${WALRUS:-/opt/wal-rus/bin/walrus}
 DRAIN_WAIT=${DRAIN_WAIT:-15}
+DIST_REPLAY=${DIST_REPLAY:-1}
 REPLAY_SCALE=${REPLAY_SCALE:-20}
 REPLAY_PORT=${REPLAY_PORT:-55436}
 REPLAY_VARIANTS=${REPLAY_VARIANTS:-pk pk-p0 pgbr-sync pgbr-async cp}
@@ -592,7 +600,7 @@ fi
 # (with the distance workload: also pk@D and pgbr59-async@D for every D of DISTANCES, and cp)
 RP_VARIANTS=
 has_wl replay && RP_VARIANTS=$REPLAY_VARIANTS
-if has_wl distance; then
+if has_wl distance && [ "$DIST_REPLAY" = 1 ]; then
   for d in $DISTANCES; do
     sfx=$([ "$d" = 0 ] || echo "@$d")
     RP_VARIANTS+=" pk$sfx"; [ -x "$PGBR_NEW" ] && RP_VARIANTS+=" pgbr59-async$sfx"

@@ -192,7 +192,7 @@ if RPL:
         tgt = f"Recovery from S3 with replay (PostgreSQL, {rp_n} segments): {lbl}"
         if a and b:
             T.append((tgt, f"{RPL['pk']['median_s']} vs {RPL[other]['median_s']} s ({a:.2f} vs {b:.2f} seg/s) = {ratio_txt(a, b)}", verdict(a / b >= goal)))
-        elif other in RPL or "pk" in RPL:
+        elif other in RPL or ("pk" in RPL and "replay" in params.get("WORKLOADS", "replay").split()):
             T.append((tgt, "; ".join(f"{n}: {RPL[n]['verify']}" for n in ("pk", other) if n in RPL and not rp_(n)) or "-", "not measured"))
 if bb.get("pitrkit-local") and bb.get("pgbr-full-zst"):
     a, b = bb["pitrkit-local"], bb["pgbr-full-zst"]

@@ -3,6 +3,9 @@
 #
 #   sudo bench/run-all.sh                    # full run: NSEG=64 segments, RUNS=3 (~40 min)
 #   NSEG=8 RUNS=1 SUSTAIN_SECONDS=15 bench/run-all.sh   # smoke run (numbers not for quoting)
+#   sudo WORKLOADS=distance bench/run-all.sh   # only issue 18's bench at real distance (loopback and 25 ms RTT,
+#                                              # fpi + real walsets, every peer, replay): ~25-30 min
+#   WORKLOADS=distance DIST_NSEG=4 NSEG=4 RUNS=1 REPLAY_SCALE=5 bench/run-all.sh   # its smoke run (~2 min)
 #
 # Workloads (WORKLOADS, default all, in this order: wal replay distance sustained backup bbenc):
 #   wal        1+2+5: archive the walset as PostgreSQL calls archive_command (cwd = a fake data
@@ -203,7 +206,8 @@ elif [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then CGROOT=/sys/fs/cgrou
 else CGROOT=/sys/fs/cgroup/cpuacct CGV=1; fi
 CGL=$CGROOT/pitrkit-bench-loop
 cg_usage_ns() {  # CPU of everything that ran in $CGL, ns
-  if [ "$CGV" = 2 ]; then awk '$1 == "usage_usec" {printf "%d\n", $2 * 1000}' "$CGL/cpu.stat"; else cat "$CGL/cpuacct.usage"; fi
+  # (usec -> ns by appending 000: mawk's printf %d stops at 2^31)
+  if [ "$CGV" = 2 ]; then echo "$(awk '$1 == "usage_usec" {print $2}' "$CGL/cpu.stat")000"; else cat "$CGL/cpuacct.usage"; fi
 }
 cg_drain() {  # cg_drain WAIT: wait up to WAIT s for $CGL to empty, then kill what is left; prints how many were left
   local w=${1:-0} i n
@@ -719,19 +723,19 @@ CONF
   RP_CMD[pgbr-sync]="pgbackrest --config=$RA/pgbr/replay-sync.conf --stanza=replay --pg1-path=$RD archive-get %f %p"
   RP_CMD[pgbr-async]="pgbackrest --config=$RA/pgbr/replay-async.conf --stanza=replay --pg1-path=$RD archive-get %f %p"
   RP_CMD[cp]="cp $STAGE/%f %p"
-  for d in $DISTANCES; do   # the distance workload's variants: the same repositories through the latency proxy
+  RP_WHAT[pk]="pitrkit wal-fetch, prefetch 8 (default)"; RP_WHAT[pk-p0]="pitrkit wal-fetch --prefetch 0"
+  RP_WHAT[pgbr-sync]="pgBackRest archive-get, sync"; RP_WHAT[pgbr-async]="pgBackRest archive-get, async (process-max=2)"
+  RP_WHAT[cp]="reference: cp of the raw segments from a local directory (replay with next to free fetching)"
+  has_wl distance && for d in $DISTANCES; do   # the distance workload's variants: the same repositories through the latency proxy
     sfx=$([ "$d" = 0 ] || echo "@$d")
     mkconf replay-d$d "$S3R/replay" plain "http://127.0.0.1:$(dist_port http "$d")"
     RP_CMD[pk$sfx]="$BIN/wal-fetch --config $C/replay-d$d.toml %f %p"
     RP_END[pk$sfx]="$BIN/wal-fetch --config $C/replay-d$d.toml --prefetch-cleanup"
-    RP_WHAT[pk$sfx]="pitrkit wal-fetch, prefetch 8 (default), ${d} ms RTT to S3"
+    RP_WHAT[pk$sfx]="pitrkit wal-fetch, prefetch 8 (default), $([ "$d" = 0 ] && echo loopback || echo "${d} ms RTT") to S3"
     { s3_lines59 /ra-pgbr59-replay "$d"; ASYNC_LINES replay59-d$d; } | pgbr_conf replay59-async-d$d
     RP_CMD[pgbr59-async$sfx]="$PGBR_NEW --config=$RA/pgbr/replay59-async-d$d.conf --stanza=replay --pg1-path=$RD archive-get %f %p"
-    RP_WHAT[pgbr59-async$sfx]="pgBackRest 2.59.1 archive-get, async (process-max=2), ${d} ms RTT to S3"
+    RP_WHAT[pgbr59-async$sfx]="pgBackRest 2.59.1 archive-get, async (process-max=2), $([ "$d" = 0 ] && echo loopback || echo "${d} ms RTT") to S3"
   done
-  RP_WHAT[pk]="pitrkit wal-fetch, prefetch 8 (default)"; RP_WHAT[pk-p0]="pitrkit wal-fetch --prefetch 0"
-  RP_WHAT[pgbr-sync]="pgBackRest archive-get, sync"; RP_WHAT[pgbr-async]="pgBackRest archive-get, async (process-max=2)"
-  RP_WHAT[cp]="reference: cp of the raw segments from a local directory (replay with next to free fetching)"
   rp_stop() { [ ! -f "$RD/postmaster.pid" ] || rp_ctl -D "$RD" -w -m immediate stop >/dev/null 2>&1 || true; }
   replay_prep() {  # replay_prep VARIANT: a fresh copy of the base backup, set up for recovery
     local v=$1 e=${RP_END[$1]:-}

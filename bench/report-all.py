@@ -192,7 +192,7 @@ if RPL:
         tgt = f"Recovery from S3 with replay (PostgreSQL, {rp_n} segments): {lbl}"
         if a and b:
             T.append((tgt, f"{RPL['pk']['median_s']} vs {RPL[other]['median_s']} s ({a:.2f} vs {b:.2f} seg/s) = {ratio_txt(a, b)}", verdict(a / b >= goal)))
-        elif other in RPL or "pk" in RPL:
+        elif other in RPL or ("pk" in RPL and "replay" in params.get("WORKLOADS", "replay").split()):
             T.append((tgt, "; ".join(f"{n}: {RPL[n]['verify']}" for n in ("pk", other) if n in RPL and not rp_(n)) or "-", "not measured"))
 if bb.get("pitrkit-local") and bb.get("pgbr-full-zst"):
     a, b = bb["pitrkit-local"], bb["pgbr-full-zst"]
@@ -263,6 +263,216 @@ w("|---|---|---|")
 for a, b, c in T:
     w(f"| {a} | {b} | {c} |")
 w("")
+
+# ---------------------------------------------------------------- distance (issue 18, part 4)
+DW = last_by(tsv(P("distance", "wal.tsv")), "name", "kind")
+d_walsets = tsv(P("distance", "walsets.tsv"))
+d_peers = {r["tool"]: r for r in tsv(P("distance", "peers.tsv"))}
+d_killed = [dict(zip(("name", "when", "count"), l.split("\t"))) for l in lines(P("distance", "killed.tsv")) if l.count("\t") == 2]
+d_cmds = tsv(P("distance", "commands.tsv"))
+d_failed = [l for l in failures if l.startswith(("distance", "replay")) or re.match(r"^(fpi|real)\.\d+\.", l)]
+dists = params.get("DISTANCES", E.get("DISTANCES", "0 25")).split()
+d_nseg = params.get("DIST_NSEG", "32")
+D_TOOLS = [("pk", "pitrkit"), ("pk-enc", "pitrkit encrypted"), ("pgbr59-async", "pgBackRest 2.59.1 async"),
+           ("pgbr59-sync", "pgBackRest 2.59.1 sync"), ("pgbr245", "pgBackRest 2.45 (Debian) sync / async"), ("walrus", "wal-rus 0.4.1")]
+PEERS_OF = ("pgbr59-async", "pgbr59-sync", "pgbr245-sync", "pgbr245-async", "walrus")
+PEER_LBL = {"pgbr59-async": "pgBackRest 2.59.1 async", "pgbr59-sync": "pgBackRest 2.59.1 sync", "pgbr245-sync": "pgBackRest 2.45 sync",
+            "pgbr245-async": "pgBackRest 2.45 async", "walrus": "wal-rus 0.4.1"}
+
+
+def dlbl(d):
+    return "loopback" if d == "0" else f"{d} ms RTT"
+
+
+def dv(w, d, tool, kind, key="seg_per_s"):
+    r = DW.get((f"{w}.{d}.{tool}", kind))
+    if not r:
+        return None
+    if kind == "restore" and not r["verify"].startswith(f"{d_nseg} ok, 0 mismatched, 0 missing"):
+        return None
+    return f(r[key])
+
+
+def dcell(w, d, tool, kind, key="seg_per_s", fmt="{:.2f}"):
+    base = tool.split("-")[0] if tool.startswith("pgbr") or tool == "walrus" else None
+    if base and base in d_peers and d_peers[base]["status"].startswith("not installed"):
+        return "not installed"
+    r = DW.get((f"{w}.{d}.{tool}", kind))
+    if not r:
+        failed = any(l.startswith(f"{w}.{d}.{tool}.{kind}") for l in failures)
+        return "FAILED" if failed else "-"
+    v = dv(w, d, tool, kind, key)
+    return fmt.format(v) if v is not None else "FAILED (verify)"
+
+
+def best_peer(w, d, kind):
+    c = [(dv(w, d, t, kind), t) for t in PEERS_OF]
+    c = [x for x in c if x[0]]
+    return max(c) if c else (None, None)
+
+
+DT = []   # issue 18 targets
+if DW:
+    ws_names = [r["walset"] for r in d_walsets]
+    for wn in ws_names:
+        for d in dists:
+            for kind, lbl in (("push", "Archive"), ("restore", "Restore loop")):
+                a = dv(wn, d, "pk", kind)
+                b, bt = best_peer(wn, d, kind)
+                tgt = f"{lbl} ≥ 1.5× the best peer ({wn}, {dlbl(d)})"
+                if a and b:
+                    DT.append((tgt, f"{a:.2f} vs {b:.2f} seg/s ({PEER_LBL[bt]}) = {a / b:.2f}×", verdict(a / b >= 1.5)))
+                else:
+                    DT.append((tgt, f"pitrkit {a or '-'}, best peer {b or '-'}", "not measured"))
+        if len(dists) > 1:
+            a0, a1 = dv(wn, dists[0], "pk", "push"), dv(wn, dists[-1], "pk", "push")
+            if a0 and a1:
+                DT.append((f"pitrkit archive at {dlbl(dists[-1])} within 15% of its {dlbl(dists[0])} rate ({wn})",
+                           f"{a1:.2f} vs {a0:.2f} seg/s = {100 * (a1 / a0 - 1):+.1f}%", verdict(a1 >= 0.85 * a0)))
+        for d in dists[:1]:
+            a, b = dv(wn, d, "pk", "push", "stored_bytes"), dv(wn, d, "pgbr59-sync", "push", "stored_bytes")
+            if a and b:
+                DT.append((f"Stored bytes ≤ 1.01× pgBackRest 2.59.1 ({wn})", f"{int(a):,} vs {int(b):,} B = {a / b:.3f}×", verdict(a / b <= 1.01)))
+        for d in dists:
+            for kind, lbl in (("push", "archive loop"), ("restore", "restore loop")):
+                a, b = dv(wn, d, "pk", kind, "median_s"), dv(wn, d, "pk-enc", kind, "median_s")
+                if a and b:
+                    DT.append((f"Encryption ≤ 10% slower: {lbl} ({wn}, {dlbl(d)})", f"{a:.2f} s plain, {b:.2f} s encrypted: {100 * (b / a - 1):+.1f}%",
+                               verdict(b / a <= 1.10)))
+cpv = rp_("cp", "median_s") if RPL else None
+for d in dists if DW or any("@" in n for n in RPL) else []:
+    n = "pk" if d == "0" else f"pk@{d}"
+    a = rp_(n, "median_s")
+    if a and cpv:
+        DT.append((f"Replay ≤ 1.1× the cp floor ({dlbl(d)}, {next(iter(RPL.values()))['segments']} segments)",
+                   f"{a:.2f} s vs cp {cpv:.2f} s = {a / cpv:.2f}×", verdict(a / cpv <= 1.10)))
+    elif n in RPL or "cp" in RPL:
+        DT.append((f"Replay ≤ 1.1× the cp floor ({dlbl(d)})", "; ".join(f"{x}: {RPL[x]['verify']}" for x in (n, "cp") if x in RPL) or "-", "not measured"))
+
+if DW:
+    w("## Targets at real distance (issue 18)")
+    w("")
+    w("| target | measured | verdict |")
+    w("|---|---|---|")
+    for a, b, c in DT:
+        w(f"| {a} | {b} | {c} |")
+    w("")
+    w(f"## 1d. At a distance: loopback and {', '.join(dlbl(d) for d in dists[1:]) or '-'} to S3, two walsets")
+    w("")
+    w("The archive and restore loops of section 1 (PostgreSQL's way of calling `archive_command` / `restore_command`, one")
+    w(f"`/bin/sh -c` per segment from a fake data directory), {d_nseg} segments per walset, medians of {runs} runs, every tool at")
+    w("zstd level 3 against the same s3s-fs. At loopback every tool talks to s3s-fs directly (pgBackRest 2.45 through the")
+    w("peers' socat TLS front: it only speaks https); at a distance through `bench/latency-proxy.py --rtt-ms D`, which")
+    w("delivers every chunk rtt/2 late in each direction and holds a new connection's first data one RTT (the TCP")
+    w("handshake), so a new connection costs what it costs over a real link (for pgBackRest 2.45 the proxy sits in front of")
+    w("the TLS front, so its TLS handshakes cross the distance too). CPU = everything the loop started, in its own cgroup:")
+    w("detached processes (pgBackRest's async process, `wal-fetch --prefetch-daemon`, a detached `wal-push`) included; what")
+    w("was still running a while after the loop was killed (see below). S3-side CPU = s3s-fs, the TLS front and the proxies.")
+    w("")
+    for r in d_walsets:
+        w(f"- walset **{r['walset']}**: {r['segments']} segments of `{r['dir']}` (from {r['first']}), {int(r['bytes']) / MiB:.0f} MiB, "
+          f"`zstd -3` of each segment: {int(r['zstd3_bytes']) / MiB:.1f} MiB = **{r['zstd3_ratio']}:1**; system id {r['system_id']}"
+          + (" (the peers' pgbench walset, full-page images)" if r["walset"] == "fpi" else
+             " (bench/make-walset-real.sh: pgbench plus updates and inserts of random hex text)" if r["walset"] == "real" else ""))
+    for t, r in d_peers.items():
+        w(f"- {t}: {esc(r['version'])} ({esc(r['status'])})")
+    w("- The newest peers are not installed by the bench (no peer's code or build script is kept here): pgBackRest 2.59.1")
+    w("  from its release/2.59.1 tag, built with meson/ninja, binary at `/opt/pgbackrest-2.59.1/bin/pgbackrest` (`PGBR_NEW=`);")
+    w("  wal-rus with `cargo install wal-rus --version 0.4.1 --root /opt/wal-rus` (`WALRUS=`); recipes in")
+    w("  `../shared/peers/README.md`, \"Newest peers\". A peer that is missing shows as \"not installed\".")
+    w("")
+    for r in d_walsets:
+        ww = r["walset"]
+        w(f"### walset {ww} ({r['zstd3_ratio']}:1): segments/s, median of {runs}")
+        w("")
+        w("| seg/s | " + " | ".join(l for _, l in D_TOOLS) + " | pitrkit ÷ best peer |")
+        w("|---|" + "---:|" * (len(D_TOOLS) + 1))
+        for kind, lbl in (("push", "archive"), ("restore", "restore_command loop")):
+            for d in dists:
+                cells = []
+                for t, _ in D_TOOLS:
+                    if t == "pgbr245":
+                        cells.append(f"{dcell(ww, d, 'pgbr245-sync', kind)} / {dcell(ww, d, 'pgbr245-async', kind)}")
+                    else:
+                        c = dcell(ww, d, t, kind)
+                        cells.append(f"**{c}**" if t == "pk" and c[0].isdigit() else c)
+                a = dv(ww, d, "pk", kind)
+                b, bt = best_peer(ww, d, kind)
+                w(f"| {lbl}, {dlbl(d)} | " + " | ".join(cells) + f" | {f'{a / b:.2f}× ({PEER_LBL[bt]})' if a and b else '-'} |")
+        w("")
+        w(f"Client CPU ms per segment (the loop and everything it started, detached processes included):")
+        w("")
+        w("| CPU ms/seg | " + " | ".join(l for _, l in D_TOOLS) + " |")
+        w("|---|" + "---:|" * len(D_TOOLS))
+        for kind, lbl in (("push", "archive"), ("restore", "restore_command loop")):
+            for d in dists:
+                cells = []
+                for t, _ in D_TOOLS:
+                    if t == "pgbr245":
+                        cells.append(f"{dcell(ww, d, 'pgbr245-sync', kind, 'cpu_ms_per_seg', '{:.1f}')} / {dcell(ww, d, 'pgbr245-async', kind, 'cpu_ms_per_seg', '{:.1f}')}")
+                    else:
+                        cells.append(dcell(ww, d, t, kind, "cpu_ms_per_seg", "{:.1f}"))
+                w(f"| {lbl}, {dlbl(d)} | " + " | ".join(cells) + " |")
+        w("")
+        w("Stored bytes (WAL objects after the last archive run) and their ratio to pgBackRest 2.59.1's:")
+        w("")
+        w("| stored | " + " | ".join(l for _, l in D_TOOLS) + " |")
+        w("|---|" + "---:|" * len(D_TOOLS))
+        for d in dists:
+            ref = dv(ww, d, "pgbr59-sync", "push", "stored_bytes") or dv(ww, d, "pgbr59-async", "push", "stored_bytes")
+
+            def sb(t):
+                v = dv(ww, d, t, "push", "stored_bytes")
+                if v is None:
+                    return dcell(ww, d, t, "push")
+                return f"{v / MiB:.1f} MiB" + (f" ({v / ref:.3f}×)" if ref else "")
+            cells = [f"{sb('pgbr245-sync')} / {sb('pgbr245-async')}" if t == "pgbr245" else sb(t) for t, _ in D_TOOLS]
+            w(f"| {dlbl(d)} | " + " | ".join(cells) + " |")
+        w("")
+    rpd = [n for n in RPL if n == "cp" or n.split("@")[0] in ("pk", "pgbr59-async")]
+    if rpd:
+        rp_n = next(iter(RPL.values()))["segments"]
+        w(f"### Replay of {rp_n} segments from S3, PostgreSQL really replaying (section 2b's source cluster and method)")
+        w("")
+        w("| replay | pitrkit | pgBackRest 2.59.1 async | cp floor (local raw segments) | pitrkit ÷ cp time [≤ 1.1×] |")
+        w("|---|---:|---:|---:|---:|")
+        for d in dists:
+            sfx = "" if d == "0" else f"@{d}"
+
+            def rc(n):
+                r = RPL.get(n)
+                if not r:
+                    return "not installed" if n.startswith("pgbr59") and d_peers.get("pgbr59", {}).get("status", "").startswith("not") else "-"
+                return f"{r['median_s']} s, {r['seg_per_s']} seg/s, CPU {r['cpu_ms_per_seg']} ms/seg" if r["verify"].startswith("ok") else "FAILED"
+            a = rp_("pk" + sfx, "median_s")
+            w(f"| {dlbl(d)} | {rc('pk' + sfx)} | {rc('pgbr59-async' + sfx)} | {rc('cp')} | {f'{a / cpv:.2f}×' if a and cpv else '-'} |")
+        w("")
+    if d_killed:
+        w("Processes still in a loop's cgroup after the wait (killed): " + "; ".join(f"{r['name']}: {r['count']} ({r['when']})" for r in d_killed) + ".")
+    else:
+        w("No process was left in any loop's cgroup after the wait (nothing had to be killed).")
+    w("")
+    bad = [(k, r["verify"]) for k, r in DW.items() if k[1] == "restore" and not r["verify"].startswith(f"{d_nseg} ok, 0 mismatched, 0 missing")]
+    w("Byte-for-byte check of every restored segment: " + ("every restore loop, every segment identical." if not bad else
+      "MISMATCHES: " + "; ".join(f"{k[0]}: {v}" for k, v in bad)))
+    w("")
+    if d_failed:
+        w("Failed in this workload: " + "; ".join(esc(l) for l in d_failed))
+        w("")
+    w("<details><summary>distance: commands</summary>")
+    w("")
+    w("| variant | loop | command | at the end |")
+    w("|---|---|---|---|")
+    for c in d_cmds:
+        w(f"| {c['name']} | {c['kind']} | `{esc(c['command'])}` | {'`' + esc(c['end_command']) + '`' if c['end_command'] != '-' else ''} |")
+    w("")
+    w("wal-rus reads its settings from the dotenv file given with `--config` (`WALG_S3_PREFIX`, `AWS_ENDPOINT`, the")
+    w("local server's keys, `AWS_S3_FORCE_PATH_STYLE=true`, `WALG_COMPRESSION_METHOD=zstd`, `WALG_COMPRESSION_LEVEL=3`).")
+    w("pgBackRest 2.59.1's configs: `repo1-s3-endpoint=http://127.0.0.1:PORT`, `repo1-s3-uri-style=path`, `compress-type=zst`,")
+    w("`compress-level=3`; async adds `archive-async=y`, `process-max=2`, `spool-path`, `archive-get-queue-max=2GiB`.")
+    w("")
+    w("</details>")
+    w("")
 
 # ---------------------------------------------------------------- observations (computed from this run)
 def rcalls(name):
@@ -622,7 +832,7 @@ if enc_rows:
 w("## Commands")
 w("")
 w("```")
-defaults = "NSEG=64 RUNS=3 GZIP_AWS_RUNS=1 SUSTAIN_SECONDS=60 SUSTAIN_TARGETS='s3 local' WORKLOADS='wal replay sustained backup bbenc' REPLAY_SCALE=20"
+defaults = "NSEG=64 RUNS=3 GZIP_AWS_RUNS=1 SUSTAIN_SECONDS=60 SUSTAIN_TARGETS='s3 local' WORKLOADS='wal replay distance sustained backup bbenc' REPLAY_SCALE=20 DISTANCES='0 25' WALSETS='fpi real' DIST_NSEG=32"
 if inv == defaults:
     w("bench/run-all.sh        # as root; all defaults: " + inv)
 else:

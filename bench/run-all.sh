@@ -3,8 +3,11 @@
 #
 #   sudo bench/run-all.sh                    # full run: NSEG=64 segments, RUNS=3 (~40 min)
 #   NSEG=8 RUNS=1 SUSTAIN_SECONDS=15 bench/run-all.sh   # smoke run (numbers not for quoting)
+#   sudo WORKLOADS=distance bench/run-all.sh   # only issue 18's bench at real distance (loopback and 25 ms RTT,
+#                                              # fpi + real walsets, every peer, replay): ~25-30 min
+#   WORKLOADS=distance DIST_NSEG=4 NSEG=4 RUNS=1 REPLAY_SCALE=5 bench/run-all.sh   # its smoke run (~2 min)
 #
-# Workloads (WORKLOADS, default all, in this order: wal replay sustained backup bbenc):
+# Workloads (WORKLOADS, default all, in this order: wal replay distance sustained backup bbenc):
 #   wal        1+2+5: archive the walset as PostgreSQL calls archive_command (cwd = a fake data
 #              directory whose pg_wal/ holds the segments with archive_status/<seg>.ready;
 #              `CMD pg_wal/<seg>` per segment, .ready renamed to .done after each success),
@@ -27,6 +30,16 @@
 #              pg_is_in_recovery() is false (psql every 50 ms once the log says redo is done,
 #              every second before); each run must reach the source's last LSN and its
 #              pgbench_history row count, or the variant is FAILED. CPU: cpuacct cgroup.
+#   distance   issue 18 part 4, the bench at real distance (bench/distance.sh, sourced): the archive and
+#              restore loops of `wal` at each round-trip time of DISTANCES (ms; 0 = straight to
+#              s3s-fs, else through bench/latency-proxy.py --rtt-ms D in front of s3s-fs, and in front of
+#              the TLS front for pgBackRest 2.45), for each walset of WALSETS (fpi: the peers' pgbench
+#              walset, ~12:1; real: bench/make-walset-real.sh, ~3.5:1), DIST_NSEG segments each, for
+#              pitrkit (default settings, plain and encrypted), pgBackRest 2.59.1 sync and async, Debian's
+#              pgBackRest 2.45 sync and async, wal-rus 0.4.1, all at zstd level 3. It also adds to
+#              `replay` the variants pk@D and pgbr59-async@D for each D, and cp (replay then runs even
+#              when WORKLOADS does not name it). Peers missing from PGBR_NEW / WALRUS are reported as
+#              "not installed" and skipped; install them per ../shared/peers/README.md, "Newest peers".
 #   sustained  3: pgbench -c 8 -j 2 -T $SUSTAIN_SECONDS -M prepared (synchronous_commit=off)
 #              on the peers' cluster with archive_command = wal-push, then pgBackRest async
 #              archive-push (bench/sustained.sh), per target in SUSTAIN_TARGETS.
@@ -38,7 +51,18 @@
 #   GZIP_AWS_RUNS=1          runs of the slow gzip | aws s3 cp push loop (0: skip, cite the
 #                            previous measurement)
 #   SUSTAIN_SECONDS=60       pgbench duration per tool;  SUSTAIN_TARGETS='s3 local'
-#   WORKLOADS='wal replay sustained backup bbenc'
+#   WORKLOADS='wal replay distance sustained backup bbenc'
+#   DISTANCES='0 25' WALSETS='fpi real' DIST_NSEG=32     the distance workload (RUNS runs each, medians)
+#   DIST_TOOLS='pk pk-enc pgbr59-sync pgbr59-async pgbr245-sync pgbr245-async walrus'
+#   PGBR_NEW=/opt/pgbackrest-2.59.1/bin/pgbackrest  WALRUS=/opt/wal-rus/bin/walrus   the newest peers, not
+#                            installed by this script (no peer's code or build script lives in this
+#                            repository); see ../shared/peers/README.md, "Newest peers":
+#                              pgBackRest 2.59.1: tag release/2.59.1 of pgbackrest/pgbackrest, the -dev
+#                              packages listed there, `meson setup build -Dlibzstd=enabled && ninja -C
+#                              build`, then copy build/src/pgbackrest to /opt/pgbackrest-2.59.1/bin/
+#                              wal-rus 0.4.1: cargo install wal-rus --version 0.4.1 --root /opt/wal-rus
+#   DIST_REPLAY=1            0: the distance workload leaves the replay variants out
+#   DRAIN_WAIT=15            s to wait after a timed loop for its detached processes to exit (then killed)
 #   REPLAY_SCALE=20          pgbench scale of the replay source cluster
 #   REPLAY_PORT=55436        its port (also the port of every restored copy; 127.0.0.1 + socket)
 #   REPLAY_VARIANTS='pk pk-p0 pgbr-sync pgbr-async cp'   REPLAY_TIMEOUT=900 (s, per recovery)
@@ -63,7 +87,15 @@ RUNS=${RUNS:-3}
 GZIP_AWS_RUNS=${GZIP_AWS_RUNS:-1}
 SUSTAIN_SECONDS=${SUSTAIN_SECONDS:-60}
 SUSTAIN_TARGETS=${SUSTAIN_TARGETS:-s3 local}
-WORKLOADS=${WORKLOADS:-wal replay sustained backup bbenc}
+WORKLOADS=${WORKLOADS:-wal replay distance sustained backup bbenc}
+DISTANCES=${DISTANCES:-0 25}
+WALSETS=${WALSETS:-fpi real}
+DIST_NSEG=${DIST_NSEG:-32}
+DIST_TOOLS=${DIST_TOOLS:-pk pk-enc pgbr59-sync pgbr59-async pgbr245-sync pgbr245-async walrus}
+PGBR_NEW=${PGBR_NEW:-/opt/pgbackrest-2.59.1/bin/pgbackrest}
+WALRUS=${WALRUS:-/opt/wal-rus/bin/walrus}
+DRAIN_WAIT=${DRAIN_WAIT:-15}
+DIST_REPLAY=${DIST_REPLAY:-1}
 REPLAY_SCALE=${REPLAY_SCALE:-20}
 REPLAY_PORT=${REPLAY_PORT:-55436}
 REPLAY_VARIANTS=${REPLAY_VARIANTS:-pk pk-p0 pgbr-sync pgbr-async cp}
@@ -165,13 +197,68 @@ S3_PIDF=$BENCH_ROOT/run/s3-$S3_PORT.pid
 TLS_PIDF=$BENCH_ROOT/run/tls-$S3_TLS_PORT.pid
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 STARTED_S3=0 STARTED_TLS=0 STARTED_PG=0 ORIG_ARCHIVE= REPLAY_BG_PID=
-CGL=/sys/fs/cgroup/cpuacct/pitrkit-bench-loop
+# Each timed loop (and each replay) runs in its own cgroup: v2 when there is one (cpu.stat usage_usec,
+# cgroup.kill), else the v1 cpuacct controller. A detached process (pgBackRest's async process,
+# wal-fetch --prefetch-daemon, a detached wal-push) stays in it, so its CPU counts; what is still in it
+# DRAIN_WAIT s after the loop is killed (cg_drain, also at the start of each prepare step).
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then CGROOT=/sys/fs/cgroup CGV=2
+elif [ -f /sys/fs/cgroup/unified/cgroup.controllers ]; then CGROOT=/sys/fs/cgroup/unified CGV=2
+else CGROOT=/sys/fs/cgroup/cpuacct CGV=1; fi
+CGL=$CGROOT/pitrkit-bench-loop
+cg_usage_ns() {  # CPU of everything that ran in $CGL, ns
+  # (usec -> ns by appending 000: mawk's printf %d stops at 2^31)
+  if [ "$CGV" = 2 ]; then echo "$(awk '$1 == "usage_usec" {print $2}' "$CGL/cpu.stat")000"; else cat "$CGL/cpuacct.usage"; fi
+}
+cg_drain() {  # cg_drain WAIT: wait up to WAIT s for $CGL to empty, then kill what is left; prints how many were left
+  local w=${1:-0} i n
+  [ -d "$CGL" ] || { echo 0; return 0; }
+  for ((i = 0; i < w * 10; i++)); do [ -n "$(cat "$CGL/cgroup.procs")" ] || break; sleep 0.1; done
+  n=$(grep -c . "$CGL/cgroup.procs" || true)
+  if [ "$n" -gt 0 ]; then
+    if [ -f "$CGL/cgroup.kill" ]; then echo 1 > "$CGL/cgroup.kill"; else xargs -r kill -KILL < "$CGL/cgroup.procs" 2>/dev/null || true; fi
+    for ((i = 0; i < 50; i++)); do [ -n "$(cat "$CGL/cgroup.procs")" ] || break; sleep 0.1; done
+  fi
+  echo "$n"
+}
+cg_reset() { cg_drain 0 >/dev/null; rmdir "$CGL" 2>/dev/null || true; mkdir -p "$CGL"; }
 set_archive() {
   psql_pg -v "cmd=$1" >/dev/null <<'EOF'
 ALTER SYSTEM SET archive_command = :'cmd';
 SELECT pg_reload_conf();
 EOF
   sleep 1
+}
+# latency proxies (bench/latency-proxy.py), one pair per distance > 0: HTTP in front of s3s-fs
+# (pitrkit, pgBackRest 2.59.1, wal-rus) and in front of the TLS front (pgBackRest 2.45, so that its
+# TLS handshakes cross the distance too). Ports: 9100+k and 9450+k for the k-th distance.
+declare -A PROXY_PID=()
+dist_port() {  # dist_port http|tls D: the port a client uses at round-trip time D
+  local k=0 d
+  if [ "$2" = 0 ]; then [ "$1" = http ] && echo "$S3_PORT" || echo "$S3_TLS_PORT"; return; fi
+  for d in $DISTANCES; do k=$((k + 1)); [ "$d" = "$2" ] || continue
+    [ "$1" = http ] && echo $((9100 + k)) || echo $((9450 + k)); return; done
+  die "distance $2 is not in DISTANCES"
+}
+start_proxies() {
+  local d kind port to
+  for d in $DISTANCES; do
+    [ "$d" != 0 ] || continue
+    for kind in http tls; do
+      port=$(dist_port $kind "$d"); to=$([ $kind = http ] && echo "$S3_PORT" || echo "$S3_TLS_PORT")
+      python3 "$BENCH_DIR/latency-proxy.py" --listen "127.0.0.1:$port" --to "127.0.0.1:$to" --rtt-ms "$d" \
+        >> "$RESULTS/latency-proxy.log" 2>&1 &
+      PROXY_PID[$kind-$d]=$!
+      for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+      kill -0 "${PROXY_PID[$kind-$d]}" 2>/dev/null || die "latency proxy on :$port did not start ($RESULTS/latency-proxy.log)"
+      SRV_PIDS+=" ${PROXY_PID[$kind-$d]}"
+    done
+    say "latency proxies for ${d} ms RTT: http :$(dist_port http "$d") -> :$S3_PORT, tls :$(dist_port tls "$d") -> :$S3_TLS_PORT"
+  done
+}
+stop_proxies() {
+  local k
+  for k in "${!PROXY_PID[@]}"; do kill "${PROXY_PID[$k]}" 2>/dev/null || true; wait "${PROXY_PID[$k]}" 2>/dev/null || true; done
+  PROXY_PID=()
 }
 cleanup() {
   local rc=$?
@@ -189,7 +276,8 @@ cleanup() {
   done
   [ "$STARTED_TLS" = 1 ] && { "$PEERS/setup-s3.sh" tls-stop || true; }
   [ "$STARTED_S3" = 1 ] && { "$PEERS/setup-s3.sh" stop || true; }
-  rmdir "$CGL" 2>/dev/null || true
+  cg_drain 0 >/dev/null 2>&1 || true; rmdir "$CGL" 2>/dev/null || true
+  stop_proxies
   exit "$rc"
 }
 trap cleanup EXIT
@@ -197,15 +285,18 @@ trap 'exit 130' INT TERM
 logrun() { local f=$1; shift; { "$@" 2>&1 1>&3 3>&- | tee -a "$RESULTS/$f.steps.log" >&2; } 3>&1; }
 
 # ---------------------------------------------------------------- walset and cluster
-need=$(( NSEG > 64 ? NSEG : 64 ))
+need=0    # the peers' walset: the wal workload takes NSEG (64) of it, distance's fpi walset DIST_NSEG
+has_wl wal && need=$(( NSEG > 64 ? NSEG : 64 ))
+has_wl distance && [[ " $WALSETS " == *" fpi "* ]] && [ "$DIST_NSEG" -gt "$need" ] && need=$DIST_NSEG
 have=$(ls "$WALSET" 2>/dev/null | grep -cE '^[0-9A-F]{24}$' || true)
-if [ "$have" -lt "$need" ] || [ ! -f "$WALSTUB/global/pg_control" ]; then
+if [ "$need" -gt 0 ] && { [ "$have" -lt "$need" ] || [ ! -f "$WALSTUB/global/pg_control" ]; }; then
+  need=$(( need > 64 ? need : 64 ))
   say "walset has $have of $need segments: running setup-pg.sh (pgbench scale 100, a few minutes)"
   STARTED_PG=1
   logrun setup-pg env NSEG="$need" "$PEERS/setup-pg.sh"
 fi
-have=$(ls "$WALSET" | grep -cE '^[0-9A-F]{24}$')
-SEGS=$(ls "$WALSET" | grep -E '^[0-9A-F]{24}$' | LC_ALL=C sort | head -n "$NSEG")
+have=$(ls "$WALSET" 2>/dev/null | grep -cE '^[0-9A-F]{24}$' || true)
+SEGS=$(ls "$WALSET" 2>/dev/null | grep -E '^[0-9A-F]{24}$' | LC_ALL=C sort | head -n "$NSEG" || true)
 FIRST_SEG=$(echo "$SEGS" | head -1)
 if has_wl sustained || has_wl backup || has_wl bbenc; then
   if [ ! -f "$PGDATA/PG_VERSION" ]; then
@@ -221,6 +312,8 @@ alive "$S3_PIDF" || STARTED_S3=1
 "$PEERS/setup-s3.sh" start >&2
 alive "$TLS_PIDF" || { STARTED_TLS=1; "$PEERS/setup-s3.sh" tls-start; }
 S3PID=$(cat "$S3_PIDF") TLSPID=$(cat "$TLS_PIDF")
+SRV_PIDS="$S3PID $TLSPID"     # the S3 side: s3s-fs, the TLS front, and the latency proxies
+if has_wl distance; then start_proxies; fi
 
 # ---------------------------------------------------------------- keys and configs
 KEY=$RA/keys/key.txt
@@ -229,11 +322,11 @@ RECIPIENT=$(age-keygen -y "$KEY")
 chown -R "$PGUSER_OS": "$RA/keys"; chmod 600 "$KEY"
 C=$RA/conf
 S3R=s3://$S3_BUCKET/ra            # pitrkit's S3 repositories live under this prefix
-mkconf() {  # mkconf NAME REPO plain|push|fetch
+mkconf() {  # mkconf NAME REPO plain|push|fetch [S3_ENDPOINT]
   {
     echo "repo = \"$2\""
     case $2 in s3://*)
-      echo "s3_endpoint = \"$S3_ENDPOINT\""; echo "s3_region = \"$S3_REGION\""
+      echo "s3_endpoint = \"${4:-$S3_ENDPOINT}\""; echo "s3_region = \"$S3_REGION\""
       echo "s3_access_key_id = \"$AWS_ACCESS_KEY_ID\""; echo "s3_secret_access_key = \"$AWS_SECRET_ACCESS_KEY\"" ;;
     esac
     case $3 in
@@ -261,14 +354,18 @@ mkconf replay       "$S3R/replay"       plain
 # command line), sync and async, posix and S3 (through the TLS front: pgBackRest only speaks https)
 pgbr_conf() {  # pgbr_conf NAME (extra [global] lines on stdin)
   { echo "[global]"; cat
-    echo "compress-type=zst"; echo "log-level-console=warn"; echo "log-level-file=off"
+    echo "compress-type=zst"; echo "compress-level=3"; echo "log-level-console=warn"; echo "log-level-file=off"
     echo "lock-path=$RA/pgbr/lock"; } > "$RA/pgbr/$1.conf"
   chown "$PGUSER_OS": "$RA/pgbr/$1.conf"; chmod 600 "$RA/pgbr/$1.conf"
 }
-s3_lines() {  # s3_lines PATH
+s3_lines() {  # s3_lines PATH [PORT]: pgBackRest 2.45 through the TLS front (or a latency proxy in front of it)
   printf '%s\n' "repo1-type=s3" "repo1-path=$1" "repo1-s3-bucket=$S3_BUCKET" "repo1-s3-endpoint=$S3_HOST" \
-    "repo1-storage-port=$S3_TLS_PORT" "repo1-s3-region=$S3_REGION" "repo1-s3-key=$AWS_ACCESS_KEY_ID" \
+    "repo1-storage-port=${2:-$S3_TLS_PORT}" "repo1-s3-region=$S3_REGION" "repo1-s3-key=$AWS_ACCESS_KEY_ID" \
     "repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY" "repo1-s3-uri-style=path" "repo1-storage-verify-tls=n"
+}
+s3_lines59() {  # s3_lines59 PATH D: pgBackRest 2.59.1 (plain http since 2.58) at round-trip time D
+  printf '%s\n' "repo1-type=s3" "repo1-path=$1" "repo1-s3-bucket=$S3_BUCKET" "repo1-s3-endpoint=http://127.0.0.1:$(dist_port http "$2")" \
+    "repo1-s3-region=$S3_REGION" "repo1-s3-key=$AWS_ACCESS_KEY_ID" "repo1-s3-key-secret=$AWS_SECRET_ACCESS_KEY" "repo1-s3-uri-style=path"
 }
 ASYNC_LINES() { printf '%s\n' "archive-async=y" "process-max=2" "spool-path=$RA/pgbr/spool-$1" "archive-get-queue-max=2GiB"; }
 { echo "repo1-path=$RA/pgbr-repo-posix-sync"; echo "archive-async=n"; }                  | pgbr_conf posix-sync
@@ -278,6 +375,7 @@ ASYNC_LINES() { printf '%s\n' "archive-async=y" "process-max=2" "spool-path=$RA/
 # replay: stanza 'replay' (the source cluster's system id), one S3 repository read sync and async
 { s3_lines /ra-pgbr-replay; echo "archive-async=n"; }                                    | pgbr_conf replay-sync
 { s3_lines /ra-pgbr-replay; ASYNC_LINES replay; }                                        | pgbr_conf replay-async
+{ s3_lines59 /ra-pgbr59-replay 0; echo "archive-async=n"; }                              | pgbr_conf replay59-sync
 # sustained: stanza 'main' on the live cluster, async
 for t in local s3; do
   { if [ $t = local ]; then echo "repo1-path=$RA/pgbr-repo-sus-local"; else s3_lines /ra-pgbr-sus-s3; fi
@@ -300,11 +398,17 @@ fact "walset" "$NSEG of $have segments in $WALSET ($FIRST_SEG …), $(sed 's/^Da
 fact "pitrkit" "$(ver "$BIN/wal-push" --version), git $PK_GIT; binaries copied from $PITRKIT_BIN (built $(date -u -r "$PITRKIT_BIN/wal-push" '+%Y-%m-%d %H:%M'))"
 fact "pgBackRest" "$(ver pgbackrest version)"
 fact "hyperfine" "$(ver hyperfine --version)"
+if has_wl distance; then
+  fact "pgBackRest (newest)" "$([ -x "$PGBR_NEW" ] && ver "$PGBR_NEW" version || echo "not installed (PGBR_NEW=$PGBR_NEW)") at $PGBR_NEW"
+  fact "wal-rus" "$([ -x "$WALRUS" ] && ver "$WALRUS" --version || echo "not installed (WALRUS=$WALRUS)") at $WALRUS"
+  fact "latency proxy" "bench/latency-proxy.py (python3 $(python3 -c 'import platform; print(platform.python_version())') asyncio) for DISTANCES='$DISTANCES' ms RTT"
+  fact "cgroup" "v$CGV ($CGROOT): CPU of each timed loop incl. detached processes; leftovers killed $DRAIN_WAIT s after a loop"
+fi
 fact "age" "$(ver age --version)"
 fact "aws" "$(ver aws --version)"
 fact "S3 server" "$(ver s3s-fs --version) on $S3_ENDPOINT (TLS front for pgBackRest: socat on :$S3_TLS_PORT)"
 fact "load before" "$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "NSEG=$NSEG RUNS=$RUNS GZIP_AWS_RUNS=$GZIP_AWS_RUNS SUSTAIN_SECONDS=$SUSTAIN_SECONDS SUSTAIN_TARGETS='$SUSTAIN_TARGETS' WORKLOADS='$WORKLOADS' REPLAY_SCALE=$REPLAY_SCALE" > "$RESULTS/invocation.txt"
+echo "NSEG=$NSEG RUNS=$RUNS GZIP_AWS_RUNS=$GZIP_AWS_RUNS SUSTAIN_SECONDS=$SUSTAIN_SECONDS SUSTAIN_TARGETS='$SUSTAIN_TARGETS' WORKLOADS='$WORKLOADS' REPLAY_SCALE=$REPLAY_SCALE$(has_wl distance && echo " DISTANCES='$DISTANCES' WALSETS='$WALSETS' DIST_NSEG=$DIST_NSEG")" > "$RESULTS/invocation.txt"
 sync
 
 # ---------------------------------------------------------------- helpers for the loops
@@ -321,25 +425,31 @@ mkdatadir() {  # mkdatadir DIR push|restore: a fake data directory as PostgreSQL
   fi
   chown -R $PGUSER_OS: "\$1"; chmod 700 "\$1"
 }
+CGL=$CGL CGV=$CGV
+$(declare -f cg_drain)
 wait_async() {  # pgBackRest's detached async processes of an earlier run
   for _ in \$(seq 1 300); do pgrep -f 'pgbackrest.*:async' >/dev/null || return 0; sleep 0.1; done
   echo "pgBackRest async process still running" >&2
 }
 EOF
 PUSHDIR=$RA/pushdir RESTDIR=$RA/restdir VERIFY=$RA/verify
-in_bytes=$(for f in $SEGS; do stat -c %s "$WALSET/$f"; done | awk '{s+=$1} END{print s}')
+in_bytes=$(for f in $SEGS; do stat -c %s "$WALSET/$f"; done | awk '{s+=$1} END{print s+0}')
 echo -e "name\tkind\tuser\tcommand\tend_command\tprepare" > "$RESULTS/commands.tsv"
-srv_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat"))); done; echo "$t"; }
+srv_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
 
 # timeloop NAME KIND(push|restore) USER TARGET 'CMD' 'PREPARE' 'SIZE_CMD' ['END_CMD'] [RUNS]
+# Globals it reads: SEGS WALSET NSEG in_bytes (the walset), TL_DIR (where its files and rows go,
+# default $RESULTS), TL_LIB (what the prepare step sources, default $RA/lib.sh), SRV_PIDS.
 timeloop() {
   local name=$1 kind=$2 user=$3 target=$4 cmd=$5 prep=$6 size=$7 endc=${8:-} runs=${9:-$RUNS}
-  local dir log prepf runf c0 s0 rc=0 cg stored verify="-" callog=$RESULTS/$name.$kind.calls
+  local td=${TL_DIR:-$RESULTS} lib=${TL_LIB:-$RA/lib.sh}
+  local dir log prepf runf c0 s0 rc=0 cg left stored verify="-" callog=${TL_DIR:-$RESULTS}/$name.$kind.calls
   [ "$kind" = push ] && dir=$PUSHDIR || dir=$RESTDIR
   prepf=$RA/scripts/$name.$kind.prep.sh runf=$RA/scripts/$name.$kind.run.sh
   local vd=; [ "$kind" = restore ] && vd=$(q "$VERIFY")
   {
-    echo ". $RA/lib.sh"
+    echo ". $lib"
+    echo "n=\$(cg_drain $DRAIN_WAIT); [ \"\$n\" = 0 ] || printf '%s\\t%s\\t%s\\n' $(q "$name.$kind") prepare \"\$n\" >> $(q "$td/killed.tsv")"
     echo "wait_async"
     echo "$prep"
     if [ "$kind" = push ]; then echo "mkdatadir $dir push"
@@ -351,17 +461,19 @@ timeloop() {
     echo "exec runuser -u $user -- env WALSET=$(q "$WALSET") NSEG=$NSEG CALL_LOG=$(q "$callog") VERIFY_DIR=$vd END_CMD=$(q "$endc") bash $RA/pgloop.sh $kind $dir $(q "$cmd")"
   } > "$runf"
   : > "$callog"; : > "$callog.out"; chown "$user": "$callog" "$callog.out"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$user" "$cmd" "${endc:--}" "$(echo "$prep" | tr '\n' ';')" >> "$RESULTS/commands.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$user" "$cmd" "${endc:--}" "$(echo "$prep" | tr '\n' ';')" >> "$td/commands.tsv"
   wait_idle
   say "[$name] $kind ($runs run(s)): $cmd"
-  rmdir "$CGL" 2>/dev/null || true; mkdir -p "$CGL"
-  s0=$(srv_ticks "$S3PID" "$TLSPID")
+  cg_reset
+  s0=$(srv_ticks $SRV_PIDS)
   hyperfine --runs "$runs" --style basic --shell bash --prepare "bash $prepf" \
-    --export-json "$RESULTS/$name.$kind.json" "bash $runf" > "$RESULTS/$name.$kind.log" 2>&1 || rc=$?
-  cg=$(cat "$CGL/cpuacct.usage"); rmdir "$CGL" 2>/dev/null || true
-  s0=$(( $(srv_ticks "$S3PID" "$TLSPID") - s0 ))
+    --export-json "$td/$name.$kind.json" "bash $runf" > "$td/$name.$kind.log" 2>&1 || rc=$?
+  left=$(cg_drain "$DRAIN_WAIT")     # the last run's detached processes: DRAIN_WAIT s to end, then killed
+  [ "$left" = 0 ] || printf '%s\t%s\t%s\n' "$name.$kind" "after the last run" "$left" >> "$td/killed.tsv"
+  cg=$(cg_usage_ns); rmdir "$CGL" 2>/dev/null || true
+  s0=$(( $(srv_ticks $SRV_PIDS) - s0 ))
   if [ "$rc" != 0 ]; then
-    fail "$name.$kind (hyperfine rc=$rc; $RESULTS/$name.$kind.log)"; tail -5 "$RESULTS/$name.$kind.log" >&2; return 0
+    fail "$name.$kind (hyperfine rc=$rc; $td/$name.$kind.log)"; tail -5 "$td/$name.$kind.log" >&2; return 0
   fi
   bash -c ". $RA/lib.sh; wait_async"
   stored=$(bash -c ". $PEERS/common.sh; $size" 2>/dev/null || echo 0)
@@ -377,7 +489,7 @@ timeloop() {
     [ "$bad" = 0 ] && [ "$miss" = 0 ] || fail "$name.restore verify: $verify"
     say "[$name] restore verify: $verify"
   fi
-  python3 - "$RESULTS/$name.$kind.json" "$RESULTS/wal.tsv" "$name" "$kind" "$target" "$NSEG" "$in_bytes" "$cg" "$s0" "$stored" "$verify" <<'PY'
+  python3 - "$td/$name.$kind.json" "$td/wal.tsv" "$name" "$kind" "$target" "$NSEG" "$in_bytes" "$cg" "$s0" "$stored" "$verify" <<'PY'
 import json, os, statistics, sys
 js, out, name, kind, target, nseg, in_b, cg, srv, stored, verify = sys.argv[1:]
 r = json.load(open(js))["results"][0]; t = r["times"]; med = statistics.median(t)
@@ -483,8 +595,24 @@ if has_wl wal; then
   rm -rf "$PUSHDIR" "$RESTDIR" "$VERIFY"
 fi
 
+# ================================================================ distance: the WAL loops at each RTT
+if has_wl distance; then
+  . "$BENCH_DIR/distance.sh"
+fi
+
 # ================================================================ 2, replayed: real PostgreSQL recovery
-if has_wl replay; then
+# (with the distance workload: also pk@D and pgbr59-async@D for every D of DISTANCES, and cp)
+RP_VARIANTS=
+has_wl replay && RP_VARIANTS=$REPLAY_VARIANTS
+if has_wl distance && [ "$DIST_REPLAY" = 1 ]; then
+  for d in $DISTANCES; do
+    sfx=$([ "$d" = 0 ] || echo "@$d")
+    RP_VARIANTS+=" pk$sfx"; [ -x "$PGBR_NEW" ] && RP_VARIANTS+=" pgbr59-async$sfx"
+  done
+  RP_VARIANTS+=" cp"
+fi
+RP_VARIANTS=$(echo $RP_VARIANTS | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+if [ -n "$RP_VARIANTS" ]; then
   RP=$RA/replay RPR=$RESULTS/replay
   SRC=$RP/src BASE=$RP/base STAGE=$RP/wal RD=$RP/pgdata
   install -d -o "$PGUSER_OS" "$RP" "$STAGE" "$RP/log" "$BENCH_ROOT/home-$PGUSER_OS"
@@ -557,7 +685,8 @@ CONF
   # ---------------------------------------------------------------- the repositories, untimed
   replay_load() {
     local f t0 PB="pgbackrest --config=$RA/pgbr/replay-sync.conf --stanza=replay --pg1-path=$SRC"
-    s3_rm_prefix "$S3R/replay/" && s3_rm_prefix "s3://$S3_BUCKET/ra-pgbr-replay/" || return 1
+    local PB59="$PGBR_NEW --config=$RA/pgbr/replay59-sync.conf --stanza=replay --pg1-path=$SRC"
+    s3_rm_prefix "$S3R/replay/" && s3_rm_prefix "s3://$S3_BUCKET/ra-pgbr-replay/" && s3_rm_prefix "s3://$S3_BUCKET/ra-pgbr59-replay/" || return 1
     say "[replay] loading $RP_N segments: wal-push --jobs 1 per segment; pgbackrest archive-push per segment"
     t0=$EPOCHREALTIME
     for f in $RP_SEGS; do
@@ -565,6 +694,17 @@ CONF
         || { say "[replay] wal-push $f failed: $(tail -2 "$RPR/load-pitrkit.log")"; return 1; }
     done
     rp_fact "pitrkit repository" "$S3R/replay: loaded in $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t0}") s (wal-push --jobs 1, untimed), $(s3_bytes "$S3R/replay/wal/" | awk '{printf "%.1f", $1 / 1048576}') MiB stored"
+    if [[ " $RP_VARIANTS " == *" pgbr59-"* ]]; then
+      runuser -u "$PGUSER_OS" -- $PB59 --no-online stanza-create > "$RPR/load-pgbackrest59.log" 2>&1 \
+        || { say "[replay] pgbackrest 2.59.1 stanza-create failed: $(tail -2 "$RPR/load-pgbackrest59.log")"; return 1; }
+      t0=$EPOCHREALTIME
+      for f in $RP_SEGS; do
+        runuser -u "$PGUSER_OS" -- $PB59 archive-push "$STAGE/$f" >> "$RPR/load-pgbackrest59.log" 2>&1 \
+          || { say "[replay] pgbackrest 2.59.1 archive-push $f failed: $(tail -2 "$RPR/load-pgbackrest59.log")"; return 1; }
+      done
+      rp_fact "pgBackRest 2.59.1 repository" "s3://$S3_BUCKET/ra-pgbr59-replay (plain http), stanza replay: loaded in $(awk "BEGIN{printf \"%.1f\", $EPOCHREALTIME - $t0}") s (archive-push, untimed), $(s3_bytes "s3://$S3_BUCKET/ra-pgbr59-replay/archive/" | awk '{printf "%.1f", $1 / 1048576}') MiB stored"
+    fi
+    [[ " $RP_VARIANTS " == *" pgbr-"* ]] || return 0
     runuser -u "$PGUSER_OS" -- $PB --no-online stanza-create > "$RPR/load-pgbackrest.log" 2>&1 \
       || { say "[replay] pgbackrest stanza-create failed: $(tail -2 "$RPR/load-pgbackrest.log")"; return 1; }
     t0=$EPOCHREALTIME
@@ -586,6 +726,16 @@ CONF
   RP_WHAT[pk]="pitrkit wal-fetch, prefetch 8 (default)"; RP_WHAT[pk-p0]="pitrkit wal-fetch --prefetch 0"
   RP_WHAT[pgbr-sync]="pgBackRest archive-get, sync"; RP_WHAT[pgbr-async]="pgBackRest archive-get, async (process-max=2)"
   RP_WHAT[cp]="reference: cp of the raw segments from a local directory (replay with next to free fetching)"
+  has_wl distance && for d in $DISTANCES; do   # the distance workload's variants: the same repositories through the latency proxy
+    sfx=$([ "$d" = 0 ] || echo "@$d")
+    mkconf replay-d$d "$S3R/replay" plain "http://127.0.0.1:$(dist_port http "$d")"
+    RP_CMD[pk$sfx]="$BIN/wal-fetch --config $C/replay-d$d.toml %f %p"
+    RP_END[pk$sfx]="$BIN/wal-fetch --config $C/replay-d$d.toml --prefetch-cleanup"
+    RP_WHAT[pk$sfx]="pitrkit wal-fetch, prefetch 8 (default), $([ "$d" = 0 ] && echo loopback || echo "${d} ms RTT") to S3"
+    { s3_lines59 /ra-pgbr59-replay "$d"; ASYNC_LINES replay59-d$d; } | pgbr_conf replay59-async-d$d
+    RP_CMD[pgbr59-async$sfx]="$PGBR_NEW --config=$RA/pgbr/replay59-async-d$d.conf --stanza=replay --pg1-path=$RD archive-get %f %p"
+    RP_WHAT[pgbr59-async$sfx]="pgBackRest 2.59.1 archive-get, async (process-max=2), $([ "$d" = 0 ] && echo loopback || echo "${d} ms RTT") to S3"
+  done
   rp_stop() { [ ! -f "$RD/postmaster.pid" ] || rp_ctl -D "$RD" -w -m immediate stop >/dev/null 2>&1 || true; }
   replay_prep() {  # replay_prep VARIANT: a fresh copy of the base backup, set up for recovery
     local v=$1 e=${RP_END[$1]:-}
@@ -596,7 +746,8 @@ CONF
       [ -z "$e" ] || echo "recovery_end_command = '${e//\'/\'\'}'"
       echo "recovery_target_timeline = 'latest'"; echo "recovery_target_action = 'promote'"; } >> "$RD/postgresql.conf"
     runuser -u "$PGUSER_OS" -- touch "$RD/recovery.signal"
-    rm -rf "$RA/pgbr/spool-replay" && install -d -o "$PGUSER_OS" "$RA/pgbr/spool-replay"
+    rm -rf "$RA/pgbr/spool-replay"* && install -d -o "$PGUSER_OS" "$RA/pgbr/spool-replay" && \
+      for d in $DISTANCES; do install -d -o "$PGUSER_OS" "$RA/pgbr/spool-replay59-d$d"; done
     sync
   }
   replay_once() {  # replay_once VARIANT RUN: prints the seconds; a line in runs.tsv; rc 1 if it failed
@@ -648,24 +799,24 @@ CONF
     printf 'variant\twhat\trestore_command\trecovery_end_command\n' > "$RPR/commands.tsv"
     declare -A RP_T RP_CG RP_SRV RP_BAD
     rpv=()
-    for v in $REPLAY_VARIANTS; do
+    for v in $RP_VARIANTS; do
       [ -n "${RP_CMD[$v]:-}" ] || { fail "replay: unknown variant $v"; continue; }
       rpv+=("$v"); RP_T[$v]= RP_CG[$v]=0 RP_SRV[$v]=0 RP_BAD[$v]=
       printf '%s\t%s\t%s\t%s\n' "$v" "${RP_WHAT[$v]}" "${RP_CMD[$v]}" "${RP_END[$v]:--}" >> "$RPR/commands.tsv"
       say "[replay $v] restore_command = '${RP_CMD[$v]}'"
     done
-    rmdir "$CGL" 2>/dev/null || true; mkdir -p "$CGL"
+    cg_reset
     for i in $(seq 1 "$RUNS"); do
       for v in "${rpv[@]}"; do
         [ -z "${RP_BAD[$v]}" ] || continue
         wait_idle
-        c0=$(cat "$CGL/cpuacct.usage") s0=$(srv_ticks "$S3PID" "$TLSPID")
+        c0=$(cg_usage_ns) s0=$(srv_ticks $SRV_PIDS)
         if out=$(replay_once "$v" "$i"); then RP_T[$v]+=" $out"; say "[replay $v] run $i/$RUNS: $out s to replay $RP_N segments"
         else RP_BAD[$v]="FAILED (run $i: $out)"; fail "replay $v: run $i: $out"; fi
-        RP_CG[$v]=$(( RP_CG[$v] + $(cat "$CGL/cpuacct.usage") - c0 )); RP_SRV[$v]=$(( RP_SRV[$v] + $(srv_ticks "$S3PID" "$TLSPID") - s0 ))
+        RP_CG[$v]=$(( RP_CG[$v] + $(cg_usage_ns) - c0 )); RP_SRV[$v]=$(( RP_SRV[$v] + $(srv_ticks $SRV_PIDS) - s0 ))
       done
     done
-    rmdir "$CGL" 2>/dev/null || true
+    cg_drain 0 >/dev/null; rmdir "$CGL" 2>/dev/null || true
     for v in "${rpv[@]}"; do
       python3 - "$RPR/replay.tsv" "$v" "${RP_WHAT[$v]}" "$RP_N" "${RP_CG[$v]}" "${RP_SRV[$v]}" \
         "${RP_BAD[$v]:-ok: every run replayed to $RP_LSN, $RP_ROWS pgbench_history rows, $RP_N segments restored}" ${RP_T[$v]} <<'PY'

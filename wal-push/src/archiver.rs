@@ -55,6 +55,8 @@ pub const IDLE: Duration = Duration::from_secs(60);
 pub const IDLE_UNWATCHED: Duration = Duration::from_secs(5);
 /// How often it looks for files marked ready.
 const SCAN_EVERY: Duration = Duration::from_millis(5);
+/// How often it lists them while it has more queued than it can push at once.
+const RESCAN_BACKLOG: Duration = Duration::from_millis(500);
 
 /// `.archiver.pid`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,15 +182,23 @@ pub fn run(
         }
         let mut busy = Instant::now();
         let mut checked = Instant::now();
+        let mut listed = Instant::now();
         loop {
             std::thread::sleep(SCAN_EVERY);
-            let ready = ahead.ready();
-            let mut p = pitrkit::io::lock(&plan);
-            if !ready.is_empty() || !p.in_flight.is_empty() {
+            // A backlog of thousands of files (an archiver that fell behind) is listed again
+            // only when the queue runs short or now and then, not every few milliseconds.
+            let queued = pitrkit::io::lock(&plan).queue.len();
+            if queued <= 2 * jobs || listed.elapsed() >= RESCAN_BACKLOG {
+                listed = Instant::now();
+                let ready = ahead.ready();
+                let mut p = pitrkit::io::lock(&plan);
+                if !ready.is_empty() || !p.in_flight.is_empty() {
+                    busy = Instant::now();
+                }
+                p.refill(ready);
+            } else {
                 busy = Instant::now();
             }
-            p.refill(ready);
-            drop(p);
             if checked.elapsed() > Duration::from_millis(200) {
                 checked = Instant::now();
                 ahead.clean_stale(true);

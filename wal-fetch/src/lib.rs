@@ -71,7 +71,8 @@ pub struct Cli {
     /// at consistency, where the WAL after a kept backup may be gone on purpose)
     #[arg(long)]
     pub no_hole_check: bool,
-    /// Run as the prefetcher for segments of this size (started by a restoring call)
+    /// Run as the prefetcher for segments of this size, 0 to read it from the repository
+    /// (started by a restoring call)
     #[arg(
         long,
         value_name = "SEGMENT_SIZE",

@@ -214,12 +214,29 @@ impl Prefetch {
         // Whatever a dead prefetcher left (files, a stale `.stop`) is not to be trusted, and
         // calls serve from here as soon as the lock is held: start empty, or not at all.
         self.remove_contents()?;
-        if fresh_stop {
-            drop(lock);
+        if !fresh_stop {
+            self.fetch_ahead(first, seg_size, depth, jobs, fetch);
+        }
+        self.remove_contents()?;
+        drop(lock);
+        // Gone for good unless a call started another prefetcher meanwhile.
+        if !self.daemon_alive() {
             let _ = fs::remove_file(&lock_path);
             let _ = fs::remove_dir(&self.dir);
-            return Ok(());
         }
+        Ok(())
+    }
+
+    /// The prefetcher's work: `jobs` workers keep up to `depth` segments after the wanted
+    /// one fetched, until `.stop`, the postmaster's end or [`IDLE`].
+    fn fetch_ahead(
+        &self,
+        first: WalFileName,
+        seg_size: u32,
+        depth: usize,
+        jobs: usize,
+        fetch: impl Fn(&WalFileName, &mut TempFile) -> Result<u64> + Sync,
+    ) {
         let postmaster = Postmaster::watching(self.dir.parent().unwrap_or(Path::new(".")));
         let state = Mutex::new(Plan {
             wanted: first,
@@ -264,14 +281,6 @@ impl Prefetch {
             }
             stop.store(true, Ordering::Relaxed);
         });
-        self.remove_contents()?;
-        drop(lock);
-        // Gone for good unless a call started another prefetcher meanwhile.
-        if !self.daemon_alive() {
-            let _ = fs::remove_file(&lock_path);
-            let _ = fs::remove_dir(&self.dir);
-        }
-        Ok(())
     }
 
     /// Fetches one segment with `fetch` into a temporary file, publishing it under its name

@@ -14,13 +14,13 @@
 //! checks its record.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use pitrkit::error::{Error, Result};
 use pitrkit::io::buffer::PageBuf;
-use pitrkit::io::local::try_hold;
+use pitrkit::io::local::{TempFile, try_hold};
 use pitrkit::pg::wal::WalFileName;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -194,18 +194,10 @@ impl Ahead {
         let rp = self.record_path(name);
         let io = |e| Error::local_io(&rp, e);
         fs::create_dir_all(&self.records).map_err(io)?;
-        let tmp = self.records.join(format!(
-            ".{name}.json.{}.{:08x}.tmp",
-            std::process::id(),
-            rand_u32()
-        ));
-        let text = serde_json::to_vec(&record).map_err(Error::internal)?;
-        fs::write(&tmp, text)
-            .and_then(|()| fs::rename(&tmp, &rp))
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })
-            .map_err(io)
+        let mut tmp = TempFile::create_beside(&rp).map_err(io)?;
+        tmp.write_all(&serde_json::to_vec(&record).map_err(Error::internal)?)
+            .map_err(io)?;
+        tmp.replace_unsynced(&rp).map_err(io)
     }
 
     /// Removes the records and claims of files PostgreSQL no longer waits for (marked
@@ -242,18 +234,6 @@ impl Ahead {
             }
         }
     }
-}
-
-/// A name for a temporary file no other writer picks (a thread of this process or another).
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .elapsed()
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    h.finish() as u32
 }
 
 /// A reader that hashes (xxh3-64) what passes through it: the first half of `len` bytes

@@ -161,6 +161,16 @@ impl TempFile {
         )
     }
 
+    /// Renames the file to `target` without any fsync: for hints whose loss in a crash
+    /// costs only work (wal-push's records of pushed files), never for data; a reader must
+    /// treat a torn one as absent.
+    pub fn replace_unsynced(mut self, target: &Path) -> io::Result<()> {
+        let tmp = self.path.take().unwrap_or_default();
+        fs::rename(&tmp, target).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+    }
+
     /// fsyncs the content and publishes it under `target` only if that name is free
     /// (link(2) fails on an existing name: an atomic create-only publish).
     pub fn persist_new(self, target: &Path) -> io::Result<bool> {

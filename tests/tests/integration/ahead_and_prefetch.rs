@@ -198,29 +198,35 @@ fn lookahead_under_load_on_s3() {
     lookahead_under_load(Backend::S3);
 }
 
+/// `n` segments the primary wrote and archived, copied into a pg_wal of their own (with an
+/// empty archive_status) as the archiver would see them: their names and that directory.
+fn fake_pg_wal(s: &Site, n: usize) -> (Vec<String>, std::path::PathBuf) {
+    let p = &s.primary;
+    p.sql("create table t as select generate_series(1, 1000) i");
+    let mut segs = vec![];
+    for _ in 0..n {
+        p.sql("insert into t select generate_series(1, 1000)");
+        segs.push(p.sql("select pg_walfile_name(pg_current_wal_lsn())"));
+        p.sql("select pg_switch_wal()");
+    }
+    s.archive_now();
+    let wal = s.sb.path().join("fake/pg_wal");
+    fs::create_dir_all(wal.join("archive_status")).unwrap();
+    for seg in &segs {
+        fs::write(wal.join(seg), fetch_bytes(s, seg)).unwrap();
+    }
+    (segs, wal)
+}
+
 /// kill -9 of the call and of the archiver it started, at many moments of a batch, then
 /// the calls PostgreSQL would retry: every segment ends up stored and byte-identical, and
 /// no record ever names a segment the repository lacks.
 #[test]
 fn a_killed_batch_loses_nothing_and_records_nothing_unstored() {
     let s = site("killed", Backend::Fs, "");
-    let p = &s.primary;
-    p.sql("create table t as select generate_series(1, 1000) i");
-    let mut segs = vec![];
-    for _ in 0..6 {
-        p.sql("insert into t select generate_series(1, 1000)");
-        segs.push(p.sql("select pg_walfile_name(pg_current_wal_lsn())"));
-        p.sql("select pg_switch_wal()");
-    }
-    s.archive_now();
-    p.sql("select pg_switch_wal()");
-    // A copy of pg_wal as the archiver sees it: the six segments all marked ready, archived
-    // into a second, empty repository.
-    let wal = s.sb.path().join("fake/pg_wal");
-    fs::create_dir_all(wal.join("archive_status")).unwrap();
-    for seg in &segs {
-        fs::write(wal.join(seg), fetch_bytes(&s, seg)).unwrap();
-    }
+    // The six segments all marked ready below, archived into a second, empty repository.
+    let (segs, wal) = fake_pg_wal(&s, 6);
+    s.primary.sql("select pg_switch_wal()");
     let repo2 = s.sb.path().join("repo2");
     let repo2_arg = repo2.to_str().unwrap().to_string();
     let objects = |seg: &str| repo2.join(format!("wal/{}/{seg}.zst", &seg[..8]));
@@ -472,20 +478,7 @@ fn a_killed_prefetcher_costs_nothing_and_none_outlives_its_postmaster() {
 #[test]
 fn round_trips_per_segment_on_s3() {
     let mut s = site("trips", Backend::S3, "");
-    let p = &s.primary;
-    p.sql("create table t as select generate_series(1, 1000) i");
-    let mut segs = vec![];
-    for _ in 0..7 {
-        p.sql("insert into t select generate_series(1, 1000)");
-        segs.push(p.sql("select pg_walfile_name(pg_current_wal_lsn())"));
-        p.sql("select pg_switch_wal()");
-    }
-    s.archive_now();
-    let wal = s.sb.path().join("fake/pg_wal");
-    fs::create_dir_all(wal.join("archive_status")).unwrap();
-    for seg in &segs {
-        fs::write(wal.join(seg), fetch_bytes(&s, seg)).unwrap();
-    }
+    let (segs, wal) = fake_pg_wal(&s, 7);
     let config2 = s.sb.path().join("repo2.toml");
     let cfg = fs::read_to_string(&s.repo.config).unwrap();
     fs::write(&config2, cfg.replace("cluster-a", "cluster-b")).unwrap();

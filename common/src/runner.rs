@@ -228,6 +228,18 @@ pub fn spawn_helper(extra: &[&std::ffi::OsStr]) -> std::io::Result<()> {
         .map(drop)
 }
 
+/// How much lower than its caller's a helper that feeds a single PostgreSQL process runs.
+const HELPER_NICENESS: i32 = 10;
+
+/// Lowers this helper's CPU priority, so that when the cores are all busy PostgreSQL's own
+/// process wins them. Recovery replays in one process (the startup process) while the
+/// prefetcher decompresses and hashes with two threads per download: at equal priority,
+/// eight such threads on two cores leave the startup process a fifth of a core, and recovery
+/// waits on the very helper meant to hide the store. Best effort: a failure is harmless.
+pub fn yield_cpu_to_postgres() {
+    let _ = rustix::process::nice(HELPER_NICENESS);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

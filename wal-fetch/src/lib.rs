@@ -108,6 +108,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let name: WalFileName = raw.parse()?;
     let prefetch = prefetch_dir(&cli, &name, dest).map(Prefetch::new);
     if let (Some(p), Some(seg_size)) = (&prefetch, cli.prefetch_daemon) {
+        pitrkit::runner::yield_cpu_to_postgres();
         let repo = settings.open_repo()?;
         // Started before its caller knew the segment size: the repository's root says.
         let seg_size = match seg_size {
@@ -242,8 +243,23 @@ fn get(
     holes: bool,
 ) -> Result<(pitrkit::storage::ObjectKey, Vec<u8>)> {
     let key = Repository::wal_key(name);
-    let Some(stored) = repo.store().get(&key)? else {
-        return Err(not_found(repo, name, key.as_str(), holes));
+    // Every recovery asks for the history file of the timeline after its newest, which is
+    // mostly absent, and "absent" needs the root's word too (see `not_found`): both asked at
+    // once, so that the answer costs one round trip, not two.
+    let (stored, root) = if matches!(name, WalFileName::History { .. }) {
+        std::thread::scope(|s| {
+            let root = s.spawn(|| repo.require_root());
+            let stored = repo.store().get(&key);
+            let root = root
+                .join()
+                .unwrap_or_else(|_| Err(Error::internal("root reader panicked")));
+            (stored, Some(root))
+        })
+    } else {
+        (repo.store().get(&key), None)
+    };
+    let Some(stored) = stored? else {
+        return Err(not_found(repo, name, key.as_str(), holes, root));
     };
     if name.has_wal_pages() {
         // The digest (verified while streaming, before anything is published) proves the
@@ -277,8 +293,15 @@ fn fetch_into(
 /// stored ones of its timeline is a hole, not the end: recovery must stop there rather
 /// than promote early (retention racing a restore, a lost object). A standby asks again
 /// whatever the answer (see `runner`), so it skips the listing.
-fn not_found(repo: &Repository, name: &WalFileName, key: &str, holes: bool) -> Error {
-    if let Err(e) = repo.require_root() {
+/// `root` is the root's word when the caller already asked for it.
+fn not_found(
+    repo: &Repository,
+    name: &WalFileName,
+    key: &str,
+    holes: bool,
+    root: Option<Result<pitrkit::repo::RepoRoot>>,
+) -> Error {
+    if let Err(e) = root.unwrap_or_else(|| repo.require_root()) {
         return e;
     }
     let standby = Path::new("standby.signal").exists();

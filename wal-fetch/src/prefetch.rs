@@ -271,10 +271,14 @@ impl Prefetch {
                         moved = Instant::now();
                     }
                 }
+                // `.stop` is looked for at every turn: recovery's end (recovery_end_command)
+                // waits for this process to be gone, on PostgreSQL's critical path.
+                if self.dir.join(STOP).exists() {
+                    break;
+                }
                 if checked.elapsed() > Duration::from_millis(200) {
                     checked = Instant::now();
-                    if self.dir.join(STOP).exists() || !postmaster.alive() || moved.elapsed() > IDLE
-                    {
+                    if !postmaster.alive() || moved.elapsed() > IDLE {
                         break;
                     }
                 }

@@ -358,6 +358,12 @@ fn prefetching_recovery_matches_and_cleans_up() {
 }
 
 /// Process ids of the prefetchers working for the data directory `data`.
+/// A process's nice value (field 19 of /proc/PID/stat), `None` once it is gone.
+fn niceness(pid: u32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split(' ').nth(16)?.parse().ok()
+}
+
 fn prefetchers_of(data: &Path) -> Vec<u32> {
     let data = fs::canonicalize(data).unwrap();
     fs::read_dir("/proc")
@@ -427,6 +433,12 @@ fn a_killed_prefetcher_costs_nothing_and_none_outlives_its_postmaster() {
             r.log_text()
         );
         for pid in prefetchers_of(&r.data) {
+            // It yields the CPU to PostgreSQL's startup process, from its first moments on.
+            pitrkit_tests::wait_for(
+                "the prefetcher to lower its priority",
+                Duration::from_secs(2),
+                || niceness(pid).is_none_or(|n| n == 10),
+            );
             let mut kill = std::process::Command::new("kill");
             kill.args(["-9", &pid.to_string()]);
             if run(kill).code == 0 {

@@ -157,10 +157,10 @@ pub fn open_to(
 
 /// The envelope and the first `len` bytes of the content (fewer if it is shorter),
 /// unverified: for checks that must not wait for the whole object.
+/// Streamed: only the head is decrypted and decompressed, not the whole object.
 pub fn read_head(key: &str, stored: &[u8], len: usize, keys: &Keys) -> Result<(Envelope, Vec<u8>)> {
     let env = Envelope::decode(key, stored)?;
-    let payload = payload(key, stored, &env, keys)?;
-    let payload = &payload[..];
+    let payload = payload_reader(key, stored, &env, keys)?;
     let mut head = Vec::with_capacity(len);
     let read = match env.compression {
         Compression::None => payload.take(len as u64).read_to_end(&mut head),

@@ -79,14 +79,18 @@ for w in $WALSETS; do
           timeloop "$n" push "$PGUSER_OS" "$tgt" "$BIN/wal-push --config $pc %p" "s3_rm_prefix $S3R/$p-$tool/" "s3_bytes $S3R/$p-$tool/wal/"
           timeloop "$n" restore "$PGUSER_OS" "$tgt" "$BIN/wal-fetch --config $fc %f %p" "true" "echo 0" "$BIN/wal-fetch --config $fc --prefetch-cleanup" ;;
         pgbr59-sync|pgbr59-async|pgbr245-sync|pgbr245-async)
-          m=${tool#*-} cn=$p-$tool
-          if [ "${tool%-*}" = pgbr59 ]; then lines=$(s3_lines59 "/ra-$cn" "$d"); PB="$PGBR_NEW --config=$RA/pgbr/$cn.conf --stanza=wal"
-          else lines=$(s3_lines "/ra-$cn" "$(dist_port tls "$d")"); PB="pgbackrest --config=$RA/pgbr/$cn.conf --stanza=wal"; fi
+          # The repository path is short on purpose: s3s-fs keeps a multipart upload's state in a file
+          # named after the base64 of the whole key, and pgBackRest uploads a segment that compresses
+          # to more than 5 MiB (the real walset's) in parts, under keys of 104 characters plus this
+          # path: past 22 characters the name exceeds 255 bytes and s3s-fs answers 500.
+          m=${tool#*-} cn=$p-$tool rp=d$d-${w:0:1}-${tool#pgbr}
+          if [ "${tool%-*}" = pgbr59 ]; then lines=$(s3_lines59 "/$rp" "$d"); PB="$PGBR_NEW --config=$RA/pgbr/$cn.conf --stanza=wal"
+          else lines=$(s3_lines "/$rp" "$(dist_port tls "$d")"); PB="pgbackrest --config=$RA/pgbr/$cn.conf --stanza=wal"; fi
           { echo "$lines"; if [ $m = async ]; then ASYNC_LINES "$cn"; else echo "archive-async=n"; fi; } | pgbr_conf "$cn"
           spool="rm -rf $RA/pgbr/spool-$cn && install -d -o $PGUSER_OS $RA/pgbr/spool-$cn"
           timeloop "$n" push "$PGUSER_OS" "$tgt" "$PB --pg1-path=$PUSHDIR archive-push %p" \
-            "s3_rm_prefix s3://$S3_BUCKET/ra-$cn/"$'\n'"$spool"$'\n'"mkdatadir $PUSHDIR push && runuser -u $PGUSER_OS -- $PB --pg1-path=$PUSHDIR --no-online stanza-create >/dev/null" \
-            "s3_bytes s3://$S3_BUCKET/ra-$cn/archive/wal/"
+            "s3_rm_prefix s3://$S3_BUCKET/$rp/"$'\n'"$spool"$'\n'"mkdatadir $PUSHDIR push && runuser -u $PGUSER_OS -- $PB --pg1-path=$PUSHDIR --no-online stanza-create >/dev/null" \
+            "s3_bytes s3://$S3_BUCKET/$rp/archive/wal/"
           timeloop "$n" restore "$PGUSER_OS" "$tgt" "$PB --pg1-path=$RESTDIR archive-get %f %p" "$spool" "echo 0" ;;
         walrus)
           envf=$C/$p-walrus.env

@@ -110,14 +110,11 @@ pub fn run(cli: Cli) -> Result<()> {
     if let (Some(p), Some(seg_size)) = (&prefetch, cli.prefetch_daemon) {
         pitrkit::runner::yield_cpu_to_postgres();
         let repo = settings.open_repo()?;
-        // Started before its caller knew the segment size: the repository's root says.
-        let seg_size = match seg_size {
-            0 => match repo.read_root()? {
-                Some(root) => root.wal_segment_size,
-                None => return Ok(()),
-            },
-            n => n,
-        };
+        // Started before its caller knew the segment size (0): it begins with initdb's
+        // default rather than wait a round trip for the root's word, and the first segment
+        // it fetches says. The size only picks which names come next; every file is still
+        // fetched by its own name and verified against it.
+        let seg_size = (seg_size != 0).then_some(seg_size);
         // Downloads at once: two per core, so that a core decompresses while the other
         // download waits on a round trip or an fsync; more only adds memory.
         let jobs = cli
@@ -144,6 +141,19 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
+    // PostgreSQL asks twice for the segment that ends the archive: the second time, the
+    // answer a call got from the store a moment ago (see `prefetch`).
+    if let (Some(p), true) = (&prefetch, alive)
+        && !standby()
+        && p.known_missing(&name)
+    {
+        return Err(Error::NotFound {
+            key: format!(
+                "{name} (missing from {} a moment ago)",
+                settings.open_repo()?.location()
+            ),
+        });
+    }
     // No prefetcher yet (the first call of a recovery, or one after it stopped): start it
     // now, so that it fetches the next segments while this call fetches its own.
     let spawned = match &prefetch {
@@ -165,6 +175,10 @@ pub fn run(cli: Cli) -> Result<()> {
             // prefetcher started for it would only wait.
             if let (Some(p), true) = (&prefetch, spawned) {
                 p.ask_to_stop();
+            } else if let (Some(p), true, Error::NotFound { .. }) = (&prefetch, alive, &e)
+                && !standby()
+            {
+                let _ = p.note_missing(&name);
             }
             return Err(e);
         }
@@ -205,6 +219,12 @@ fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &FileArg) -> Option<PathBuf
         None => std::env::current_dir().is_ok_and(|d| d.ends_with("pg_wal")),
     };
     in_pg_wal.then(|| parent.join(prefetch::DIR))
+}
+
+/// Whether this call serves a standby (PostgreSQL runs restore_command in the data
+/// directory): it asks for a missing segment again and again until it is there.
+fn standby() -> bool {
+    Path::new("standby.signal").exists()
 }
 
 /// Starts the prefetcher: this program again with the same arguments (see
@@ -304,8 +324,7 @@ fn not_found(
     if let Err(e) = root.unwrap_or_else(|| repo.require_root()) {
         return e;
     }
-    let standby = Path::new("standby.signal").exists();
-    if let (WalFileName::Segment { .. }, false, true) = (name, standby, holes) {
+    if let (WalFileName::Segment { .. }, false, true) = (name, standby(), holes) {
         match later_segment(repo, name) {
             Ok(Some(later)) => {
                 return Error::Conflict(format!(

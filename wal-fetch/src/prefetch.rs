@@ -25,7 +25,14 @@
 //!   `--prefetch` ahead, each into a temporary file verified against the object's digest
 //!   before it gets its name; a missing segment is asked for again with growing pauses
 //!   (the end of the archive), and nothing past it is asked for meanwhile;
-//! - `.history` and `.partial` requests never come from here.
+//! - `.history` and `.partial` requests never come from here;
+//! - at the end of the archive (the segment after the wanted one is missing) it fetches the
+//!   wanted segment once more and keeps it: PostgreSQL reads the last segment again once
+//!   redo is done, and that request is then served like the others;
+//! - a call that found a segment missing writes `.missing`, and a call for the same segment
+//!   in the next [`MISSING_HOLD`] gets the same answer without asking the store again
+//!   (PostgreSQL asks twice at the end of the archive); not on a standby, which asks again
+//!   to find the segment there.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -47,6 +54,11 @@ const LOCK: &str = ".daemon.lock";
 const WANTED: &str = ".wanted";
 /// Asks the prefetcher to stop.
 const STOP: &str = ".stop";
+/// The last segment a call found missing from the repository.
+const MISSING: &str = ".missing";
+
+/// How long a call's "missing" answers the same question again.
+const MISSING_HOLD: Duration = Duration::from_secs(2);
 
 /// How long the prefetcher waits for recovery to ask for another segment before it exits.
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -111,19 +123,39 @@ impl Prefetch {
 
     /// Tells the prefetcher that recovery has restored `name`.
     pub fn note_restored(&self, name: &WalFileName) -> std::io::Result<()> {
+        self.note(WANTED, name)
+    }
+
+    /// Records that the repository does not have `name` (see [`Prefetch::known_missing`]).
+    pub fn note_missing(&self, name: &WalFileName) -> std::io::Result<()> {
+        self.note(MISSING, name)
+    }
+
+    /// Whether a call found `name` missing within [`MISSING_HOLD`], while this
+    /// directory's prefetcher runs (nothing from a dead one is trusted).
+    pub fn known_missing(&self, name: &WalFileName) -> bool {
+        let path = self.dir.join(MISSING);
+        let fresh = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MISSING_HOLD));
+        fresh && Self::read_note(&path) == Some(*name) && self.daemon_alive()
+    }
+
+    /// Writes a one-name note (`.wanted`, `.missing`) atomically.
+    fn note(&self, file: &str, name: &WalFileName) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let target = self.dir.join(WANTED);
-        let tmp = self.dir.join(format!("{WANTED}.{}", std::process::id()));
+        let target = self.dir.join(file);
+        let tmp = self.dir.join(format!("{file}.{}", std::process::id()));
         fs::write(&tmp, name.to_string())?;
         fs::rename(&tmp, &target)
     }
 
+    fn read_note(path: &Path) -> Option<WalFileName> {
+        fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
     fn wanted(&self) -> Option<WalFileName> {
-        fs::read_to_string(self.dir.join(WANTED))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        Self::read_note(&self.dir.join(WANTED))
     }
 
     /// Removes prefetched segments recovery has passed or left (other timelines, older
@@ -189,12 +221,14 @@ impl Prefetch {
     }
 
     /// Runs the prefetcher until it has reason to stop (see the module's documentation).
-    /// `fetch` fetches and verifies one segment into a temporary file; `first` is the
-    /// segment the starting call restored. Returns at once when another prefetcher runs.
+    /// `fetch` fetches and verifies one segment into a temporary file, returning its
+    /// length; `first` is the segment the starting call restored; `seg_size` the segment
+    /// size if known, else the first segment fetched tells. Returns at once when another
+    /// prefetcher runs.
     pub fn run_daemon(
         &self,
         first: WalFileName,
-        seg_size: u32,
+        seg_size: Option<u32>,
         depth: usize,
         jobs: usize,
         fetch: impl Fn(&WalFileName, &mut TempFile) -> Result<u64> + Sync,
@@ -232,24 +266,19 @@ impl Prefetch {
     fn fetch_ahead(
         &self,
         first: WalFileName,
-        seg_size: u32,
+        seg_size: Option<u32>,
         depth: usize,
         jobs: usize,
         fetch: impl Fn(&WalFileName, &mut TempFile) -> Result<u64> + Sync,
     ) {
         let postmaster = Postmaster::watching(self.dir.parent().unwrap_or(Path::new(".")));
-        let state = Mutex::new(Plan {
-            wanted: first,
-            in_flight: HashSet::new(),
-            published: HashSet::new(),
-            missing: HashMap::new(),
-        });
+        let state = Mutex::new(Plan::new(first, seg_size));
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             for _ in 0..jobs.max(1) {
                 s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(next) = pitrkit::io::lock(&state).claim(depth, seg_size) else {
+                        let Some(next) = pitrkit::io::lock(&state).claim(depth) else {
                             std::thread::sleep(Duration::from_millis(3));
                             continue;
                         };
@@ -288,19 +317,27 @@ impl Prefetch {
     }
 
     /// Fetches one segment with `fetch` into a temporary file, publishing it under its name
-    /// only when `fetch` verified it.
-    fn fill(&self, name: &WalFileName, fetch: impl FnOnce(&mut TempFile) -> Result<u64>) -> bool {
+    /// only when `fetch` verified it; its length if it did.
+    fn fill(
+        &self,
+        name: &WalFileName,
+        fetch: impl FnOnce(&mut TempFile) -> Result<u64>,
+    ) -> Option<u64> {
         let target = self.path(name);
-        let Ok(mut tmp) = TempFile::create_beside(&target) else {
-            return false;
-        };
-        fetch(&mut tmp).is_ok() && tmp.persist(&target).is_ok()
+        let mut tmp = TempFile::create_beside(&target).ok()?;
+        let len = fetch(&mut tmp).ok()?;
+        tmp.persist(&target).ok().map(|()| len)
     }
 }
 
 /// What the prefetcher's workers share.
 struct Plan {
     wanted: WalFileName,
+    /// The segment size: known, or initdb's default until a fetched segment tells.
+    seg_size: u32,
+    sized: bool,
+    /// The wanted segment, fetched again at the archive's end (see the module's documentation).
+    kept: Option<WalFileName>,
     in_flight: HashSet<WalFileName>,
     /// Fetched by this prefetcher and not yet passed by recovery (served or waiting).
     published: HashSet<WalFileName>,
@@ -309,12 +346,32 @@ struct Plan {
 }
 
 impl Plan {
+    fn new(wanted: WalFileName, seg_size: Option<u32>) -> Self {
+        Plan {
+            wanted,
+            seg_size: seg_size.unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE),
+            sized: seg_size.is_some(),
+            kept: None,
+            in_flight: HashSet::new(),
+            published: HashSet::new(),
+            missing: HashMap::new(),
+        }
+    }
+
     /// The first segment after the wanted one that is neither here nor being fetched;
     /// nothing past a segment that is missing (and not yet due to be asked for again).
-    fn claim(&mut self, depth: usize, seg_size: u32) -> Option<WalFileName> {
-        let segno = self.wanted.segno(seg_size)?;
+    /// When the next one is missing, the wanted one again, once.
+    fn claim(&mut self, depth: usize) -> Option<WalFileName> {
+        let segno = self.wanted.segno(self.seg_size)?;
+        let tli = self.wanted.timeline();
+        let next = WalFileName::segment(tli, segno + 1, self.seg_size);
+        if self.missing.contains_key(&next) && self.kept != Some(self.wanted) {
+            self.kept = Some(self.wanted);
+            self.in_flight.insert(self.wanted);
+            return Some(self.wanted);
+        }
         for i in 1..=depth as u64 {
-            let n = WalFileName::segment(self.wanted.timeline(), segno + i, seg_size);
+            let n = WalFileName::segment(tli, segno + i, self.seg_size);
             if self.in_flight.contains(&n) {
                 continue;
             }
@@ -340,11 +397,20 @@ impl Plan {
         self.missing.retain(|n, _| ahead(n));
     }
 
-    fn done(&mut self, name: WalFileName, fetched: bool) {
+    /// The outcome of a claimed fetch: the segment's length, or `None` if not fetched.
+    fn done(&mut self, name: WalFileName, fetched: Option<u64>) {
         self.in_flight.remove(&name);
-        if fetched {
+        if let Some(len) = fetched {
+            if !self.sized
+                && let Ok(size) = u32::try_from(len)
+                && size.is_power_of_two()
+            {
+                (self.seg_size, self.sized) = (size, true);
+            }
             self.missing.remove(&name);
             self.published.insert(name);
+        } else if name == self.wanted {
+            // The wanted segment fetched again: not worth asking for once more.
         } else {
             let pause = self
                 .missing
@@ -412,31 +478,47 @@ mod tests {
         fs::create_dir_all(p.dir()).unwrap();
         let seg = 16 << 20;
         let w: WalFileName = "000000010000000000000005".parse().unwrap();
-        let mut plan = Plan {
-            wanted: w,
-            in_flight: HashSet::new(),
-            published: ["000000010000000000000006".parse().unwrap()].into(),
-            missing: HashMap::new(),
-        };
-        let a = plan.claim(4, seg).unwrap();
+        let mut plan = Plan::new(w, Some(seg));
+        plan.published = ["000000010000000000000006".parse().unwrap()].into();
+        let a = plan.claim(4).unwrap();
         assert_eq!(a.to_string(), "000000010000000000000007");
-        let b = plan.claim(4, seg).unwrap();
+        let b = plan.claim(4).unwrap();
         assert_eq!(b.to_string(), "000000010000000000000008");
-        plan.done(a, false);
+        plan.done(a, None);
         // 7 is missing: nothing past it until its pause is over.
-        assert_eq!(plan.claim(4, seg), None);
+        assert_eq!(plan.claim(4), None);
         plan.missing.insert(a, (Instant::now(), Duration::ZERO));
-        assert_eq!(plan.claim(4, seg), Some(a));
-        plan.done(a, true);
-        plan.done(b, true);
+        assert_eq!(plan.claim(4), Some(a));
+        plan.done(a, Some(seg.into()));
+        plan.done(b, Some(seg.into()));
         assert!(plan.missing.is_empty() && plan.in_flight.is_empty());
         // Served files are not fetched again.
         assert_eq!(
-            plan.claim(4, seg).map(|n| n.to_string()).as_deref(),
+            plan.claim(4).map(|n| n.to_string()).as_deref(),
             Some("000000010000000000000009")
         );
         plan.moved_to(b);
         assert_eq!(plan.published.len(), 0);
+    }
+
+    #[test]
+    fn learns_the_segment_size_and_keeps_the_last_segment_at_the_archive_end() {
+        let n = |s: &str| -> WalFileName { s.parse().unwrap() };
+        let mut plan = Plan::new(n("000000010000000000000010"), None);
+        let a = plan.claim(1).unwrap();
+        assert_eq!(a, n("000000010000000000000011"));
+        // The first segment fetched says 64 MiB: 64 segments per log id from now on.
+        plan.done(a, Some(64 << 20));
+        plan.moved_to(n("00000001000000000000003F"));
+        let next = plan.claim(1).unwrap();
+        assert_eq!(next, n("000000010000000100000000"));
+        // The archive ends there: the wanted segment once more, then nothing.
+        plan.done(next, None);
+        assert_eq!(plan.claim(1), Some(n("00000001000000000000003F")));
+        assert_eq!(plan.claim(1), None);
+        plan.done(n("00000001000000000000003F"), Some(64 << 20));
+        assert!(plan.published.contains(&n("00000001000000000000003F")));
+        assert_eq!(plan.claim(1), None);
     }
 
     #[test]
@@ -447,7 +529,7 @@ mod tests {
         let first: WalFileName = "000000010000000000000005".parse().unwrap();
         std::thread::scope(|s| {
             let daemon = s.spawn(|| {
-                p.run_daemon(first, seg, 3, 2, |n, tmp| {
+                p.run_daemon(first, Some(seg), 3, 2, |n, tmp| {
                     use std::io::Write;
                     tmp.write_all(n.to_string().as_bytes()).unwrap();
                     Ok(24)

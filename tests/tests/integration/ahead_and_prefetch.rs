@@ -333,6 +333,15 @@ fn prefetching_recovery_matches_and_cleans_up() {
         );
         let log = r.log_text();
         assert!(!log.contains("recovery_end_command"), "{log}");
+        if target.is_empty() {
+            // PostgreSQL asks twice for the segment after the archive's last: the second
+            // answer is the first one's, not another round of requests.
+            assert!(
+                log.matches("not found in the repository").count() >= 2,
+                "{log}"
+            );
+            assert_eq!(log.matches("a moment ago): not found").count(), 1, "{log}");
+        }
     }
     // Without prefetch: the same data.
     let dir = s.sb.path().join("without");
@@ -357,13 +366,13 @@ fn prefetching_recovery_matches_and_cleans_up() {
     assert!(!r.data.join("pg_wal/pitrkit-prefetch").exists());
 }
 
-/// Process ids of the prefetchers working for the data directory `data`.
 /// A process's nice value (field 19 of /proc/PID/stat), `None` once it is gone.
 fn niceness(pid: u32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ")?.1.split(' ').nth(16)?.parse().ok()
 }
 
+/// Process ids of the prefetchers working for the data directory `data`.
 fn prefetchers_of(data: &Path) -> Vec<u32> {
     let data = fs::canonicalize(data).unwrap();
     fs::read_dir("/proc")

@@ -14,10 +14,11 @@
 //! - one per directory: it holds an exclusive lock on `.daemon.lock` while it runs, and
 //!   calls serve from the directory only while that lock is held, so nothing a dead
 //!   prefetcher left is ever used: a new prefetcher deletes whatever it finds first;
-//! - each prefetched file is fsynced before it gets its name — not for the prefetcher's
-//!   sake, but PostgreSQL's: it fsyncs every segment it restored when it keeps it in
-//!   pg_wal, and a file already on disk makes that fsync, on recovery's critical path,
-//!   nearly free;
+//! - each prefetched file is written to disk while it is fetched and fsynced right after it
+//!   gets its name — not for the prefetcher's sake, but PostgreSQL's: it fsyncs every
+//!   segment it restores, and a file already on disk makes that fsync, on recovery's
+//!   critical path, nearly free; the name comes first so that when a checkpoint floods the
+//!   disk, a call waits for neither the prefetcher's fsync nor the directory's;
 //! - it exits, deleting everything it fetched, when `--prefetch-cleanup` asks it to (bb-restore
 //!   sets that as `recovery_end_command`), when the postmaster whose data directory it
 //!   works in is gone, or when recovery has not moved for [`IDLE`];
@@ -326,7 +327,7 @@ impl Prefetch {
         let target = self.path(name);
         let mut tmp = TempFile::create_beside(&target).ok()?;
         let len = fetch(&mut tmp).ok()?;
-        tmp.persist(&target).ok().map(|()| len)
+        tmp.publish_then_sync(&target).ok().map(|()| len)
     }
 }
 

@@ -161,6 +161,20 @@ impl TempFile {
         )
     }
 
+    /// Renames the file to `target` at once, then waits for its content to reach the disk;
+    /// the directory is not fsynced. For a file whose reader waits to *see* it and makes it
+    /// durable itself (a prefetched segment: PostgreSQL fsyncs each segment it restores):
+    /// the writing is done off the reader's path in the usual case, and when a checkpoint
+    /// floods the disk the reader does not queue behind this fsync too.
+    pub fn publish_then_sync(mut self, target: &Path) -> io::Result<()> {
+        let tmp = self.path.take().unwrap_or_default();
+        if let Err(e) = fs::rename(&tmp, target) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.sync()
+    }
+
     /// Renames the file to `target` without any fsync: for hints whose loss in a crash
     /// costs only work (wal-push's records of pushed files), never for data; a reader must
     /// treat a torn one as absent.

@@ -555,9 +555,12 @@ if RPL and rp_("cp") and rp_("pk"):
              "redo used about 2.3 s of CPU in 5.6 s elapsed with only 0.24 s waiting for a core; the rest is waiting for each "
              "restore_command and for PostgreSQL's own fsync of every restored segment as it renames it into pg_wal "
              "(`durable_rename` of RECOVERYXLOG: 66 fsyncs of 16 MiB, ~34 ms each under strace). `cp` leaves that fsync "
-             "to PostgreSQL, on recovery's path; pitrkit's prefetcher fsyncs each segment in the background before "
-             "naming it, so PostgreSQL's fsync finds nothing left to write — which is how prefetch can beat `cp`. "
-             "What remains is redo itself and waiting for each call.")
+             "to PostgreSQL, on recovery's path; pitrkit's prefetcher writes each segment to disk in the background "
+             "(named first, fsynced right after), so PostgreSQL's fsync finds little or nothing left to write — which "
+             "is how prefetch can beat `cp`. What remains is redo itself, the CPU the prefetcher takes from the same two "
+             "cores (it runs at nice 10, so the startup process wins them), and the calls PostgreSQL makes at the start "
+             "and the end of recovery (two timeline-history probes, the segment after the last one twice, the last one "
+             "again), which cross the distance unless the prefetcher has the answer.")
 O.append("pgBackRest 2.45 only speaks https to S3, so its S3 rows go through the peers' socat TLS front (S3-side CPU column); "
          "pitrkit talks plain http to the same s3s-fs. That hop costs pgBackRest latency and CPU, not pitrkit.")
 if O:

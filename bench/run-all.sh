@@ -4,7 +4,8 @@
 #   sudo bench/run-all.sh                    # full run: NSEG=64 segments, RUNS=3 (~40 min)
 #   NSEG=8 RUNS=1 SUSTAIN_SECONDS=15 bench/run-all.sh   # smoke run (numbers not for quoting)
 #   sudo WORKLOADS=distance bench/run-all.sh   # only issue 18's bench at real distance (loopback and 25 ms RTT,
-#                                              # fpi + real walsets, every peer, replay): ~25-30 min
+#                                              # fpi + real walsets, every peer, replay): ~15-25 min, into
+#                                              # DISTANCE-BENCHMARKS.md
 #   WORKLOADS=distance DIST_NSEG=4 NSEG=4 RUNS=1 REPLAY_SCALE=5 bench/run-all.sh   # its smoke run (~2 min)
 #
 # Workloads (WORKLOADS, default all, in this order: wal replay distance sustained backup bbenc):
@@ -70,7 +71,8 @@
 #                            first, so a rebuild during the run can't mix binaries)
 #   PEERS=DIR                the shared peer scripts (default: ../../shared/peers)
 #   RESULTS=DIR              raw results (default: /tmp/peerbench/pitrkit-results/all-<time>)
-#   OUT=FILE                 the report (default: BENCHMARKS.md next to this script)
+#   OUT=FILE                 the report (default: BENCHMARKS.md next to this script; DISTANCE-BENCHMARKS.md when
+#                            WORKLOADS is just distance)
 #   IDLE_WAIT_MAX=1800       before each timed step, wait while cargo/rustc/test binaries run
 #   REPORT_ONLY=DIR          only rewrite OUT from the raw results of an earlier run in DIR
 #
@@ -81,6 +83,8 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT_DIR=$(cd "$BENCH_DIR/.." && pwd)
 PEERS=${PEERS:-$(cd "$BENCH_DIR/../../shared/peers" && pwd)}
 PITRKIT_BIN=${PITRKIT_BIN:-$ROOT_DIR/target/release}
+# The distance workload alone reports into its own file, so that it never overwrites the full report.
+if [ "${WORKLOADS:-}" = distance ]; then OUT=${OUT:-$BENCH_DIR/DISTANCE-BENCHMARKS.md}; fi
 OUT=${OUT:-$BENCH_DIR/BENCHMARKS.md}
 NSEG=${NSEG:-64}
 RUNS=${RUNS:-3}

@@ -68,7 +68,7 @@ impl FsStore {
         match fs::create_dir(dir) {
             Ok(()) => {
                 fs::set_permissions(dir, fs::Permissions::from_mode(self.modes().0))
-                    .and_then(|()| give_to_parent_owner(dir))
+                    .and_then(|()| give_to_owner_of(dir, &self.root))
                     .map_err(|e| self.unavailable(dir, e))?;
                 sync_dir(parent).map_err(|e| self.unavailable(parent, e))
             }
@@ -123,34 +123,36 @@ impl FsStore {
     }
 }
 
-/// Run as root (a cron job, an operator's manual bb-push), a new repository directory gets
-/// the owner of the directory it was made in: a root-owned `wal/00000002/` would make the
-/// archiver, running as `postgres`, fail on the next segment.
-fn give_to_parent_owner(dir: &Path) -> io::Result<()> {
+/// Run as root (a cron job, an operator's manual bb-push), what is made in the repository
+/// gets the owner of `reference`: a root-owned `wal/00000002/` would make the archiver,
+/// running as `postgres`, fail on the next segment, and it could not read a root document
+/// root wrote first. The reference is the repository directory itself (its parent for the
+/// repository directory), not each new directory's parent: several threads (bb-push's
+/// uploads) make `chunks/` and `chunks/4a/` at once, and a parent seen an instant before its
+/// own owner is given would be root's.
+fn owner_to_give(reference: &Path) -> io::Result<Option<(u32, u32)>> {
     use std::os::unix::fs::MetadataExt;
     if !running_as_root() {
-        return Ok(());
+        return Ok(None);
     }
-    let parent = fs::metadata(dir.parent().unwrap_or(Path::new(".")))?;
-    if parent.uid() == 0 {
-        return Ok(());
-    }
-    std::os::unix::fs::lchown(dir, Some(parent.uid()), Some(parent.gid()))
+    let owner = fs::metadata(reference)?;
+    Ok((owner.uid() != 0).then_some((owner.uid(), owner.gid())))
 }
 
-/// Run as root, a new repository file gets the owner of its directory, like directories do:
-/// the archiver, running as `postgres`, reads the root document and WAL that a root cron job
-/// may have written first.
-fn give_file_to_dir_owner(file: &File, dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    if !running_as_root() {
-        return Ok(());
+/// A new directory gets the owner of `reference` (see [`owner_to_give`]).
+fn give_to_owner_of(dir: &Path, reference: &Path) -> io::Result<()> {
+    match owner_to_give(reference)? {
+        Some((uid, gid)) => std::os::unix::fs::lchown(dir, Some(uid), Some(gid)),
+        None => Ok(()),
     }
-    let owner = fs::metadata(dir)?;
-    if owner.uid() == 0 {
-        return Ok(());
+}
+
+/// A new file gets the owner of `reference` (see [`owner_to_give`]).
+fn give_file_to_owner_of(file: &File, reference: &Path) -> io::Result<()> {
+    match owner_to_give(reference)? {
+        Some((uid, gid)) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
+        None => Ok(()),
     }
-    std::os::unix::fs::fchown(file, Some(owner.uid()), Some(owner.gid()))
 }
 
 /// Threads that fsync and publish the objects of [`Store::put_unsettled`]: each is written
@@ -327,8 +329,13 @@ impl Store for FsStore {
             Ok(()) => {
                 // Like every directory below it: run as root, it belongs to whoever owns
                 // the directory it was made in (the archiver and restores read it).
-                give_to_parent_owner(&self.root).map_err(|e| self.unavailable(&self.root, e))?;
-                let parent = self.root.parent().unwrap_or(Path::new("."));
+                let parent = self
+                    .root
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                give_to_owner_of(&self.root, parent)
+                    .map_err(|e| self.unavailable(&self.root, e))?;
                 sync_dir(parent).map_err(|e| self.unavailable(parent, e))
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.check_root(),
@@ -370,7 +377,7 @@ impl FsStore {
         let mut tmp = TempFile::create_beside(&target).map_err(|e| self.unavailable(&dir, e))?;
         tmp.file()
             .set_permissions(fs::Permissions::from_mode(self.modes().1))
-            .and_then(|()| give_file_to_dir_owner(tmp.file(), &dir))
+            .and_then(|()| give_file_to_owner_of(tmp.file(), &self.root))
             .map_err(|e| self.unavailable(&dir, e))?;
         tmp.write_all(data).map_err(|e| self.unavailable(&dir, e))?;
         Ok((tmp, target))
@@ -409,6 +416,33 @@ impl FsStore {
                 "repository directory {}: {e}",
                 self.root.display()
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Run as root into a repository another user owns, a new directory and object belong to
+    /// that user even when the directory above them is, for the moment, root's (another
+    /// thread made it and has not yet given it away).
+    #[test]
+    fn root_writes_belong_to_the_repository_owner_whatever_the_parent() {
+        if !running_as_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+        fs::create_dir(root.join("chunks")).unwrap(); // still root's
+        let store = FsStore::new(&root);
+        let key = ObjectKey::new("chunks/4a/4a00").unwrap();
+        store.put(&key, b"rows", PutMode::CreateNew).unwrap();
+        for p in [root.join("chunks/4a"), root.join("chunks/4a/4a00")] {
+            assert_eq!(fs::metadata(&p).unwrap().uid(), 65534, "{}", p.display());
         }
     }
 }

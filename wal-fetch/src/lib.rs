@@ -228,7 +228,7 @@ fn standby() -> bool {
 }
 
 /// Starts the prefetcher: this program again with the same arguments (see
-/// [`pitrkit::runner::spawn_helper`]); it reads the segment size from the repository.
+/// [`pitrkit::runner::spawn_helper`]); the first segment it fetches tells it the segment size.
 fn start_prefetcher() -> std::io::Result<()> {
     pitrkit::runner::spawn_helper(&["--prefetch-daemon".as_ref(), "0".as_ref()])
 }

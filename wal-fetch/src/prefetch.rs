@@ -334,9 +334,8 @@ impl Prefetch {
 /// What the prefetcher's workers share.
 struct Plan {
     wanted: WalFileName,
-    /// The segment size: known, or initdb's default until a fetched segment tells.
-    seg_size: u32,
-    sized: bool,
+    /// The segment size, once known (given, or told by a fetched segment).
+    seg_size: Option<u32>,
     /// The wanted segment, fetched again at the archive's end (see the module's documentation).
     kept: Option<WalFileName>,
     in_flight: HashSet<WalFileName>,
@@ -350,8 +349,7 @@ impl Plan {
     fn new(wanted: WalFileName, seg_size: Option<u32>) -> Self {
         Plan {
             wanted,
-            seg_size: seg_size.unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE),
-            sized: seg_size.is_some(),
+            seg_size,
             kept: None,
             in_flight: HashSet::new(),
             published: HashSet::new(),
@@ -363,16 +361,20 @@ impl Plan {
     /// nothing past a segment that is missing (and not yet due to be asked for again).
     /// When the next one is missing, the wanted one again, once.
     fn claim(&mut self, depth: usize) -> Option<WalFileName> {
-        let segno = self.wanted.segno(self.seg_size)?;
+        // Until a segment says, initdb's default: it only picks which names come next.
+        let seg_size = self
+            .seg_size
+            .unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE);
+        let segno = self.wanted.segno(seg_size)?;
         let tli = self.wanted.timeline();
-        let next = WalFileName::segment(tli, segno + 1, self.seg_size);
+        let next = WalFileName::segment(tli, segno + 1, seg_size);
         if self.missing.contains_key(&next) && self.kept != Some(self.wanted) {
             self.kept = Some(self.wanted);
             self.in_flight.insert(self.wanted);
             return Some(self.wanted);
         }
         for i in 1..=depth as u64 {
-            let n = WalFileName::segment(tli, segno + i, self.seg_size);
+            let n = WalFileName::segment(tli, segno + i, seg_size);
             if self.in_flight.contains(&n) {
                 continue;
             }
@@ -402,17 +404,14 @@ impl Plan {
     fn done(&mut self, name: WalFileName, fetched: Option<u64>) {
         self.in_flight.remove(&name);
         if let Some(len) = fetched {
-            if !self.sized
-                && let Ok(size) = u32::try_from(len)
-                && size.is_power_of_two()
-            {
-                (self.seg_size, self.sized) = (size, true);
+            if self.seg_size.is_none() {
+                self.seg_size = u32::try_from(len).ok().filter(|s| s.is_power_of_two());
             }
             self.missing.remove(&name);
             self.published.insert(name);
-        } else if name == self.wanted {
-            // The wanted segment fetched again: not worth asking for once more.
-        } else {
+        } else if name != self.wanted {
+            // A missing segment is asked for again later; the wanted one fetched again (the
+            // archive's end) is not worth a second try.
             let pause = self
                 .missing
                 .get(&name)

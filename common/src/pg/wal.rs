@@ -218,10 +218,10 @@ pub fn segments_between(tli: TimelineId, start: Lsn, stop: Lsn, seg_size: u32) -
         .collect()
 }
 
-/// `XLogSegmentsPerXLogId`: how many segments one "log" number (4 GiB of WAL) holds.
 /// initdb's default WAL segment size (`--wal-segsize`), which nearly every cluster keeps.
 pub const DEFAULT_SEGMENT_SIZE: u32 = 16 << 20;
 
+/// `XLogSegmentsPerXLogId`: how many segments one "log" number (4 GiB of WAL) holds.
 pub fn segments_per_xlog_id(seg_size: u32) -> u64 {
     0x1_0000_0000u64 / seg_size as u64
 }

@@ -156,8 +156,8 @@ pub fn open_to(
 }
 
 /// The envelope and the first `len` bytes of the content (fewer if it is shorter),
-/// unverified: for checks that must not wait for the whole object.
-/// Streamed: only the head is decrypted and decompressed, not the whole object.
+/// unverified: for checks that must not wait for the whole object. Only the head is
+/// decrypted and decompressed.
 pub fn read_head(key: &str, stored: &[u8], len: usize, keys: &Keys) -> Result<(Envelope, Vec<u8>)> {
     let env = Envelope::decode(key, stored)?;
     let payload = payload_reader(key, stored, &env, keys)?;

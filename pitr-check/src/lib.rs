@@ -41,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     /// Archive continuity, each backup's recovery window, RPO and the archiver's health (default)
     Status(StatusArgs),
-    /// Read every stored object and check it against its recorded sha256 and length
+    /// Read every stored object and check it against its recorded digest and length
     Verify(VerifyArgs),
     /// Restore a backup into a throwaway cluster, start it and check it
     Drill(DrillArgs),

@@ -1,5 +1,5 @@
 //! `pitr-check verify`: read every stored object back and check it against its recorded
-//! sha256 and length, then say what each bad or missing object breaks.
+//! digest and length, then say what each bad or missing object breaks.
 //!
 //! `status` trusts listings; this reads the bytes, so it finds the silent failures listings
 //! can't: a flipped bit on a disk, a truncated upload, an object replaced by something else.

@@ -208,6 +208,12 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The digest wal-push records of a file in a plain repository (BLAKE3), in hex.
+pub fn blake3_hex(data: &[u8]) -> String {
+    pitrkit::repo::object::ContentDigest(pitrkit::repo::crypto::Digester::Blake3.of(data))
+        .to_string()
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)
         .iter()

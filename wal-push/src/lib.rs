@@ -3,7 +3,7 @@
 //!
 //! PostgreSQL deletes or recycles a WAL file as soon as this exits 0, so 0 means exactly
 //! one thing: the file is durably in the repository (stored now, or found there already
-//! with the same sha256). Anything doubtful exits non-zero and PostgreSQL retries later.
+//! with the same digest). Anything doubtful exits non-zero and PostgreSQL retries later.
 //!
 //! The push of one segment reads top to bottom as the steps PostgreSQL waits on; storing it
 //! under its name (create-only, or proving what is there) is `store`; the background
@@ -75,8 +75,12 @@ pub struct PushReport {
     pub name: String,
     pub bytes: u64,
     pub stored_bytes: u64,
-    /// sha256 of the file; in an encrypted repository its keyed digest (see docs/FORMAT.md).
+    /// The file's digest (blake3; keyed in an encrypted repository: docs/FORMAT.md).
     pub digest: String,
+    /// Which function `digest` is: `blake3` or `keyed-blake3` (empty in an archiver's record
+    /// written before this field).
+    #[serde(default)]
+    pub digest_algorithm: String,
     pub seconds: f64,
     /// `stored`; `already-archived` when identical content was there already; `repaired`
     /// when the stored copy was damaged and has been rewritten from this file;
@@ -401,6 +405,7 @@ fn push_one(
         bytes: envelope.plain_len,
         stored_bytes: stored.len() as u64,
         digest: envelope.digest.to_string(),
+        digest_algorithm: envelope.digest_name().into(),
         seconds: pitrkit::io::measure::round(started.elapsed().as_secs_f64(), 4),
         status: status.into(),
     };

@@ -79,26 +79,30 @@ fn verify_existing(
     sealed: &[u8],
 ) -> Result<&'static str> {
     let theirs = Envelope::decode(key.as_str(), stored_prefix)?;
-    let our_digest = if theirs.key == ours.key {
+    let our_digest = if theirs.key == ours.key && theirs.digest_alg == ours.digest_alg {
         ours.digest
     } else {
-        // Sealed before a key rotation: digest this file again with the old key.
-        let digester = repo.keys().digester_for(theirs.key).ok_or_else(|| {
-            Error::Conflict(format!(
-                "{display}: {key} was stored with key {}, which this host does not hold, so it \
+        // Sealed before a key rotation, or by a pitrkit that digested with sha256: digest
+        // this file again the way the stored copy was.
+        let digester = repo
+            .keys()
+            .digester_for(theirs.key, theirs.digest_alg)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "{display}: {key} was stored with key {}, which this host does not hold, so it \
                  can't prove the stored copy is this file; list the old recipient after the \
                  current one in encryption_recipients",
-                theirs
-                    .key
-                    .map(|k| k.to_string())
-                    .unwrap_or_else(|| "none".into())
-            ))
-        })?;
+                    theirs
+                        .key
+                        .map(|k| k.to_string())
+                        .unwrap_or_else(|| "none".into())
+                ))
+            })?;
         // Stdin was consumed: only a file can be read again.
         let file = path.file().ok_or_else(|| {
             Error::Conflict(format!(
-                "{display}: {key} was stored with an older key; push it from a file, not stdin, \
-                 so it can be digested again"
+                "{display}: {key} was stored with an older key or digest; push it from a file, \
+                 not stdin, so it can be digested again"
             ))
         })?;
         let data = std::fs::read(file).map_err(|e| Error::local_io(file, e))?;
@@ -127,8 +131,13 @@ fn verify_existing(
 
 fn conflict(key: &str, display: &str, theirs: &Envelope, ours: &Envelope) -> Error {
     Error::Conflict(format!(
-        "{display}: {key} already exists with different content (stored digest {} length {}, \
-         this file digest {} length {}); refusing to overwrite archived WAL",
-        theirs.digest, theirs.plain_len, ours.digest, ours.plain_len
+        "{display}: {key} already exists with different content (stored {} {} length {}, \
+         this file {} {} length {}); refusing to overwrite archived WAL",
+        theirs.digest_name(),
+        theirs.digest,
+        theirs.plain_len,
+        ours.digest_name(),
+        ours.digest,
+        ours.plain_len
     ))
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::io::lock;
-use crate::repo::crypto::{Class, Digester, Keys};
+use crate::repo::crypto::{Class, DigestAlg, Digester, Keys};
 use crate::repo::object::{self, ContentDigest, Sealer};
 use crate::storage::{ObjectKey, PutMode, Store};
 
@@ -340,8 +340,21 @@ fn read_object(store: &dyn Store, keys: &Keys, id: &ChunkId) -> Result<(Stored, 
 fn parse_object(keys: &Keys, id: &ChunkId, stored: &[u8]) -> Result<(Stored, Digester)> {
     let key = id.key();
     let (plain, env) = object::open(key.as_str(), stored, keys, object::limit::CHUNK)?;
+    // Chunks are named by their sha256 digest (`crypto::digest`): an object that records
+    // another function is not one pitrkit wrote as a chunk.
+    if env.digest_alg != DigestAlg::Sha256 {
+        return Err(Error::corrupt(
+            &key,
+            format!(
+                "records a {} digest; a chunk's is sha256",
+                env.digest_name()
+            ),
+        ));
+    }
     // open() succeeded, so the key that sealed it is known.
-    let digester = keys.digester_for(env.key).unwrap_or(Digester::Sha256);
+    let digester = keys
+        .digester_for(env.key, DigestAlg::Sha256)
+        .unwrap_or(Digester::Sha256);
     if env.digest.0 == id.0 {
         Ok((Stored::Full(plain), digester))
     } else {
@@ -499,5 +512,18 @@ mod tests {
             read(&store, &keys, &missing).unwrap_err().code(),
             crate::error::EXIT_CORRUPT
         );
+        // A chunk's own content behind a BLAKE3 envelope (as a stream is sealed) opens, but
+        // its envelope does not name it: refused, not taken for a delta.
+        let content = vec![9u8; 7000];
+        let id = w.put(&content, None).unwrap();
+        let (as_stream, _) = Sealer::on_this_thread(1)
+            .seal_reader(&mut &content[..], 0, &keys, Class::Data)
+            .unwrap();
+        store
+            .put(&id.key(), &as_stream, PutMode::Overwrite)
+            .unwrap();
+        let e = read(&store, &keys, &id).unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_CORRUPT);
+        assert!(e.to_string().contains("a chunk's is sha256"), "{e}");
     }
 }

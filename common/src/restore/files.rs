@@ -37,7 +37,9 @@ pub(super) fn restore_files(
     let mut wanted = HashSet::new();
     // Chunks are named with the key that sealed the manifest; without it, --delta can't
     // recognise a matching chunk and fetches everything.
-    let digester = repo.keys().digester_for(m.sealed_with);
+    let digester = repo
+        .keys()
+        .digester_for(m.sealed_with, crate::repo::crypto::DigestAlg::Sha256);
     layout.make_links()?;
     for e in &m.entries {
         let place = layout.place(e.path());

@@ -119,7 +119,8 @@ fn status_0_push_and_fetch_through_pipes() {
         let out = run_with_stdin(&mut c, Some(history));
         out.assert_ok();
         let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON line");
-        assert_eq!(report["digest"], pitrkit_tests::sha256_hex(history));
+        assert_eq!(report["digest"], pitrkit_tests::blake3_hex(history));
+        assert_eq!(report["digest_algorithm"], "blake3");
         let out = f.fetch(&["00000002.history", "-"]);
         out.assert_ok();
         assert_eq!(out.stdout_bytes, history);
@@ -127,6 +128,38 @@ fn status_0_push_and_fetch_through_pipes() {
         let out = f.fetch(&[&f.segments[1], "-"]);
         out.assert_ok();
         assert!(out.stdout_bytes == seg);
+
+        // A segment archived by a pitrkit that digested with sha256 (envelope version 1):
+        // fetched byte for byte, pushed again it is the same file, and other content under
+        // its name is still refused.
+        let seg2 = fs::read(f.segment_path(0)).expect("segment");
+        let v1 = pitrkit::repo::object::Sealer::on_this_thread(3)
+            .seal_known(
+                &seg2,
+                pitrkit::repo::object::ContentDigest::of(&seg2),
+                &pitrkit::repo::crypto::Keys::none(),
+                pitrkit::repo::crypto::Class::Data,
+            )
+            .expect("seal");
+        assert_eq!(v1[16], 1, "envelope version 1");
+        fs::write(f.repo.object_path(&f.key(0)), &v1).expect("old object");
+        let out = f.fetch(&[&f.segments[0], "-"]);
+        out.assert_ok();
+        assert!(out.stdout_bytes == seg2);
+        let before = f.repo.snapshot();
+        let out = f.push(&[&f.segment_path(0)]);
+        out.assert_ok();
+        let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("JSON line");
+        assert_eq!(report["status"], "already-archived", "{out}");
+        assert_eq!(f.repo.snapshot(), before);
+        let mut changed = seg2.clone();
+        changed[200_000] ^= 1;
+        let changed = f.scratch(&f.segments[0], &changed);
+        f.push(&[&changed]).assert_code(4).stderr_has(&format!(
+            "stored sha256 {}",
+            pitrkit_tests::sha256_hex(&seg2)
+        ));
+        assert_eq!(f.repo.snapshot(), before);
     }
 }
 
@@ -238,9 +271,12 @@ fn status_4_wrong_repository_or_conflicting_content() {
         let out = f.push(&[&changed]);
         out.assert_code(4)
             .stderr_has("already exists with different content");
-        let stored_sum = pitrkit_tests::sha256_hex(&fs::read(f.segment_path(0)).expect("segment"));
-        out.stderr_has(&stored_sum)
-            .stderr_has(&pitrkit_tests::sha256_hex(&seg));
+        let stored_sum = pitrkit_tests::blake3_hex(&fs::read(f.segment_path(0)).expect("segment"));
+        out.stderr_has(&format!("stored blake3 {stored_sum}"))
+            .stderr_has(&format!(
+                "this file blake3 {}",
+                pitrkit_tests::blake3_hex(&seg)
+            ));
         assert_eq!(
             f.repo.snapshot(),
             before,

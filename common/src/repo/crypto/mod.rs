@@ -10,9 +10,10 @@
 //! can't read old backups from the repository. Keys are those of the stock `age-keygen`.
 //!
 //! Content digests. A plain repository names chunks by the sha256 of their content and
-//! records a content sha256 in every envelope; in an encrypted repository that would let
-//! anyone with read access to the bucket confirm a guess of the content. Encrypted objects
-//! record HMAC-SHA256 instead, keyed by a key derived (HKDF-SHA256) from the recipient, and
+//! records a content digest (sha256 or BLAKE3, see `digest`) in every envelope; in an
+//! encrypted repository that would let anyone with read access to the bucket confirm a guess
+//! of the content. Encrypted objects record HMAC-SHA256 or keyed BLAKE3 instead, keyed by keys
+//! derived (HKDF-SHA256) from the recipient, and
 //! chunks are named by that keyed digest: deduplication keeps working for whoever holds the
 //! recipient, and leaks nothing to whoever holds only the bucket. The recipient is therefore
 //! not public in pitrkit: keep it as private as a credential (it still can't decrypt).
@@ -41,7 +42,7 @@ use crate::error::{Error, Result};
 mod digest;
 mod load;
 
-pub use digest::{DigestState, Digester};
+pub use digest::{DigestAlg, DigestState, Digester};
 pub use load::{KeySource, generate};
 
 /// Which key sealed an object: the first 4 bytes of sha256("pitrkit key id" ‖ recipient).
@@ -64,13 +65,22 @@ impl serde::Serialize for KeyId {
 #[derive(Clone)]
 struct Derived {
     id: KeyId,
-    /// Keys content digests (and so chunk names).
+    /// Keys sha256 content digests (and so chunk names).
     mac: [u8; 32],
+    /// Keys BLAKE3 content digests (envelope version 2).
+    mac_blake3: [u8; 32],
     /// Seals metadata objects.
     meta: [u8; 32],
 }
 
 impl Derived {
+    fn digester(&self, alg: DigestAlg) -> Digester {
+        match alg {
+            DigestAlg::Sha256 => Digester::Keyed(self.mac),
+            DigestAlg::Blake3 => Digester::Blake3Keyed(self.mac_blake3),
+        }
+    }
+
     fn of(recipient: &x25519::Recipient) -> Self {
         let text = recipient.to_string();
         let mut id = [0u8; 4];
@@ -89,6 +99,7 @@ impl Derived {
         Derived {
             id: KeyId(id),
             mac: derive(b"content digest v1"),
+            mac_blake3: derive(b"content digest blake3 v1"),
             meta: derive(b"metadata seal v1"),
         }
     }
@@ -136,24 +147,25 @@ impl Keys {
         self.0.as_ref().map(|r| r.write.1.id)
     }
 
-    /// How new content is digested (and chunks named).
+    /// How a new chunk is named and its content digested (sha256: see `digest`).
     pub fn digester(&self) -> Digester {
+        self.digester_with(DigestAlg::Sha256)
+    }
+
+    /// How new content is digested with `alg`.
+    pub fn digester_with(&self, alg: DigestAlg) -> Digester {
         match &self.0 {
-            None => Digester::Sha256,
-            Some(r) => Digester::Keyed(r.write.1.mac),
+            None => Digester::plain(alg),
+            Some(r) => r.write.1.digester(alg),
         }
     }
 
-    /// How content sealed with `id` was digested, when this tool knows that key.
-    pub fn digester_for(&self, id: Option<KeyId>) -> Option<Digester> {
+    /// How content sealed with `id` was digested with `alg`, when this tool knows that key.
+    pub fn digester_for(&self, id: Option<KeyId>, alg: DigestAlg) -> Option<Digester> {
         match (id, &self.0) {
-            (None, _) => Some(Digester::Sha256),
+            (None, _) => Some(Digester::plain(alg)),
             (Some(_), None) => None,
-            (Some(id), Some(r)) => r
-                .known
-                .iter()
-                .find(|d| d.id == id)
-                .map(|d| Digester::Keyed(d.mac)),
+            (Some(id), Some(r)) => r.known.iter().find(|d| d.id == id).map(|d| d.digester(alg)),
         }
     }
 
@@ -405,6 +417,17 @@ mod tests {
         let (other, _, _d2) = keys_with_identity();
         assert_ne!(other.digester().of(b"x"), reader.digester().of(b"x"));
         assert_ne!(Digester::Sha256.of(b"x"), reader.digester().of(b"x"));
+        let b3 = |k: &Keys| k.digester_with(DigestAlg::Blake3).of(b"x");
+        assert_eq!(b3(&writer), b3(&reader));
+        assert_ne!(b3(&other), b3(&reader));
+        assert_ne!(Digester::Blake3.of(b"x"), b3(&reader));
+        assert_eq!(
+            reader
+                .digester_for(writer.write_key(), DigestAlg::Blake3)
+                .unwrap()
+                .of(b"x"),
+            b3(&writer)
+        );
         // Tampering is corruption, not a wrong key.
         let mut bad = sealed.clone();
         let at = bad.len() - 3;

@@ -11,14 +11,21 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::repo::crypto::{KeyId, Scheme};
+use crate::repo::crypto::{DigestAlg, KeyId, Scheme};
 
 /// Skippable-frame magic number (the zstd format reserves 0x184D2A50..=0x184D2A5F).
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 /// Identifies a pitrkit envelope inside the skippable frame.
 const ENVELOPE_MAGIC: &[u8; 8] = b"PITRKIT\0";
-/// Bumped whenever the envelope layout changes.
-const ENVELOPE_VERSION: u16 = 1;
+/// Bumped whenever the envelope's layout or meaning changes. Version 2 has version 1's
+/// layout and says the digest is BLAKE3 (keyed BLAKE3 when sealed) instead of sha256
+/// (HMAC-SHA256): the version is how a reader knows which function to check with.
+const fn envelope_version(alg: DigestAlg) -> u16 {
+    match alg {
+        DigestAlg::Sha256 => 1,
+        DigestAlg::Blake3 => 2,
+    }
+}
 /// Bytes of envelope data inside the skippable frame.
 const ENVELOPE_DATA_LEN: usize = 56;
 /// Total bytes before the payload: 8 bytes of frame header plus the envelope data.
@@ -34,9 +41,9 @@ pub enum Compression {
     Zstd = 1,
 }
 
-/// The digest an envelope records of its plain content: sha256 in a plain repository, and
-/// HMAC-SHA256 under the repository's digest key in an encrypted one (`crypto::Digester`
-/// computes either; [`ContentDigest::of`] is the plain sha256). Chunks are named by it.
+/// The digest an envelope records of its plain content: sha256 or BLAKE3 in a plain
+/// repository, HMAC-SHA256 or keyed BLAKE3 in an encrypted one (`crypto::Digester` computes
+/// each; [`ContentDigest::of`] is the plain sha256). Chunks are named by the sha256 one.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ContentDigest(pub [u8; 32]);
 
@@ -63,21 +70,28 @@ impl fmt::Debug for ContentDigest {
 pub struct Envelope {
     pub compression: Compression,
     pub plain_len: u64,
-    /// sha256 of the plain content; for an encrypted object, its HMAC-SHA256 under the
-    /// sealing key's digest key (see `crypto`).
+    /// The plain content's digest with `digest_alg`, keyed with the sealing key's digest key
+    /// for an encrypted object (see `crypto`).
     pub digest: ContentDigest,
+    /// Which function `digest` is (the envelope's version says).
+    pub digest_alg: DigestAlg,
     pub scheme: Scheme,
     /// The key that sealed the payload (`None` when not encrypted).
     pub key: Option<KeyId>,
 }
 
 impl Envelope {
+    /// The name of the function `digest` is (keyed or not), for messages and reports.
+    pub fn digest_name(&self) -> &'static str {
+        self.digest_alg.name(self.key.is_some())
+    }
+
     fn encode(&self) -> [u8; ENVELOPE_LEN] {
         let mut b = [0u8; ENVELOPE_LEN];
         b[0..4].copy_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
         b[4..8].copy_from_slice(&(ENVELOPE_DATA_LEN as u32).to_le_bytes());
         b[8..16].copy_from_slice(ENVELOPE_MAGIC);
-        b[16..18].copy_from_slice(&ENVELOPE_VERSION.to_le_bytes());
+        b[16..18].copy_from_slice(&envelope_version(self.digest_alg).to_le_bytes());
         b[18] = self.compression as u8;
         b[19] = self.scheme as u8;
         if let Some(k) = self.key {
@@ -104,11 +118,15 @@ impl Envelope {
             return Err(bad("not a pitrkit object (envelope magic missing)"));
         }
         let version = u16::from_le_bytes([stored[16], stored[17]]);
-        if version != ENVELOPE_VERSION {
-            return Err(bad(&format!(
-                "envelope version {version} is not supported by this pitrkit"
-            )));
-        }
+        let digest_alg = match version {
+            v if v == envelope_version(DigestAlg::Sha256) => DigestAlg::Sha256,
+            v if v == envelope_version(DigestAlg::Blake3) => DigestAlg::Blake3,
+            _ => {
+                return Err(bad(&format!(
+                    "envelope version {version} is not supported by this pitrkit"
+                )));
+            }
+        };
         let compression = match stored[18] {
             0 => Compression::None,
             1 => Compression::Zstd,
@@ -137,6 +155,7 @@ impl Envelope {
             compression,
             plain_len,
             digest: ContentDigest(sha),
+            digest_alg,
             scheme,
             key,
         })
@@ -173,7 +192,12 @@ mod tests {
 
     use super::seal::FRAME_PIECE;
     use super::*;
-    use crate::repo::crypto::{Class, Keys};
+    use crate::repo::crypto::{Class, Digester, Keys};
+
+    /// The digest a streamed seal records in a plain repository.
+    fn b3(plain: &[u8]) -> ContentDigest {
+        ContentDigest(Digester::Blake3.of(plain))
+    }
 
     #[test]
     fn round_trip_and_plain_zstd_compatibility() {
@@ -192,7 +216,9 @@ mod tests {
                 .seal_reader(&mut &plain[..], 0, &Keys::none(), Class::Data)
                 .unwrap();
             assert_eq!(env.plain_len, plain.len() as u64);
-            assert_eq!(env.digest, ContentDigest::of(&plain));
+            assert_eq!(env.digest, b3(&plain));
+            assert_eq!(env.digest_alg, DigestAlg::Blake3);
+            assert_eq!(stored[16..18], [2, 0], "envelope version 2");
             let (back, env2) = open("k", &stored, &Keys::none(), limit::WAL).unwrap();
             assert_eq!(back, plain);
             assert_eq!(env, env2);
@@ -227,7 +253,7 @@ mod tests {
                     .seal_reader(&mut Trickle(plain), 0, &Keys::none(), Class::Data)
                     .unwrap();
                 assert_eq!(env.plain_len, len as u64);
-                assert_eq!(env.digest, ContentDigest::of(plain));
+                assert_eq!(env.digest, b3(plain));
                 assert_eq!(
                     open("k", &stored, &Keys::none(), limit::WAL).unwrap().0,
                     plain
@@ -267,7 +293,7 @@ mod tests {
                     Class::Data,
                 )
                 .unwrap();
-            assert_eq!(env.digest, ContentDigest::of(&plain));
+            assert_eq!(env.digest, b3(&plain));
             assert_eq!(
                 open("k", &stored, &Keys::none(), limit::WAL).unwrap().0,
                 plain
@@ -309,7 +335,10 @@ mod tests {
             let (stored, env) = c.seal_reader(&mut &plain[..], 0, &writer, class).unwrap();
             assert!(env.key.is_some());
             assert!(!stored.windows(8).any(|w| w == b"customer"));
-            assert_eq!(env.digest.0, reader.digester().of(&plain));
+            assert_eq!(
+                env.digest.0,
+                reader.digester_with(DigestAlg::Blake3).of(&plain)
+            );
             let (back, _) = open("k", &stored, &reader, limit::WAL).unwrap();
             assert_eq!(back, plain);
             let mut out = Vec::new();
@@ -354,6 +383,39 @@ mod tests {
                 .code(),
             crate::error::EXIT_CORRUPT
         );
+    }
+
+    /// Objects written before envelope version 2 (sha256) still open, and the version, not
+    /// the writer's word elsewhere, says which function checks the content.
+    #[test]
+    fn the_envelope_version_chooses_the_digest() {
+        let plain: Vec<u8> = b"segment ".repeat(40_000);
+        let v1 = Sealer::on_this_thread(3)
+            .seal_known(
+                &plain,
+                ContentDigest::of(&plain),
+                &Keys::none(),
+                Class::Data,
+            )
+            .unwrap();
+        assert_eq!(v1[16..18], [1, 0]);
+        let (back, env) = open("k", &v1, &Keys::none(), limit::WAL).unwrap();
+        assert_eq!((back, env.digest_alg), (plain.clone(), DigestAlg::Sha256));
+        let mut out = Vec::new();
+        open_to("k", &v1, &mut out, &Keys::none()).unwrap();
+        assert_eq!(out, plain);
+        // The same sha256 read as BLAKE3 does not match: refused, naming the function.
+        let mut relabelled = v1.clone();
+        relabelled[16] = 2;
+        let e = open("k", &relabelled, &Keys::none(), limit::WAL).unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_CORRUPT);
+        assert!(e.to_string().contains("blake3"), "{e}");
+        let mut out = Vec::new();
+        let e = open_to("k", &relabelled, &mut out, &Keys::none()).unwrap_err();
+        assert_eq!(e.code(), crate::error::EXIT_CORRUPT);
+        relabelled[16] = 3;
+        let e = open("k", &relabelled, &Keys::none(), limit::WAL).unwrap_err();
+        assert!(e.to_string().contains("envelope version 3"), "{e}");
     }
 
     #[test]

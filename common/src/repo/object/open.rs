@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::io::buffer::PageBuf;
 use crate::repo::crypto::{Digester, Keys};
 
-/// Recovers and verifies the plain content of a stored object: the length and sha256 must
+/// Recovers and verifies the plain content of a stored object: the length and digest must
 /// match the envelope before any byte is handed to the caller. An envelope that claims more
 /// than `max` bytes (see [`limit`]) is refused unread.
 pub fn open(key: &str, stored: &[u8], keys: &Keys, max: u64) -> Result<(Vec<u8>, Envelope)> {
@@ -61,7 +61,7 @@ fn payload_reader<'a>(
 
 /// How the object's digest was computed.
 fn digester(key: &str, env: &Envelope, keys: &Keys) -> Result<Digester> {
-    keys.digester_for(env.key).ok_or_else(|| {
+    keys.digester_for(env.key, env.digest_alg).ok_or_else(|| {
         Error::Denied(format!(
             "{key} was sealed with key {}, which is not configured",
             env.key.map(|k| k.to_string()).unwrap_or_default()
@@ -173,11 +173,7 @@ pub fn read_head(key: &str, stored: &[u8], len: usize, keys: &Keys) -> Result<(E
 
 fn verify(key: &str, env: &Envelope, got: ContentDigest) -> Result<()> {
     if got != env.digest {
-        let what = if env.key.is_some() {
-            "keyed digest"
-        } else {
-            "sha256"
-        };
+        let what = env.digest_name();
         return Err(Error::corrupt(
             key,
             format!("{what} {got} does not match the recorded {}", env.digest),

@@ -6,7 +6,7 @@ use std::io::Read;
 use super::{Compression, ContentDigest, ENVELOPE_LEN, Envelope, STREAM_CHUNK};
 use crate::error::{Error, Result};
 use crate::io::buffer::{PageBuf, read_full};
-use crate::repo::crypto::{Class, Keys, Scheme};
+use crate::repo::crypto::{Class, DigestAlg, Keys, Scheme};
 
 /// How objects are sealed: the zstd level and how many cores a streamed seal may use.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +75,8 @@ impl Sealer {
         Sealer { level, workers: 0 }
     }
 
-    /// Seals `plain` whose digest (`keys.digester()`) the caller already computed (to name
-    /// a chunk), on this thread: callers that seal many small objects parallelise across
+    /// Seals `plain` whose sha256 digest (`keys.digester()`) the caller already computed (to
+    /// name a chunk), on this thread: callers that seal many small objects parallelise across
     /// objects instead.
     pub fn seal_known(
         &self,
@@ -104,6 +104,7 @@ impl Sealer {
             compression,
             plain_len: plain.len() as u64,
             digest,
+            digest_alg: DigestAlg::Sha256,
             scheme,
             key,
         };
@@ -119,7 +120,7 @@ impl Sealer {
     /// costs ~25% more CPU on WAL than compressing a buffer in one piece (perf: most of
     /// wal-push's time was in the ring-buffer variant of the match finder). Independent
     /// frames also let the pieces of one segment compress on several cores. `size_hint`
-    /// only sizes the output.
+    /// only sizes the output. The digest is BLAKE3 (envelope version 2; why: `crypto::digest`).
     pub fn seal_reader(
         &self,
         input: &mut dyn Read,
@@ -129,7 +130,8 @@ impl Sealer {
     ) -> std::io::Result<(Vec<u8>, Envelope)> {
         let mut out = Vec::with_capacity(ENVELOPE_LEN + (size_hint as usize / 6).max(4096));
         out.resize(ENVELOPE_LEN, 0);
-        let mut hasher = keys.digester().start();
+        let digester = keys.digester_with(DigestAlg::Blake3);
+        let mut hasher = digester.start();
         let mut total = 0u64;
         let compression = if self.level == 0 {
             let mut buf = PageBuf::new(STREAM_CHUNK);
@@ -216,6 +218,7 @@ impl Sealer {
             compression,
             plain_len: total,
             digest: ContentDigest(hasher.finish()),
+            digest_alg: digester.alg(),
             scheme,
             key,
         };

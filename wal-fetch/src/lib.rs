@@ -121,8 +121,11 @@ pub fn run(cli: Cli) -> Result<()> {
             .jobs
             .unwrap_or(parallel::default_jobs() * 2)
             .min(cli.prefetch);
-        return p.run_daemon(name, seg_size, cli.prefetch, jobs, |n, tmp| {
-            fetch_into(&repo, n, tmp, false)
+        // A miss is checked as a call checks it (the root, a hole): the prefetcher notes the
+        // archive's end for the calls that will ask (see `prefetch`).
+        let holes = !cli.no_hole_check;
+        return p.run_daemon(name, seg_size, cli.prefetch, jobs, !standby(), |n, tmp| {
+            fetch_into(&repo, n, tmp, holes)
         });
     }
     // Served only while the prefetcher that fetched it runs (see `prefetch`).
@@ -347,24 +350,55 @@ fn not_found(
 /// A stored segment of `name`'s timeline after it, when one before it is stored too: the
 /// evidence of a hole. A segment before the timeline's first (recovery probes each
 /// timeline of the history) or after its last is simply not there.
+///
+/// Two short listings at once (the timeline's first segment, and the first after `name`),
+/// not the timeline's whole listing: a week of WAL is ten pages, and this runs at the end of
+/// every recovery, on its critical path.
 fn later_segment(repo: &Repository, name: &WalFileName) -> Result<Option<WalFileName>> {
     let Some(wanted) = name.log_seg() else {
         return Ok(None);
     };
     let prefix = pitrkit::repo::layout::wal_timeline(name.timeline());
-    let (mut before, mut after) = (false, None);
-    for o in repo.store().list(&prefix)? {
-        let Some(stored) = pitrkit::repo::layout::wal_name(o.key.as_str()) else {
-            continue;
+    let key = Repository::wal_key(name);
+    let (first, after) = std::thread::scope(|s| {
+        let first = s.spawn(|| first_segment_after(repo, &prefix, None));
+        let after = first_segment_after(repo, &prefix, Some(key.as_str().to_string()));
+        let first = first
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("listing thread panicked")));
+        (first, after)
+    });
+    let before = first?.is_some_and(|f| f.log_seg() < Some(wanted));
+    Ok(after?.filter(|a| before && a.log_seg() > Some(wanted)))
+}
+
+/// The first stored segment (not a `.partial`, `.backup` or other file) under `prefix` whose
+/// key sorts after `after`, listed a few keys at a time.
+fn first_segment_after(
+    repo: &Repository,
+    prefix: &str,
+    mut after: Option<String>,
+) -> Result<Option<WalFileName>> {
+    /// Keys per request: a segment's neighbours in one page, whatever sits between.
+    const PAGE: usize = 16;
+    /// Requests before the listing is given up as endless (a misbehaving store).
+    const PAGES: usize = 10_000;
+    for _ in 0..PAGES {
+        let page = repo.store().list_some(prefix, after.as_deref(), PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(None);
         };
-        let (WalFileName::Segment { .. }, Some(at)) = (stored, stored.log_seg()) else {
-            continue;
-        };
-        if at < wanted {
-            before = true;
-        } else if at > wanted && after.is_none_or(|a: WalFileName| Some(at) < a.log_seg()) {
-            after = Some(stored);
+        if let Some(seg) = page
+            .iter()
+            .filter_map(|o| pitrkit::repo::layout::wal_name(o.key.as_str()))
+            .find(|n| matches!(n, WalFileName::Segment { .. }))
+        {
+            return Ok(Some(seg));
         }
+        after = Some(last.key.as_str().to_string());
     }
-    Ok(after.filter(|_| before))
+    Err(Error::Unavailable(format!(
+        "the listing of {prefix} in {} does not end",
+        repo.location()
+    )))
 }

@@ -95,6 +95,16 @@ pub trait Store: Send + Sync {
     }
     /// Every object whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Some of the first objects whose key starts with `prefix` and sorts after `after`
+    /// (at most `max`; fewer does not mean there are no more: ask again after the last),
+    /// sorted by key. For questions about a key's neighbours, which must not cost a listing
+    /// of everything (on S3 one request, where a long timeline's listing is many pages).
+    fn list_some(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<Vec<ObjectInfo>> {
+        let mut all = self.list(prefix)?;
+        all.retain(|o| after.is_none_or(|a| o.key.as_str() > a));
+        all.truncate(max);
+        Ok(all)
+    }
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, key: &ObjectKey) -> Result<()>;
     /// Makes a new repository location usable for writes (the filesystem backend creates the

@@ -335,12 +335,16 @@ fn prefetching_recovery_matches_and_cleans_up() {
         assert!(!log.contains("recovery_end_command"), "{log}");
         if target.is_empty() {
             // PostgreSQL asks twice for the segment after the archive's last: the second
-            // answer is the first one's, not another round of requests.
+            // answer at least is a note's (the first call's, or the prefetcher's, which
+            // reached the end first), not another round of requests.
             assert!(
                 log.matches("not found in the repository").count() >= 2,
                 "{log}"
             );
-            assert_eq!(log.matches("a moment ago): not found").count(), 1, "{log}");
+            assert!(
+                log.matches("a moment ago): not found").count() >= 1,
+                "{log}"
+            );
         }
     }
     // Without prefetch: the same data.

@@ -14,7 +14,7 @@ use url::Url;
 use super::{ObjectInfo, ObjectKey, PutMode, PutOutcome, Store};
 use crate::error::{Error, Result};
 use http::{Call, Method, Reply};
-use reply::{ListPage, next_token, xml_field};
+use reply::{ListEntry, ListPage, next_token, xml_field};
 
 mod http;
 mod multipart;
@@ -200,6 +200,61 @@ impl S3Store {
         format!("s3://{}/{}", self.cfg.bucket, self.full_key(key))
     }
 
+    /// One ListObjectsV2 request for `prefix` (relative to the repository), with whatever
+    /// else `configure` sets (a continuation token, start-after, max-keys).
+    fn list_page(
+        &self,
+        prefix: &str,
+        configure: impl Fn(&mut ListObjectsV2<'_>),
+    ) -> Result<ListPage> {
+        let full_prefix = self.full_key(prefix);
+        let sign = || {
+            let mut a: ListObjectsV2 = self.bucket.list_objects_v2(self.creds());
+            a.with_prefix(full_prefix.as_str());
+            configure(&mut a);
+            a.sign(SIGNATURE_TTL)
+        };
+        let r = self.request(
+            Call::new("list", prefix, Method::Get).limit(64 << 20),
+            &sign,
+        )?;
+        if r.status != 200 {
+            return Err(self.refusal("list", prefix, &r));
+        }
+        let text = String::from_utf8_lossy(&r.body);
+        // Parsed leniently with our own shape: stores differ in which optional fields
+        // they send (s3s-fs omits ETag, which rusty-s3's parser requires).
+        quick_xml::de::from_str(&text).map_err(|e| {
+            Error::Unavailable(format!(
+                "unreadable listing of {}: {e}",
+                self.display_key(prefix)
+            ))
+        })
+    }
+
+    /// The listed objects inside this repository's prefix, as keys relative to it.
+    fn push_listed(&self, contents: Vec<ListEntry>, out: &mut Vec<ObjectInfo>) {
+        let strip = if self.cfg.prefix.is_empty() {
+            0
+        } else {
+            self.cfg.prefix.len() + 1
+        };
+        for c in contents {
+            if let Some(rel) = c.key.get(strip..)
+                && let Ok(key) = ObjectKey::new(rel)
+            {
+                let modified = c
+                    .last_modified
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+                out.push(ObjectInfo {
+                    key,
+                    size: c.size,
+                    modified: modified.map(std::time::SystemTime::from),
+                });
+            }
+        }
+    }
+
     fn put_single(&self, full: &str, key: &str, data: &[u8], mode: PutMode) -> Result<Reply> {
         let mut headers = self.write_headers(key);
         if mode == PutMode::CreateNew {
@@ -299,54 +354,16 @@ impl Store for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full_prefix = self.full_key(prefix);
-        let strip = if self.cfg.prefix.is_empty() {
-            0
-        } else {
-            self.cfg.prefix.len() + 1
-        };
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         loop {
-            let sign = || {
-                let mut a: ListObjectsV2 = self.bucket.list_objects_v2(self.creds());
-                a.with_prefix(full_prefix.as_str());
+            let page = self.list_page(prefix, |a| {
                 if let Some(t) = &token {
-                    a.with_continuation_token(t.as_str());
+                    a.with_continuation_token(t.clone());
                 }
-                a.sign(SIGNATURE_TTL)
-            };
-            let r = self.request(
-                Call::new("list", prefix, Method::Get).limit(64 << 20),
-                &sign,
-            )?;
-            if r.status != 200 {
-                return Err(self.refusal("list", prefix, &r));
-            }
-            let text = String::from_utf8_lossy(&r.body);
-            // Parsed leniently with our own shape: stores differ in which optional fields
-            // they send (s3s-fs omits ETag, which rusty-s3's parser requires).
-            let page: ListPage = quick_xml::de::from_str(&text).map_err(|e| {
-                Error::Unavailable(format!(
-                    "unreadable listing of {}: {e}",
-                    self.display_key(prefix)
-                ))
             })?;
-            for c in page.contents {
-                if let Some(rel) = c.key.get(strip..)
-                    && let Ok(key) = ObjectKey::new(rel)
-                {
-                    let modified = c
-                        .last_modified
-                        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-                    out.push(ObjectInfo {
-                        key,
-                        size: c.size,
-                        modified: modified.map(std::time::SystemTime::from),
-                    });
-                }
-            }
+            self.push_listed(page.contents, &mut out);
             // Retention deletes what no listed manifest names: a listing must be provably
             // complete, and a store that repeats itself must not loop forever.
             let incomplete = |why: &str| {
@@ -362,6 +379,29 @@ impl Store for S3Store {
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn list_some(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<Vec<ObjectInfo>> {
+        let full_after = after.map(|a| self.full_key(a));
+        let page = self.list_page(prefix, |a| {
+            if let Some(f) = &full_after {
+                a.with_start_after(f.clone());
+            }
+            a.with_max_keys(max.clamp(1, 1000));
+        })?;
+        let mut out = Vec::new();
+        self.push_listed(page.contents, &mut out);
+        // A store that ignores start-after sends the listing's first keys: what comes after
+        // `after` would then look like nothing. Ask for the whole listing instead.
+        if let Some(a) = after
+            && out.iter().any(|o| o.key.as_str() <= a)
+        {
+            out = self.list(prefix)?;
+            out.retain(|o| o.key.as_str() > a);
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.truncate(max);
         Ok(out)
     }
 

@@ -107,7 +107,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let settings = Settings::from_args(&cli.repo)?;
     let name: WalFileName = raw.parse()?;
     let prefetch = prefetch_dir(&cli, &name, dest).map(Prefetch::new);
-    if let (Some(p), Some(seg_size)) = (&prefetch, cli.prefetch_daemon) {
+    let segment = matches!(name, WalFileName::Segment { .. });
+    if let (Some(p), Some(seg_size), true) = (&prefetch, cli.prefetch_daemon, segment) {
         pitrkit::runner::yield_cpu_to_postgres();
         let repo = settings.open_repo()?;
         // Started before its caller knew the segment size (0): it begins with initdb's
@@ -130,7 +131,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     // Served only while the prefetcher that fetched it runs (see `prefetch`).
     let alive = prefetch.as_ref().is_some_and(Prefetch::daemon_alive);
-    if let (Some(p), true) = (&prefetch, alive)
+    if let (Some(p), true, true) = (&prefetch, alive, segment)
         && let Some(dest) = dest.file()
         && p.serve(&name, dest)?
     {
@@ -144,8 +145,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         return Ok(());
     }
-    // PostgreSQL asks twice for the segment that ends the archive: the second time, the
-    // answer a call got from the store a moment ago (see `prefetch`).
+    // PostgreSQL asks twice for the segment that ends the archive, then for history files
+    // that are not there: the answer a call or the prefetcher got from the store a moment
+    // ago (see `prefetch`).
     if let (Some(p), true) = (&prefetch, alive)
         && !standby()
         && p.known_missing(&name)
@@ -160,7 +162,7 @@ pub fn run(cli: Cli) -> Result<()> {
     // No prefetcher yet (the first call of a recovery, or one after it stopped): start it
     // now, so that it fetches the next segments while this call fetches its own.
     let spawned = match &prefetch {
-        Some(_) if !alive => match start_prefetcher() {
+        Some(_) if !alive && segment => match start_prefetcher() {
             Ok(()) => true,
             // Prefetching is an optimisation: a failure to start it is a note.
             Err(e) => {
@@ -186,7 +188,7 @@ pub fn run(cli: Cli) -> Result<()> {
             return Err(e);
         }
     };
-    if let Some(p) = &prefetch
+    if let (Some(p), true) = (&prefetch, segment)
         && let Err(e) = p.note_restored(&name)
     {
         note(format!("prefetcher not told where recovery is: {e}"));
@@ -202,12 +204,19 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The prefetch directory for this call, if it prefetches: whole segments restored into
-/// PostgreSQL's pg_wal (or with --prefetch-dir). A .history or .partial request, a fetch
-/// to stdout or to a directory of one's own never starts a prefetcher.
+/// The prefetch directory for this call: for whole segments and `.history` files restored
+/// into PostgreSQL's pg_wal (or with --prefetch-dir). Only a segment request starts a
+/// prefetcher and is served from it; a `.history` request only reads its notes of what is
+/// missing. A `.partial` request, a fetch to stdout or to a directory of one's own does
+/// neither.
 fn prefetch_dir(cli: &Cli, name: &WalFileName, dest: &FileArg) -> Option<PathBuf> {
     let dest = dest.file()?;
-    if cli.prefetch == 0 || !matches!(name, WalFileName::Segment { .. }) {
+    if cli.prefetch == 0
+        || !matches!(
+            name,
+            WalFileName::Segment { .. } | WalFileName::History { .. }
+        )
+    {
         return None;
     }
     if let Some(dir) = &cli.prefetch_dir {

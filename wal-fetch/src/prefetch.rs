@@ -27,18 +27,19 @@
 //!   before it gets its name; a missing segment is asked for again with growing pauses
 //!   (the end of the archive), and nothing past it is asked for meanwhile;
 //! - `.history` and `.partial` requests never come from here;
-//! - at the end of the archive (the segment after the wanted one is missing) it fetches the
-//!   wanted segment once more and keeps it: PostgreSQL reads the last segment again once
-//!   redo is done, and that request is then served like the others;
+//! - once it knows where the archive ends (a missing segment, with all before it here), it
+//!   fetches the last segment before it a second time and holds it unnamed until recovery
+//!   has taken the first copy: PostgreSQL reads the last segment again once redo is done,
+//!   and that request is then served like the others, without waiting for a download;
 //! - a call that found a segment missing writes `.missing`, and a call for the same segment
 //!   in the next [`MISSING_HOLD`] gets the same answer without asking the store again
 //!   (PostgreSQL asks twice at the end of the archive); not on a standby, which asks again
 //!   to find the segment there;
 //! - the prefetcher reaches the archive's end before recovery does, and checks it as a call
-//!   would (the root, and a listing for a hole): it writes `.absent` with that segment and,
-//!   if it is missing too, the next timeline's history file, which PostgreSQL asks for twice
-//!   right after. So the end of recovery costs no round trip; through 25 ms of distance those
-//!   four requests took ~0.3 s. While recovery has not got there it checks again at least every
+//!   would (the root, and a listing for a hole): it writes `.absent` with that segment and
+//!   the history files PostgreSQL asks for right after, when they are missing too (the next
+//!   timeline's, and this one's: timeline 1 never has one). So the end of recovery costs no
+//!   round trip; through 25 ms of distance those requests took ~0.3 s. While recovery has not got there it checks again at least every
 //!   [`ABSENT_RECHECK`], so that the note is never older than [`MISSING_HOLD`]. Not on a
 //!   standby either.
 
@@ -318,14 +319,25 @@ impl Prefetch {
             plan.max_pause = ABSENT_RECHECK;
         }
         let state = Mutex::new(plan);
+        // The second copy of the archive's last segment, until recovery has taken the first.
+        let held: Mutex<Option<(WalFileName, TempFile)>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             for _ in 0..jobs.max(1) {
                 s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(next) = pitrkit::io::lock(&state).claim(depth) else {
-                            std::thread::sleep(Duration::from_millis(3));
-                            continue;
+                        let next = match pitrkit::io::lock(&state).claim(depth) {
+                            Some(Claim::Ahead(next)) => next,
+                            Some(Claim::Again(last)) => {
+                                if let Ok(tmp) = self.fetch_held(&last, |tmp| fetch(&last, tmp)) {
+                                    *pitrkit::io::lock(&held) = Some((last, tmp));
+                                }
+                                continue;
+                            }
+                            None => {
+                                std::thread::sleep(Duration::from_millis(3));
+                                continue;
+                            }
                         };
                         let fetched = self.fill(&next, |tmp| fetch(&next, tmp));
                         let end = matches!(fetched, Err(Error::NotFound { .. }));
@@ -352,6 +364,7 @@ impl Prefetch {
                         self.forget_before(&w);
                         moved = Instant::now();
                     }
+                    self.publish_held(&held, &w);
                 }
                 // `.stop` is looked for at every turn: recovery's end (recovery_end_command)
                 // waits for this process to be gone, on PostgreSQL's critical path.
@@ -384,19 +397,57 @@ impl Prefetch {
         Ok(len)
     }
 
+    /// Fetches a second copy of `name` into a temporary file that stays unnamed (see
+    /// [`Prefetch::publish_held`]).
+    fn fetch_held(
+        &self,
+        name: &WalFileName,
+        fetch: impl FnOnce(&mut TempFile) -> Result<u64>,
+    ) -> Result<TempFile> {
+        let target = self.path(name);
+        let mut tmp = TempFile::create_beside(&target).map_err(|e| Error::local_io(&target, e))?;
+        fetch(&mut tmp)?;
+        Ok(tmp)
+    }
+
+    /// Names the held copy of the archive's last segment once recovery has taken the first
+    /// (it asks for it again when redo is done); drops it once recovery has gone past it.
+    fn publish_held(&self, held: &Mutex<Option<(WalFileName, TempFile)>>, wanted: &WalFileName) {
+        let mut slot = pitrkit::io::lock(held);
+        let Some((name, _)) = slot.as_ref() else {
+            return;
+        };
+        let name = *name;
+        if name != *wanted {
+            if name.timeline() != wanted.timeline() || name.log_seg() < wanted.log_seg() {
+                *slot = None;
+            }
+            return;
+        }
+        let target = self.path(&name);
+        if target.exists() {
+            return;
+        }
+        if let Some((_, tmp)) = slot.take() {
+            let _ = tmp.publish_then_sync(&target);
+        }
+    }
+
     /// `segment` is not in the repository, after the checks a call makes: the archive ends
-    /// before it. Notes it in `.absent`, with the next timeline's history file when the store
-    /// does not have that either (PostgreSQL asks for it next; see the module's
-    /// documentation).
+    /// before it. Notes it in `.absent`, with the history files PostgreSQL asks for next when
+    /// the store does not have them either: the next timeline's (to pick the new timeline)
+    /// and this one's (copied into the new one's history; timeline 1 never has one). See the
+    /// module's documentation.
     fn note_end(
         &self,
         segment: WalFileName,
         fetch: &impl Fn(&WalFileName, &mut TempFile) -> Result<u64>,
     ) {
+        let tli = segment.timeline().0;
         let mut absent = vec![segment];
-        if let Some(tli) = segment.timeline().0.checked_add(1) {
+        for t in [tli.checked_add(1), Some(tli)].into_iter().flatten() {
             let history = WalFileName::History {
-                tli: pitrkit::pg::wal::TimelineId(tli),
+                tli: pitrkit::pg::wal::TimelineId(t),
             };
             // Fetched into a temporary file that is dropped: only whether it is there counts.
             let probe = TempFile::create_beside(&self.path(&history))
@@ -410,13 +461,23 @@ impl Prefetch {
     }
 }
 
+/// A fetch a worker is to make.
+#[derive(Debug, PartialEq)]
+enum Claim {
+    /// A segment after the wanted one, published under its name once verified.
+    Ahead(WalFileName),
+    /// The archive's last segment once more, held unnamed until recovery has taken the
+    /// first copy.
+    Again(WalFileName),
+}
+
 /// What the prefetcher's workers share.
 struct Plan {
     wanted: WalFileName,
     /// The segment size, once known (given, or told by a fetched segment).
     seg_size: Option<u32>,
-    /// The wanted segment, fetched again at the archive's end (see the module's documentation).
-    kept: Option<WalFileName>,
+    /// The archive's last segment, fetched a second time (see the module's documentation).
+    again: Option<WalFileName>,
     in_flight: HashSet<WalFileName>,
     /// Fetched by this prefetcher and not yet passed by recovery (served or waiting).
     published: HashSet<WalFileName>,
@@ -431,7 +492,7 @@ impl Plan {
         Plan {
             wanted,
             seg_size,
-            kept: None,
+            again: None,
             in_flight: HashSet::new(),
             published: HashSet::new(),
             missing: HashMap::new(),
@@ -441,19 +502,19 @@ impl Plan {
 
     /// The first segment after the wanted one that is neither here nor being fetched;
     /// nothing past a segment that is missing (and not yet due to be asked for again).
-    /// When the next one is missing, the wanted one again, once.
-    fn claim(&mut self, depth: usize) -> Option<WalFileName> {
+    /// Once the archive's end is known, the segment before it again, once.
+    fn claim(&mut self, depth: usize) -> Option<Claim> {
         // Until a segment says, initdb's default: it only picks which names come next.
         let seg_size = self
             .seg_size
             .unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE);
         let segno = self.wanted.segno(seg_size)?;
         let tli = self.wanted.timeline();
-        let next = WalFileName::segment(tli, segno + 1, seg_size);
-        if self.missing.contains_key(&next) && self.kept != Some(self.wanted) {
-            self.kept = Some(self.wanted);
-            self.in_flight.insert(self.wanted);
-            return Some(self.wanted);
+        if let Some(last) = self.last_before_end(seg_size)
+            && self.again != Some(last)
+        {
+            self.again = Some(last);
+            return Some(Claim::Again(last));
         }
         for i in 1..=depth as u64 {
             let n = WalFileName::segment(tli, segno + i, seg_size);
@@ -469,9 +530,21 @@ impl Plan {
                 continue;
             }
             self.in_flight.insert(n);
-            return Some(n);
+            return Some(Claim::Ahead(n));
         }
         None
+    }
+
+    /// The segment before the archive's end, once that is known: before the first segment
+    /// after the wanted one that is missing while all between are here.
+    fn last_before_end(&self, seg_size: u32) -> Option<WalFileName> {
+        let end = self
+            .missing
+            .keys()
+            .filter(|m| self.first_missing(**m))
+            .min()?;
+        let segno = end.segno(seg_size)?.checked_sub(1)?;
+        Some(WalFileName::segment(end.timeline(), segno, seg_size))
     }
 
     /// Whether `n` is the first segment after the wanted one that this prefetcher does not
@@ -581,25 +654,30 @@ mod tests {
         let w: WalFileName = "000000010000000000000005".parse().unwrap();
         let mut plan = Plan::new(w, Some(seg));
         plan.published = ["000000010000000000000006".parse().unwrap()].into();
-        let a = plan.claim(4).unwrap();
-        assert_eq!(a.to_string(), "000000010000000000000007");
-        let b = plan.claim(4).unwrap();
-        assert_eq!(b.to_string(), "000000010000000000000008");
+        let n = |s: &str| -> WalFileName { s.parse().unwrap() };
+        let (a, b) = (n("000000010000000000000007"), n("000000010000000000000008"));
+        assert_eq!(plan.claim(4), Some(Claim::Ahead(a)));
+        assert_eq!(plan.claim(4), Some(Claim::Ahead(b)));
         plan.done(a, None);
         // 7 is missing: nothing past it until its pause is over. It is where recovery will
-        // find the end (6 is here); 8, in flight, would not be.
+        // find the end (6 is here); 8, in flight, would not be. 6 once more, to be held for
+        // recovery's second read of the last segment, then nothing.
         assert!(plan.first_missing(a));
         assert!(!plan.first_missing(b) && !plan.first_missing(w));
+        assert_eq!(
+            plan.claim(4),
+            Some(Claim::Again(n("000000010000000000000006")))
+        );
         assert_eq!(plan.claim(4), None);
         plan.missing.insert(a, (Instant::now(), Duration::ZERO));
-        assert_eq!(plan.claim(4), Some(a));
+        assert_eq!(plan.claim(4), Some(Claim::Ahead(a)));
         plan.done(a, Some(seg.into()));
         plan.done(b, Some(seg.into()));
         assert!(plan.missing.is_empty() && plan.in_flight.is_empty());
         // Served files are not fetched again.
         assert_eq!(
-            plan.claim(4).map(|n| n.to_string()).as_deref(),
-            Some("000000010000000000000009")
+            plan.claim(4),
+            Some(Claim::Ahead(n("000000010000000000000009")))
         );
         plan.moved_to(b);
         assert_eq!(plan.published.len(), 0);
@@ -609,29 +687,33 @@ mod tests {
     fn learns_the_segment_size_and_keeps_the_last_segment_at_the_archive_end() {
         let n = |s: &str| -> WalFileName { s.parse().unwrap() };
         let mut plan = Plan::new(n("000000010000000000000010"), None);
-        let a = plan.claim(1).unwrap();
-        assert_eq!(a, n("000000010000000000000011"));
+        let a = n("000000010000000000000011");
+        assert_eq!(plan.claim(1), Some(Claim::Ahead(a)));
         // The first segment fetched says 64 MiB: 64 segments per log id from now on.
         plan.done(a, Some(64 << 20));
         plan.moved_to(n("00000001000000000000003F"));
-        let next = plan.claim(1).unwrap();
-        assert_eq!(next, n("000000010000000100000000"));
+        let next = n("000000010000000100000000");
+        assert_eq!(plan.claim(1), Some(Claim::Ahead(next)));
         // The archive ends there: the wanted segment once more, then nothing.
         plan.done(next, None);
-        assert_eq!(plan.claim(1), Some(n("00000001000000000000003F")));
-        assert_eq!(plan.claim(1), None);
-        plan.done(n("00000001000000000000003F"), Some(64 << 20));
-        assert!(plan.published.contains(&n("00000001000000000000003F")));
+        assert_eq!(
+            plan.claim(1),
+            Some(Claim::Again(n("00000001000000000000003F")))
+        );
         assert_eq!(plan.claim(1), None);
     }
 
     /// The archive ends after 7 (8 is not found, after a call's checks): the prefetcher notes
-    /// 8, and the next timeline's history when the store lacks it too; a hole (a refusal other
-    /// than "not found") is never noted, nor anything on a standby.
+    /// 8, and the history files of this timeline and the next when the store lacks them too;
+    /// a hole (a refusal other than "not found") is never noted, nor anything on a standby.
     #[test]
     fn the_archive_end_is_noted_for_the_calls_that_will_ask() {
         let n = |s: &str| -> WalFileName { s.parse().unwrap() };
-        let (end, history) = (n("000000010000000000000008"), n("00000002.history"));
+        let (end, next_history, history) = (
+            n("000000010000000000000008"),
+            n("00000002.history"),
+            n("00000001.history"),
+        );
         for (case, history_stored, hole, note_end) in [
             ("end", false, false, true),
             ("history stored", true, false, true),
@@ -671,14 +753,29 @@ mod tests {
                 }
                 // The miss of 8 comes right after 7 is published; give it a moment.
                 std::thread::sleep(Duration::from_millis(300));
-                let noted = (p.known_missing(&end), p.known_missing(&history));
+                let noted = (
+                    p.known_missing(&end),
+                    p.known_missing(&next_history),
+                    p.known_missing(&history),
+                );
                 let expected = match case {
-                    "end" => (true, true),
-                    "history stored" => (true, false),
-                    _ => (false, false),
+                    "end" => (true, true, true),
+                    "history stored" => (true, false, false),
+                    _ => (false, false, false),
                 };
                 assert_eq!(noted, expected, "{case}");
                 assert!(!p.known_missing(&n("000000010000000000000009")), "{case}");
+                // 7 is the archive's last segment: served, and served again (PostgreSQL reads
+                // it once more after redo) from a second copy held until the first was taken.
+                let last = n("000000010000000000000007");
+                let dest = d.path().join("RECOVERYXLOG");
+                assert!(p.serve(&last, &dest).unwrap(), "{case}");
+                p.note_restored(&last).unwrap();
+                fs::remove_file(&dest).unwrap();
+                if case == "end" {
+                    assert!(p.serve(&last, &dest).unwrap(), "{case}: no second copy");
+                    assert_eq!(fs::read(&dest).unwrap(), b"x");
+                }
                 p.clear(Duration::from_secs(10)).unwrap();
                 daemon.join().unwrap().unwrap();
                 // Nothing from a prefetcher that is gone is trusted.

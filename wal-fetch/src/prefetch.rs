@@ -341,12 +341,12 @@ impl Prefetch {
                         };
                         let fetched = self.fill(&next, |tmp| fetch(&next, tmp));
                         let end = matches!(fetched, Err(Error::NotFound { .. }));
-                        let first_missing = {
+                        let lowest = {
                             let mut plan = pitrkit::io::lock(&state);
                             plan.done(next, fetched.ok());
-                            plan.first_missing(next)
+                            plan.lowest_missing() == Some(next)
                         };
-                        if end && note_end && first_missing {
+                        if end && note_end && lowest {
                             self.note_end(next, &fetch);
                         }
                     }
@@ -441,23 +441,48 @@ impl Prefetch {
     fn note_end(
         &self,
         segment: WalFileName,
-        fetch: &impl Fn(&WalFileName, &mut TempFile) -> Result<u64>,
+        fetch: &(impl Fn(&WalFileName, &mut TempFile) -> Result<u64> + Sync),
     ) {
+        // The segment first: recovery may be about to ask for it.
+        let _ = self.note(ABSENT, &segment);
         let tli = segment.timeline().0;
-        let mut absent = vec![segment];
-        for t in [tli.checked_add(1), Some(tli)].into_iter().flatten() {
-            let history = WalFileName::History {
+        let histories: Vec<WalFileName> = [tli.checked_add(1), Some(tli)]
+            .into_iter()
+            .flatten()
+            .map(|t| WalFileName::History {
                 tli: pitrkit::pg::wal::TimelineId(t),
-            };
-            // Fetched into a temporary file that is dropped: only whether it is there counts.
-            let probe = TempFile::create_beside(&self.path(&history))
-                .map_err(|e| Error::local_io(self.dir(), e))
-                .and_then(|mut tmp| fetch(&history, &mut tmp));
-            if let Err(Error::NotFound { .. }) = probe {
-                absent.push(history);
-            }
+            })
+            .collect();
+        // Both asked at once; each fetched into a temporary file that is dropped: only
+        // whether it is there counts.
+        let missing: Vec<bool> = std::thread::scope(|s| {
+            let probes: Vec<_> = histories
+                .iter()
+                .map(|history| {
+                    s.spawn(move || {
+                        let probe = TempFile::create_beside(&self.path(history))
+                            .map_err(|e| Error::local_io(self.dir(), e))
+                            .and_then(|mut tmp| fetch(history, &mut tmp));
+                        matches!(probe, Err(Error::NotFound { .. }))
+                    })
+                })
+                .collect();
+            probes
+                .into_iter()
+                .map(|p| p.join().unwrap_or(false))
+                .collect()
+        });
+        let mut absent = vec![segment];
+        absent.extend(
+            histories
+                .iter()
+                .zip(missing)
+                .filter(|(_, m)| *m)
+                .map(|(h, _)| *h),
+        );
+        if absent.len() > 1 {
+            let _ = self.note_all(ABSENT, &absent);
         }
-        let _ = self.note_all(ABSENT, &absent);
     }
 }
 
@@ -545,6 +570,13 @@ impl Plan {
             .min()?;
         let segno = end.segno(seg_size)?.checked_sub(1)?;
         Some(WalFileName::segment(end.timeline(), segno, seg_size))
+    }
+
+    /// The lowest segment after the wanted one that the store did not give: the one recovery
+    /// will find missing first, whether or not those before it are here yet (noting a later
+    /// one instead would only leave the first to be asked for).
+    fn lowest_missing(&self) -> Option<WalFileName> {
+        self.missing.keys().min().copied()
     }
 
     /// Whether `n` is the first segment after the wanted one that this prefetcher does not

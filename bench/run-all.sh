@@ -630,6 +630,13 @@ if [ -n "$RP_VARIANTS" ]; then
   replay_source() {
     local t0 start_lsn target n=0 lsn last
     if "$PGBIN/pg_isready" -q -h "$PGSOCK" -p "$REPLAY_PORT"; then say "[replay] port $REPLAY_PORT is in use (REPLAY_PORT=)"; return 1; fi
+    # Something other than PostgreSQL may hold it (seen once: an ephemeral port of a process the
+    # distance loops had just used): then any free port will do.
+    if ! python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$REPLAY_PORT" 2>/dev/null; then
+      local was=$REPLAY_PORT
+      REPLAY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+      say "[replay] port $was is taken by another listener: using $REPLAY_PORT"
+    fi
     say "[replay] source: initdb, pgbench -i -s $REPLAY_SCALE on port $REPLAY_PORT"
     as_pg "$PGBIN/initdb" -D "$SRC" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null || return 1
     cat >> "$SRC/postgresql.conf" <<CONF

@@ -39,9 +39,9 @@
 //!   would (the root, and a listing for a hole): it writes `.absent` with that segment and
 //!   the history files PostgreSQL asks for right after, when they are missing too (the next
 //!   timeline's, and this one's: timeline 1 never has one). So the end of recovery costs no
-//!   round trip; through 25 ms of distance those requests took ~0.3 s. While recovery has not got there it checks again at least every
-//!   [`ABSENT_RECHECK`], so that the note is never older than [`MISSING_HOLD`]. Not on a
-//!   standby either.
+//!   round trip; through 25 ms of distance those requests took ~0.3 s. While recovery has
+//!   not got there it checks again at least every [`ABSENT_RECHECK`], so that the note is
+//!   never older than [`MISSING_HOLD`]. Not on a standby either.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -65,8 +65,8 @@ const WANTED: &str = ".wanted";
 const STOP: &str = ".stop";
 /// The last segment a call found missing from the repository.
 const MISSING: &str = ".missing";
-/// What the prefetcher found missing at the archive's end: a segment, and the next
-/// timeline's history file when that is missing too (one name per line).
+/// What the prefetcher found missing at the archive's end: a segment, and the history files
+/// of its timeline and the next when those are missing too (one name per line).
 const ABSENT: &str = ".absent";
 
 /// How long a call's or the prefetcher's "missing" answers the same question again.
@@ -329,7 +329,9 @@ impl Prefetch {
                         let next = match pitrkit::io::lock(&state).claim(depth) {
                             Some(Claim::Ahead(next)) => next,
                             Some(Claim::Again(last)) => {
-                                if let Ok(tmp) = self.fetch_held(&last, |tmp| fetch(&last, tmp)) {
+                                if let Ok((tmp, _)) =
+                                    self.fetch_unnamed(&last, |tmp| fetch(&last, tmp))
+                                {
                                     *pitrkit::io::lock(&held) = Some((last, tmp));
                                 }
                                 continue;
@@ -389,25 +391,24 @@ impl Prefetch {
         name: &WalFileName,
         fetch: impl FnOnce(&mut TempFile) -> Result<u64>,
     ) -> Result<u64> {
+        let (tmp, len) = self.fetch_unnamed(name, fetch)?;
         let target = self.path(name);
-        let mut tmp = TempFile::create_beside(&target).map_err(|e| Error::local_io(&target, e))?;
-        let len = fetch(&mut tmp)?;
         tmp.publish_then_sync(&target)
             .map_err(|e| Error::local_io(&target, e))?;
         Ok(len)
     }
 
-    /// Fetches a second copy of `name` into a temporary file that stays unnamed (see
-    /// [`Prefetch::publish_held`]).
-    fn fetch_held(
+    /// Fetches `name` with `fetch` into a temporary file beside its place, not yet named (a
+    /// second copy stays so: see [`Prefetch::publish_held`]), and its length.
+    fn fetch_unnamed(
         &self,
         name: &WalFileName,
         fetch: impl FnOnce(&mut TempFile) -> Result<u64>,
-    ) -> Result<TempFile> {
+    ) -> Result<(TempFile, u64)> {
         let target = self.path(name);
         let mut tmp = TempFile::create_beside(&target).map_err(|e| Error::local_io(&target, e))?;
-        fetch(&mut tmp)?;
-        Ok(tmp)
+        let len = fetch(&mut tmp)?;
+        Ok((tmp, len))
     }
 
     /// Names the held copy of the archive's last segment once recovery has taken the first
@@ -529,10 +530,7 @@ impl Plan {
     /// nothing past a segment that is missing (and not yet due to be asked for again).
     /// Once the archive's end is known, the segment before it again, once.
     fn claim(&mut self, depth: usize) -> Option<Claim> {
-        // Until a segment says, initdb's default: it only picks which names come next.
-        let seg_size = self
-            .seg_size
-            .unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE);
+        let seg_size = self.seg_size();
         let segno = self.wanted.segno(seg_size)?;
         let tli = self.wanted.timeline();
         if let Some(last) = self.last_before_end(seg_size)
@@ -560,6 +558,13 @@ impl Plan {
         None
     }
 
+    /// The segment size, or until a segment says, initdb's default: it only picks which
+    /// names come next.
+    fn seg_size(&self) -> u32 {
+        self.seg_size
+            .unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE)
+    }
+
     /// The segment before the archive's end, once that is known: before the first segment
     /// after the wanted one that is missing while all between are here.
     fn last_before_end(&self, seg_size: u32) -> Option<WalFileName> {
@@ -584,9 +589,7 @@ impl Plan {
     /// further on, missing while one before it is still being fetched, nor the wanted one
     /// fetched again).
     fn first_missing(&self, n: WalFileName) -> bool {
-        let seg_size = self
-            .seg_size
-            .unwrap_or(pitrkit::pg::wal::DEFAULT_SEGMENT_SIZE);
+        let seg_size = self.seg_size();
         let (Some(from), Some(to)) = (self.wanted.segno(seg_size), n.segno(seg_size)) else {
             return false;
         };
@@ -617,8 +620,8 @@ impl Plan {
             self.missing.remove(&name);
             self.published.insert(name);
         } else if name != self.wanted {
-            // A missing segment is asked for again later; the wanted one fetched again (the
-            // archive's end) is not worth a second try.
+            // A missing segment is asked for again later, unless recovery restored it
+            // itself meanwhile.
             let pause = self
                 .missing
                 .get(&name)
